@@ -1,0 +1,209 @@
+package intunesim
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+const graphRoot = "https://graph.microsoft.com/beta/$metadata#"
+
+// deviceProps renders a device the way Graph does.
+func deviceProps(d *Device) map[string]any {
+	deviceType := "desktop"
+	switch d.OperatingSystem {
+	case "iOS":
+		deviceType = "iPhone"
+	case "Android":
+		deviceType = "androidForWork"
+	case "macOS":
+		deviceType = "macMDM"
+	}
+	return map[string]any{
+		"@odata.type":                  "#microsoft.graph.managedDevice",
+		"id":                           d.ID,
+		"deviceName":                   d.DeviceName,
+		"operatingSystem":              d.OperatingSystem,
+		"osVersion":                    d.OSVersion,
+		"joinType":                     d.JoinType,
+		"managementAgent":              d.ManagementAgent,
+		"managementState":              d.ManagementState,
+		"lastSyncDateTime":             rfc3339(d.LastSyncDateTime),
+		"azureADDeviceId":              d.AzureADDeviceID,
+		"azureActiveDirectoryDeviceId": d.AzureADDeviceID,
+		"managedDeviceOwnerType":       d.OwnerType,
+		"deviceType":                   deviceType,
+		"complianceState":              "compliant",
+		"deviceCategoryDisplayName":    "Unknown Category",
+		"jailBroken":                   "Unknown",
+		"skuFamily":                    "",
+		"userId":                       "",
+		"userPrincipalName":            "",
+		"deviceEnrollmentType":         "windowsAzureADJoin",
+		"enrolledDateTime":             rfc3339(d.LastSyncDateTime.AddDate(-1, 0, 0)),
+	}
+}
+
+// selectProps applies $select. It returns an error naming an unknown
+// property, as Graph does.
+func selectProps(props map[string]any, sel string) (map[string]any, error) {
+	if sel == "" {
+		return props, nil
+	}
+	out := make(map[string]any, 8)
+	for _, name := range strings.Split(sel, ",") {
+		name = strings.TrimSpace(name)
+		v, ok := props[name]
+		if !ok || strings.HasPrefix(name, "@") {
+			return nil, fmt.Errorf("Could not find a property named '%s' on type 'microsoft.graph.managedDevice'.", name)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ []byte) {
+	q := r.URL.Query()
+	match, err := parseFilter(q.Get("$filter"), !s.opts.StrictFilters)
+	if err != nil {
+		if fe, ok := err.(*filterError); ok && fe.status == http.StatusInternalServerError {
+			writeIntuneError(w, r, fe.status, "InternalError", "An internal server error has occurred")
+			return
+		}
+		writeError(w, r, http.StatusBadRequest, "BadRequest", "Invalid filter clause: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	var hits []*Device
+	for i := range s.tenant.Devices {
+		if match(&s.tenant.Devices[i]) {
+			hits = append(hits, &s.tenant.Devices[i])
+		}
+	}
+	s.mu.Unlock()
+	items := make([]map[string]any, len(hits))
+	for i, d := range hits {
+		items[i] = deviceProps(d)
+	}
+	s.writePage(w, r, "deviceManagement/managedDevices", items)
+}
+
+// writePage writes one page of a collection with an absolute nextLink that
+// keeps the request's other query options.
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, context string, items []map[string]any) {
+	q := r.URL.Query()
+	size := s.opts.PageSize
+	if top := q.Get("$top"); top != "" {
+		n, err := strconv.Atoi(top)
+		if err != nil || n < 0 {
+			writeError(w, r, http.StatusBadRequest, "BadRequest", "Invalid $top value '"+top+"'.")
+			return
+		}
+		if n > 0 && n < size {
+			size = n
+		}
+	}
+	offset := 0
+	if tok := q.Get("$skiptoken"); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		n, err2 := strconv.Atoi(strings.TrimPrefix(string(b), "o="))
+		if err != nil || err2 != nil || n < 0 {
+			writeError(w, r, http.StatusBadRequest, "BadRequest", "Invalid $skiptoken.")
+			return
+		}
+		offset = min(n, len(items))
+	}
+	end := min(offset+size, len(items))
+	page := make([]map[string]any, 0, end-offset)
+	for _, it := range items[offset:end] {
+		sel, err := selectProps(it, q.Get("$select"))
+		if err != nil {
+			writeError(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+			return
+		}
+		page = append(page, sel)
+	}
+	body := map[string]any{
+		"@odata.context": graphRoot + context,
+		"@odata.count":   len(items),
+		"value":          page,
+	}
+	if end < len(items) {
+		var keep []string
+		for _, p := range strings.Split(r.URL.RawQuery, "&") {
+			if p != "" && !strings.HasPrefix(p, "$skiptoken=") && !strings.HasPrefix(p, "%24skiptoken=") {
+				keep = append(keep, p)
+			}
+		}
+		keep = append(keep, "$skiptoken="+base64.RawURLEncoding.EncodeToString([]byte("o="+strconv.Itoa(end))))
+		body["@odata.nextLink"] = "http://" + r.Host + r.URL.Path + "?" + strings.Join(keep, "&")
+	}
+	writeJSON(w, r, http.StatusOK, body)
+}
+
+// device returns the device with id (any case), or nil.
+func (s *Server) device(id string) *Device {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.byID[strings.ToLower(id)]
+	if !ok {
+		return nil
+	}
+	d := s.tenant.Devices[i]
+	return &d
+}
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, id string, coManaged bool) {
+	d := s.device(id)
+	if d == nil || (coManaged && !d.CoManaged) {
+		writeError(w, r, http.StatusNotFound, "ResourceNotFound", "Resource '"+id+"' does not exist or one of its queried reference-property objects are not present.")
+		return
+	}
+	props, err := selectProps(deviceProps(d), r.URL.Query().Get("$select"))
+	if err != nil {
+		writeError(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+		return
+	}
+	props["@odata.context"] = graphRoot + "deviceManagement/managedDevices/$entity"
+	writeJSON(w, r, http.StatusOK, props)
+}
+
+// trigger implements initiateOnDemandProactiveRemediation.
+func (s *Server) trigger(w http.ResponseWriter, r *http.Request, body []byte, id string, coManaged bool) {
+	var req map[string]json.RawMessage
+	var script string
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, r, http.StatusBadRequest, "BadRequest", "Empty Payload. JSON content expected.")
+		return
+	}
+	for k := range req {
+		if k != "scriptPolicyId" {
+			writeError(w, r, http.StatusBadRequest, "BadRequest", "The parameter '"+k+"' in the request payload is not a valid parameter for the operation 'initiateOnDemandProactiveRemediation'.")
+			return
+		}
+	}
+	if err := json.Unmarshal(req["scriptPolicyId"], &script); err != nil || script == "" {
+		writeError(w, r, http.StatusBadRequest, "BadRequest", "The parameter 'scriptPolicyId' is required and must be a string.")
+		return
+	}
+	d := s.device(id)
+	if d == nil || (coManaged && !d.CoManaged) {
+		writeIntuneError(w, r, http.StatusNotFound, "ResourceNotFound", "Resource not found for managedDevice '"+id+"'")
+		return
+	}
+	if !strings.EqualFold(d.OperatingSystem, "Windows") {
+		writeIntuneError(w, r, http.StatusBadRequest, "BadRequest", "The requested action is not supported for this platform")
+		return
+	}
+	sc := s.script(script)
+	if sc == nil {
+		writeIntuneError(w, r, http.StatusNotFound, "ResourceNotFound", "DeviceHealthScript '"+script+"' not found")
+		return
+	}
+	s.recordTrigger(d, sc)
+	setRequestIDs(w, r)
+	w.WriteHeader(http.StatusNoContent)
+}
