@@ -57,7 +57,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, body []byte)
 		case seen[it.ID]:
 			writeError(w, r, http.StatusBadRequest, "BadRequest", "Batch request item id '"+it.ID+"' is not unique.")
 			return
-		case len(it.Body) > 0 && contentType(it.Headers) == "":
+		case hasBody(it.Body) && contentType(it.Headers) == "":
 			writeError(w, r, http.StatusBadRequest, "BadRequest", "Batch request item '"+it.ID+"' has a body but no Content-Type header.")
 			return
 		}
@@ -104,7 +104,11 @@ func (s *Server) runItem(ctx context.Context, outer *http.Request, it batchItem)
 	if !strings.HasPrefix(url, "/") {
 		url = "/" + url
 	}
-	inner, err := http.NewRequestWithContext(ctx, strings.ToUpper(it.Method), "/beta"+url, bytes.NewReader(it.Body))
+	var body []byte
+	if hasBody(it.Body) {
+		body = it.Body
+	}
+	inner, err := http.NewRequestWithContext(ctx, strings.ToUpper(it.Method), "/beta"+url, bytes.NewReader(body))
 	if err != nil {
 		return batchResponse{ID: it.ID, Status: http.StatusBadRequest, Body: json.RawMessage(`{"error":{"code":"BadRequest","message":"Invalid request url."}}`)}
 	}
@@ -131,6 +135,13 @@ func (s *Server) runItem(ctx context.Context, outer *http.Request, it batchItem)
 		}
 	}
 	return resp
+}
+
+// hasBody reports a body other than absent or null (the Go SDK sends
+// "body":null on GET items).
+func hasBody(b json.RawMessage) bool {
+	t := strings.TrimSpace(string(b))
+	return t != "" && t != "null"
 }
 
 func contentType(h map[string]string) string {

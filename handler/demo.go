@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/remediator/remediator/internal/config"
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// demo runs the main job end to end without Azure: a simulated tenant of
+// 600 devices, the real HTTP handler stack on loopback, and a request that
+// mixes eligible Windows devices with co-managed, non-Windows, missing and
+// repeated ones. It prints the JSON summary and a one-line account.
+func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
+	tenant := intunesim.Generate(2026, intunesim.GenerateOptions{Devices: 600})
+	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer sim.Close()
+	cfg, err := config.Load(withEnv(getenv, "GRAPH_BASE_URL", sim.URL, "GRAPH_AUTH", "none"))
+	if err != nil {
+		return err
+	}
+	api, gc, err := build(cfg, newLogger(stderr, slog.LevelWarn))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- serveUntil(sctx, ln, api.Handler(), newLogger(io.Discard, slog.LevelError)) }()
+
+	body := sampleRequest(tenant, 30, 4, 3, 2)
+	fmt.Fprintf(stderr, "demo: simulated tenant of %d devices at %s; sending %d device entries to POST /api/remediate at %.0f triggers/s...\n",
+		len(tenant.Devices), sim.URL, strings.Count(body, "device_id"), cfg.GraphWriteRate)
+	resp, err := http.Post("http://"+ln.Addr().String()+"/api/remediate", "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, raw, "", "  "); err != nil {
+		return fmt.Errorf("the handler answered %d with a body that is not JSON: %s", resp.StatusCode, raw)
+	}
+	fmt.Fprintln(stdout, pretty.String())
+	var s remediate.Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "HTTP %d, run %s %s: %d devices — %d triggered, %d skipped, %d failed, %d not attempted; %d Graph calls (%.2f per device), %d throttled, %d ms\n",
+		resp.StatusCode, s.RunID, s.Status, s.Counts.Total, s.Counts.Succeeded, s.Counts.Skipped, s.Counts.Failed,
+		s.Counts.NotAttempted, gc.Calls(), float64(gc.Calls())/float64(max(s.Counts.Total, 1)), s.Throttling.ThrottledResponses, s.DurationMS)
+	stop()
+	return <-done
+}
+
+// sampleRequest builds a request body over tenant: windows eligible
+// managed devices (one listed twice), co co-managed devices, other
+// non-Windows devices and missing ids that do not exist.
+func sampleRequest(tenant *intunesim.Tenant, windows, co, other, missing int) string {
+	script := tenant.RemediationScript().ID
+	var managed, comanaged []remediate.Target
+	for _, d := range tenant.Windows(false) {
+		switch {
+		case d.CoManaged && len(comanaged) < co:
+			comanaged = append(comanaged, remediate.Target{DeviceID: d.ID, ScriptPolicyID: script})
+		case !d.CoManaged && d.JoinType != "azureADRegistered" && len(managed) < windows:
+			managed = append(managed, remediate.Target{DeviceID: d.ID, ScriptPolicyID: script})
+		}
+	}
+	if len(managed) > 0 {
+		managed = append(managed, managed[0])
+	}
+	for _, d := range tenant.NonWindows()[:other] {
+		managed = append(managed, remediate.Target{DeviceID: d.ID, ScriptPolicyID: script})
+	}
+	for i := range missing {
+		managed = append(managed, remediate.Target{DeviceID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i+1), ScriptPolicyID: script})
+	}
+	req := remediate.Request{ManagedDevices: managed, CoManagedDevices: comanaged, IgnorePartialFailures: true,
+		Timeouts: &remediate.Timeouts{Invoke: "2m"}}
+	b, _ := json.Marshal(req)
+	return string(b)
+}

@@ -1,0 +1,163 @@
+// Package config reads remediator's settings from the environment (app
+// settings on Azure, environment variables on Lambda and locally). Every
+// problem is reported at once, so a misconfigured deployment fails at start
+// with one message that names each setting at fault.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole of remediator's configuration. It holds no secrets.
+type Config struct {
+	// GraphBaseURL is the Graph endpoint; "" when GRAPH_BASE_URL is unset,
+	// which local runs take as "start the embedded simulator".
+	GraphBaseURL string
+	// GraphAuth is how tokens are obtained: "none" for simulators.
+	GraphAuth string
+	// MaxConcurrency bounds Graph calls in flight.
+	MaxConcurrency int
+	// GraphWriteRate and GraphReadRate are the process-wide paces per
+	// second.
+	GraphWriteRate, GraphReadRate float64
+	// MaxDevicesPerRun caps the devices of one request.
+	MaxDevicesPerRun int
+	// GraphCallTimeout bounds one Graph request.
+	GraphCallTimeout time.Duration
+	// LogLevel is the slog level (debug, info, warn, error).
+	LogLevel slog.Level
+	// Port is where `serve` listens locally.
+	Port int
+}
+
+// Intune's documented per-app limits: 200 writes and 2,000 requests per
+// 20 seconds.
+const (
+	intuneWritesPerSecond = 10.0
+	intuneReadsPerSecond  = 100.0
+)
+
+// Load reads the configuration through getenv (os.Getenv in production).
+func Load(getenv func(string) string) (Config, error) {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	get := func(name string) string {
+		v := strings.TrimSpace(getenv(name))
+		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
+			bad(name, "is an unresolved Key Vault reference (%s); grant the app's identity access to the vault or fix the reference", v)
+			return ""
+		}
+		return v
+	}
+	intOf := func(name string, def, lo, hi int) int {
+		v := get(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			bad(name, "%q must be a whole number from %d to %d", v, lo, hi)
+			return def
+		}
+		return n
+	}
+	floatOf := func(name string, def, hi float64) float64 {
+		v := get(name)
+		if v == "" {
+			return def
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > hi {
+			bad(name, "%q must be a number above 0 and at most %g", v, hi)
+			return def
+		}
+		return f
+	}
+	durOf := func(name string, def time.Duration) time.Duration {
+		v := get(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			bad(name, "%q must be a positive duration such as \"30s\"", v)
+			return def
+		}
+		return d
+	}
+
+	c := Config{GraphBaseURL: strings.TrimSuffix(get("GRAPH_BASE_URL"), "/")}
+	microsoft := true
+	if c.GraphBaseURL != "" {
+		u, err := url.Parse(c.GraphBaseURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("GRAPH_BASE_URL", "%q is not an http(s) URL", c.GraphBaseURL)
+		} else {
+			microsoft = isMicrosoftGraph(u.Hostname())
+			if u.Scheme == "http" && microsoft {
+				bad("GRAPH_BASE_URL", "Microsoft Graph is only reachable over https")
+			}
+		}
+	}
+	c.GraphAuth = get("GRAPH_AUTH")
+	if c.GraphAuth == "" {
+		c.GraphAuth = "none"
+		if c.GraphBaseURL != "" && microsoft {
+			c.GraphAuth = "managed-identity"
+		}
+	}
+	switch c.GraphAuth {
+	case "none":
+		if c.GraphBaseURL != "" && microsoft {
+			bad("GRAPH_AUTH", "\"none\" sends no token; it is only for simulators, not for %s", c.GraphBaseURL)
+		}
+	case "managed-identity", "client-secret", "keyvault":
+		bad("GRAPH_AUTH", "%q is not available in this version yet; use a simulator (GRAPH_AUTH=none)", c.GraphAuth)
+	default:
+		bad("GRAPH_AUTH", "%q must be one of managed-identity, client-secret, keyvault, none", c.GraphAuth)
+	}
+	maxWrite, maxRead := intuneWritesPerSecond, intuneReadsPerSecond
+	if !microsoft {
+		maxWrite, maxRead = 100000, 100000 // a simulator may compress time
+	}
+	c.MaxConcurrency = intOf("MAX_CONCURRENCY", 8, 1, 64)
+	c.GraphWriteRate = floatOf("GRAPH_WRITE_RATE", 8, maxWrite)
+	c.GraphReadRate = floatOf("GRAPH_READ_RATE", 80, maxRead)
+	c.MaxDevicesPerRun = intOf("MAX_DEVICES_PER_RUN", 5000, 1, 1000000)
+	c.GraphCallTimeout = durOf("GRAPH_CALL_TIMEOUT", 30*time.Second)
+	c.Port = intOf("PORT", 8080, 1, 65535)
+	switch lvl := strings.ToLower(get("LOG_LEVEL")); lvl {
+	case "", "info":
+		c.LogLevel = slog.LevelInfo
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		bad("LOG_LEVEL", "%q must be debug, info, warn or error", lvl)
+	}
+	if len(errs) > 0 {
+		return Config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+func isMicrosoftGraph(host string) bool {
+	host = strings.ToLower(host)
+	for _, h := range []string{"graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn"} {
+		if host == h {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,238 @@
+// Package graph is remediator's Microsoft Graph client: the only package
+// that imports the Graph SDK. It triggers on-demand remediation, looks
+// devices up in $batch requests and pages through device lists, one HTTP
+// attempt per call. Retrying and pacing are the caller's (internal/pace and
+// the engine): the SDK's own retry and compression middleware are left out
+// because, in random order, they corrupt retried POST bodies.
+//
+// Responses are read as bytes into small local structs; the SDK's model
+// factories are never used, which keeps the binary at ~10 MB instead of
+// ~80 MB.
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	abs "github.com/microsoft/kiota-abstractions-go"
+	"github.com/microsoft/kiota-abstractions-go/authentication"
+	khttp "github.com/microsoft/kiota-http-go"
+	kjson "github.com/microsoft/kiota-serialization-json-go"
+	"github.com/microsoftgraph/msgraph-beta-sdk-go/devicemanagement"
+	"github.com/microsoftgraph/msgraph-beta-sdk-go/models/odataerrors"
+	core "github.com/microsoftgraph/msgraph-sdk-go-core"
+)
+
+// DefaultBaseURL is Microsoft Graph beta.
+const DefaultBaseURL = "https://graph.microsoft.com/beta"
+
+// Collection is where a device is addressed for the trigger.
+type Collection string
+
+// The two collections the trigger is available on.
+const (
+	ManagedDevices   Collection = "managedDevices"
+	CoManagedDevices Collection = "comanagedDevices"
+)
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the Graph base URL, DefaultBaseURL when empty.
+	BaseURL string
+	// Auth authorizes each request; nil sends no token (simulators only).
+	Auth authentication.AuthenticationProvider
+	// CallTimeout bounds one HTTP attempt. Default 30 s.
+	CallTimeout time.Duration
+	// Transport is the HTTP transport under the middleware; nil uses a
+	// clone of http.DefaultTransport that keeps enough idle connections for
+	// concurrent workers.
+	Transport http.RoundTripper
+}
+
+// Client calls Graph. It is safe for concurrent use.
+type Client struct {
+	adapter *core.GraphRequestAdapterBase
+	dm      *devicemanagement.DeviceManagementRequestBuilder
+	timeout time.Duration
+	calls   atomic.Int64
+}
+
+// New builds a Client with an explicit, deterministic middleware chain: no
+// compression, no SDK retries.
+func New(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
+	if cfg.Auth == nil {
+		cfg.Auth = &authentication.AnonymousAuthenticationProvider{}
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.Transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		cfg.Transport = t
+	}
+	c := &Client{timeout: cfg.CallTimeout}
+	opts := core.GraphClientOptions{GraphServiceVersion: "beta", GraphServiceLibraryVersion: "0.165.0"}
+	mws := []khttp.Middleware{
+		core.NewGraphTelemetryHandler(&opts),
+		captureHandler{calls: &c.calls},
+		khttp.NewParametersNameDecodingHandler(),
+		khttp.NewUserAgentHandler(),
+		khttp.NewRedirectHandler(),
+	}
+	hc := &http.Client{
+		Transport: khttp.NewCustomTransportWithParentTransport(cfg.Transport, mws...),
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	adapter, err := core.NewGraphRequestAdapterBaseWithParseNodeFactoryAndSerializationWriterFactoryAndHttpClient(
+		cfg.Auth, opts, kjson.NewJsonParseNodeFactory(), kjson.NewJsonSerializationWriterFactory(), hc)
+	if err != nil {
+		return nil, fmt.Errorf("graph: building the request adapter: %w", err)
+	}
+	adapter.SetBaseUrl(cfg.BaseURL) // before any builder: batch item URLs are made relative to it
+	c.adapter = adapter
+	c.dm = devicemanagement.NewDeviceManagementRequestBuilderInternal(map[string]string{"baseurl": cfg.BaseURL}, adapter)
+	return c, nil
+}
+
+// Calls is the number of HTTP requests sent so far ($batch counts once).
+func (c *Client) Calls() int64 { return c.calls.Load() }
+
+// Response describes an accepted call.
+type Response struct {
+	Status    int
+	RequestID string
+}
+
+// Trigger asks Intune to run scriptID on deviceID now. A nil error means
+// Graph answered 204: the request is queued, not yet run. Any failure is an
+// *Error.
+func (c *Client) Trigger(ctx context.Context, coll Collection, deviceID, scriptID string) (Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	ctx, capt := withCapture(ctx)
+	var err error
+	if coll == CoManagedDevices {
+		body := devicemanagement.NewComanagedDevicesItemInitiateOnDemandProactiveRemediationPostRequestBody()
+		body.SetScriptPolicyId(&scriptID)
+		err = c.dm.ComanagedDevices().ByManagedDeviceId(deviceID).InitiateOnDemandProactiveRemediation().Post(ctx, body, nil)
+	} else {
+		body := devicemanagement.NewManagedDevicesItemInitiateOnDemandProactiveRemediationPostRequestBody()
+		body.SetScriptPolicyId(&scriptID)
+		err = c.dm.ManagedDevices().ByManagedDeviceId(deviceID).InitiateOnDemandProactiveRemediation().Post(ctx, body, nil)
+	}
+	if err != nil {
+		return Response{}, toError(ctx, err, capt)
+	}
+	return Response{Status: capt.status, RequestID: capt.header.Get("request-id")}, nil
+}
+
+// errorMapping maps every error status to the OData error type.
+var errorMapping = abs.ErrorMappings{"XXX": odataerrors.CreateODataErrorFromDiscriminatorValue}
+
+// sendBytes sends ri and returns the raw response body.
+func (c *Client) sendBytes(ctx context.Context, ri *abs.RequestInformation) ([]byte, *capture, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	ctx, capt := withCapture(ctx)
+	res, err := c.adapter.SendPrimitive(ctx, ri, "[]byte", errorMapping)
+	if err != nil {
+		return nil, capt, toError(ctx, err, capt)
+	}
+	b, _ := res.([]byte)
+	return b, capt, nil
+}
+
+// captureKey carries a *capture through the request context.
+type captureKey struct{}
+
+// capture records the status and headers of the last HTTP response of a
+// call, which the SDK drops for bodies it cannot parse.
+type capture struct {
+	status int
+	header http.Header
+}
+
+func withCapture(ctx context.Context) (context.Context, *capture) {
+	c := &capture{header: http.Header{}}
+	return context.WithValue(ctx, captureKey{}, c), c
+}
+
+// captureHandler is a middleware that counts requests and fills the
+// request's capture.
+type captureHandler struct{ calls *atomic.Int64 }
+
+// Intercept implements khttp.Middleware.
+func (h captureHandler) Intercept(p khttp.Pipeline, i int, req *http.Request) (*http.Response, error) {
+	h.calls.Add(1)
+	resp, err := p.Next(req, i)
+	if c, ok := req.Context().Value(captureKey{}).(*capture); ok && resp != nil {
+		c.status = resp.StatusCode
+		c.header = resp.Header.Clone()
+	}
+	return resp, err
+}
+
+// toError turns whatever the SDK returned into an *Error, never calling
+// ODataError.Error (it panics on bodies without a message).
+func toError(ctx context.Context, err error, capt *capture) *Error {
+	e := &Error{Status: capt.status, err: err}
+	if capt.status != 0 {
+		e.RequestID = capt.header.Get("request-id")
+		e.ClientRequestID = capt.header.Get("client-request-id")
+		e.RetryAfter = capt.header.Get("Retry-After")
+	}
+	var oe *odataerrors.ODataError
+	var ae abs.ApiErrorable
+	switch {
+	case errors.As(err, &oe):
+		e.Status = oe.GetStatusCode()
+		if me := oe.GetErrorEscaped(); me != nil {
+			e.Code = deref(me.GetCode())
+			e.Message = cleanMessage(deref(me.GetMessage()))
+			if ie := me.GetInnerError(); ie != nil && e.RequestID == "" {
+				e.RequestID = deref(ie.GetRequestId())
+			}
+		}
+		if e.Message == "" {
+			e.Message = "error body without a message"
+		}
+	case errors.As(err, &ae):
+		e.Status = ae.GetStatusCode()
+		e.Message = "error response without Graph error details"
+	case capt.status >= 400:
+		e.Message = "error response with a body that is not JSON (" + capt.header.Get("Content-Type") + ")"
+	case capt.status == 0:
+		e.Transport = true
+		switch {
+		case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+			e.Message = "no response before the call timed out"
+		default:
+			e.Message = "no response: " + err.Error()
+		}
+	default:
+		e.Message = err.Error()
+	}
+	if e.Status == 0 && !e.Transport {
+		e.Status = capt.status
+	}
+	return e
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

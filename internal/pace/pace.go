@@ -1,0 +1,149 @@
+// Package pace keeps Graph traffic under Intune's limits: a process-wide
+// token bucket for writes and one for reads, a gate that pauses every
+// caller when the service answers 429, Retry-After parsing and capped
+// exponential backoff with jitter. Every wait honours its context.
+package pace
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Pacer paces Graph calls for a whole process. It is safe for concurrent
+// use; share one between all runs so concurrent invocations together stay
+// under the app's budget.
+type Pacer struct {
+	writes *rate.Limiter
+	reads  *rate.Limiter
+
+	mu    sync.Mutex
+	until time.Time // every caller waits until then after a 429
+}
+
+// New returns a Pacer admitting writesPerSecond writes and readsPerSecond
+// reads. Writes have a burst of one so that no interval of length T ever
+// holds more than 1 + rate×T writes; reads may burst to a full $batch (20).
+func New(writesPerSecond, readsPerSecond float64) *Pacer {
+	return &Pacer{
+		writes: rate.NewLimiter(rate.Limit(writesPerSecond), 1),
+		reads:  rate.NewLimiter(rate.Limit(readsPerSecond), 20),
+	}
+}
+
+// WriteRate is the configured write rate per second.
+func (p *Pacer) WriteRate() float64 { return float64(p.writes.Limit()) }
+
+// Write waits for the throttle gate and a write token. It returns how long
+// it waited, or the context's error (also when the wait could not end
+// before the context's deadline).
+func (p *Pacer) Write(ctx context.Context) (time.Duration, error) {
+	return p.wait(ctx, p.writes, 1)
+}
+
+// Read waits for the throttle gate and n read tokens (n ≤ 20).
+func (p *Pacer) Read(ctx context.Context, n int) (time.Duration, error) {
+	return p.wait(ctx, p.reads, min(max(n, 1), 20))
+}
+
+func (p *Pacer) wait(ctx context.Context, l *rate.Limiter, n int) (time.Duration, error) {
+	start := time.Now()
+	if err := p.Gate(ctx); err != nil {
+		return time.Since(start), err
+	}
+	err := l.WaitN(ctx, n)
+	return time.Since(start), err
+}
+
+// Gate waits until no 429 pause is in force. A pause extended while
+// waiting is waited for too.
+func (p *Pacer) Gate(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		d := time.Until(p.until)
+		p.mu.Unlock()
+		if d <= 0 {
+			return ctx.Err()
+		}
+		if err := Sleep(ctx, d); err != nil {
+			return err
+		}
+	}
+}
+
+// Pause makes every caller wait d from now (a pause is only ever
+// extended, never shortened).
+func (p *Pacer) Pause(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if until := time.Now().Add(d); until.After(p.until) {
+		p.until = until
+	}
+}
+
+// Sleep waits d or until ctx is done, whichever is first; it returns the
+// context's error if the context ended the wait, also when the context's
+// deadline falls before d has passed.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		// Waiting would outlive the caller: fail now, so the time left
+		// can go to writing the summary.
+		return context.DeadlineExceeded
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// RetryAfter parses a Retry-After value: delta seconds, including the
+// fractional form Graph sends ("2.128"), or an HTTP date. It reports false
+// for an absent or malformed value; a date in the past is zero.
+func RetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, false
+		}
+		return time.Duration(math.Min(f, 24*3600) * float64(time.Second)), true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// Backoff is the wait before retry number attempt (1 for the first retry):
+// base·2^(attempt-1) capped at ceiling, with "equal jitter" (half fixed,
+// half random) so that synchronized callers spread out.
+func Backoff(attempt int, base, ceiling time.Duration) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	d := ceiling
+	if attempt < 32 {
+		d = min(base<<(attempt-1), ceiling)
+	}
+	if d <= 0 {
+		return 0
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}

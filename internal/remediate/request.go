@@ -1,0 +1,297 @@
+package remediate
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/remediator/remediator/internal/graph"
+)
+
+// Target is one device and the script to run on it.
+type Target struct {
+	DeviceID       string `json:"device_id"`
+	ScriptPolicyID string `json:"script_policy_id"`
+}
+
+// Timeouts bounds a run.
+type Timeouts struct {
+	// Invoke is a Go duration ("30s", "2h45m") the whole run must fit in.
+	Invoke string `json:"invoke,omitempty"`
+}
+
+// Request is a remediation request; field names follow the Terraform
+// action remediator reproduces.
+type Request struct {
+	ManagedDevices        []Target  `json:"managed_devices,omitempty"`
+	CoManagedDevices      []Target  `json:"comanaged_devices,omitempty"`
+	IgnorePartialFailures bool      `json:"ignore_partial_failures"`
+	ValidateDeviceExists  *bool     `json:"validate_device_exists,omitempty"`
+	Timeouts              *Timeouts `json:"timeouts,omitempty"`
+	DryRun                bool      `json:"dry_run"`
+}
+
+// FieldError is one problem with a request, at a JSON path such as
+// managed_devices[3].device_id.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// InvalidRequestError lists every problem found in a request.
+type InvalidRequestError struct {
+	Details []FieldError
+}
+
+func (e *InvalidRequestError) Error() string {
+	parts := make([]string, len(e.Details))
+	for i, d := range e.Details {
+		parts[i] = d.Field + ": " + d.Message
+		if d.Field == "" {
+			parts[i] = d.Message
+		}
+	}
+	return "invalid request: " + strings.Join(parts, "; ")
+}
+
+// Item is one device of a validated request.
+type Item struct {
+	Collection     graph.Collection
+	DeviceID       string
+	ScriptPolicyID string
+	// Field is the JSON path of the entry in the request, for messages.
+	Field string
+}
+
+// Plan is a validated, de-duplicated request.
+type Plan struct {
+	Items                 []Item
+	IgnorePartialFailures bool
+	ValidateDevices       bool
+	DryRun                bool
+	// Invoke is the run's own time limit; 0 means none.
+	Invoke   time.Duration
+	Warnings []string
+}
+
+var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// schema says which JSON type each known field has; nested objects and
+// arrays of objects have their own schema.
+type schema map[string]fieldSpec
+
+type fieldSpec struct {
+	kind string // "string", "bool", "object", "array"
+	sub  schema // for objects and the elements of arrays
+}
+
+var targetSchema = schema{"device_id": {kind: "string"}, "script_policy_id": {kind: "string"}}
+
+var requestSchema = schema{
+	"managed_devices":         {kind: "array", sub: targetSchema},
+	"comanaged_devices":       {kind: "array", sub: targetSchema},
+	"ignore_partial_failures": {kind: "bool"},
+	"validate_device_exists":  {kind: "bool"},
+	"timeouts":                {kind: "object", sub: schema{"invoke": {kind: "string"}}},
+	"dry_run":                 {kind: "bool"},
+}
+
+// Decode reads a request body. Unknown fields (typos) and wrong types are
+// reported together, each with its path.
+func Decode(r io.Reader) (Request, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "reading the body: " + err.Error()}}}
+	}
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "the body is not valid JSON: " + err.Error()}}}
+	}
+	if dec.More() {
+		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "the body holds more than one JSON value"}}}
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "the body must be a JSON object"}}}
+	}
+	var problems []FieldError
+	checkObject(obj, requestSchema, "", &problems)
+	if len(problems) > 0 {
+		return Request{}, &InvalidRequestError{Details: problems}
+	}
+	var req Request
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: err.Error()}}}
+	}
+	return req, nil
+}
+
+func checkObject(obj map[string]any, s schema, prefix string, problems *[]FieldError) {
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		path := k
+		if prefix != "" {
+			path = prefix + "." + k
+		}
+		spec, ok := s[k]
+		if !ok {
+			*problems = append(*problems, FieldError{path, "unknown field" + suggest(k, s)})
+			continue
+		}
+		checkValue(obj[k], spec, path, problems)
+	}
+}
+
+func checkValue(v any, spec fieldSpec, path string, problems *[]FieldError) {
+	if v == nil {
+		return // null is the same as absent
+	}
+	bad := func() { *problems = append(*problems, FieldError{path, "must be " + article(spec.kind)}) }
+	switch spec.kind {
+	case "string":
+		if _, ok := v.(string); !ok {
+			bad()
+		}
+	case "bool":
+		if _, ok := v.(bool); !ok {
+			bad()
+		}
+	case "object":
+		o, ok := v.(map[string]any)
+		if !ok {
+			bad()
+			return
+		}
+		checkObject(o, spec.sub, path, problems)
+	case "array":
+		a, ok := v.([]any)
+		if !ok {
+			bad()
+			return
+		}
+		for i, el := range a {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			o, ok := el.(map[string]any)
+			if !ok {
+				*problems = append(*problems, FieldError{p, "must be an object"})
+				continue
+			}
+			checkObject(o, spec.sub, p, problems)
+		}
+	}
+}
+
+func article(kind string) string {
+	switch kind {
+	case "array", "object":
+		return "an " + kind
+	case "bool":
+		return "true or false"
+	}
+	return "a " + kind
+}
+
+// suggest names a known field that differs from k only by case or
+// separators, the usual typo.
+func suggest(k string, s schema) string {
+	norm := func(x string) string { return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(x)) }
+	for known := range s {
+		if norm(known) == norm(k) {
+			return fmt.Sprintf(" (did you mean %q?)", known)
+		}
+	}
+	return ""
+}
+
+// Limits are the operator's bounds on requests.
+type Limits struct {
+	// MaxDevices caps the devices of one request (after de-duplication).
+	MaxDevices int
+}
+
+// Validate checks req and returns its plan. All problems are reported in
+// one *InvalidRequestError.
+func Validate(req Request, lim Limits) (Plan, error) {
+	var problems []FieldError
+	add := func(field, format string, args ...any) {
+		problems = append(problems, FieldError{field, fmt.Sprintf(format, args...)})
+	}
+	plan := Plan{
+		IgnorePartialFailures: req.IgnorePartialFailures,
+		ValidateDevices:       req.ValidateDeviceExists == nil || *req.ValidateDeviceExists,
+		DryRun:                req.DryRun,
+	}
+	if len(req.ManagedDevices) == 0 && len(req.CoManagedDevices) == 0 {
+		add("managed_devices", "at least one of managed_devices or comanaged_devices must list a device")
+	}
+	if req.Timeouts != nil && req.Timeouts.Invoke != "" {
+		d, err := time.ParseDuration(req.Timeouts.Invoke)
+		switch {
+		case err != nil:
+			add("timeouts.invoke", "%q is not a duration such as \"30s\" or \"2h45m\"", req.Timeouts.Invoke)
+		case d <= 0:
+			add("timeouts.invoke", "must be positive")
+		default:
+			plan.Invoke = d
+		}
+	}
+	type seenAt struct {
+		field, script string
+		coll          graph.Collection
+	}
+	seen := map[string]seenAt{}
+	lists := []struct {
+		name    string
+		coll    graph.Collection
+		targets []Target
+	}{{"managed_devices", graph.ManagedDevices, req.ManagedDevices}, {"comanaged_devices", graph.CoManagedDevices, req.CoManagedDevices}}
+	for _, l := range lists {
+		for i, t := range l.targets {
+			field := fmt.Sprintf("%s[%d]", l.name, i)
+			ok := true
+			if !guidRE.MatchString(t.DeviceID) {
+				add(field+".device_id", "%q is not a GUID", t.DeviceID)
+				ok = false
+			}
+			if !guidRE.MatchString(t.ScriptPolicyID) {
+				add(field+".script_policy_id", "%q is not a GUID", t.ScriptPolicyID)
+				ok = false
+			}
+			if !ok {
+				continue
+			}
+			key := strings.ToLower(t.DeviceID)
+			if prev, dup := seen[key]; dup {
+				switch {
+				case prev.coll != l.coll:
+					add(field+".device_id", "device %s is also listed at %s; list each device in one collection only", t.DeviceID, prev.field)
+				case !strings.EqualFold(prev.script, t.ScriptPolicyID):
+					add(field+".script_policy_id", "device %s already runs script %s at %s; Intune runs one on-demand remediation per device at a time and a second one overwrites the first", t.DeviceID, prev.script, prev.field)
+				default:
+					plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s repeats %s (device %s, same script): triggered once", field, prev.field, t.DeviceID))
+				}
+				continue
+			}
+			seen[key] = seenAt{field, t.ScriptPolicyID, l.coll}
+			plan.Items = append(plan.Items, Item{Collection: l.coll, DeviceID: t.DeviceID, ScriptPolicyID: t.ScriptPolicyID, Field: field})
+		}
+	}
+	if lim.MaxDevices > 0 && len(plan.Items) > lim.MaxDevices {
+		add("managed_devices", "%d devices in one request, more than the limit of %d (MAX_DEVICES_PER_RUN); split the request", len(plan.Items), lim.MaxDevices)
+	}
+	if len(problems) > 0 {
+		return Plan{}, &InvalidRequestError{Details: problems}
+	}
+	return plan, nil
+}
