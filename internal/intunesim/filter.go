@@ -244,7 +244,8 @@ func (p *filterParser) list() ([]string, error) {
 	}
 }
 
-// literal decodes a quoted string ('' escapes a quote) or a bare token.
+// literal decodes a quoted string (a doubled single quote escapes one) or
+// a bare token.
 func literal(t string) (string, error) {
 	if t == "" || t == "(" || t == ")" || t == "," {
 		return "", &filterError{http.StatusBadRequest, fmt.Sprintf("syntax error: expected a value, found '%s'", t)}
