@@ -30,7 +30,8 @@ type Fault struct {
 	// Status overrides the HTTP status of body faults (500, 503, 504,
 	// empty_json, text_plain, html).
 	Status int
-	// Latency is the delay of FaultLatency.
+	// Latency is the delay of FaultLatency (default 2 s) and the
+	// Retry-After of FaultThrottle (default a tenth of the window).
 	Latency time.Duration
 	// Times is how many matching requests get the fault; 0 means all.
 	Times int
@@ -74,7 +75,7 @@ func (s *Server) fault(deviceID, method string) *Fault {
 		return f
 	}
 	if s.opts.FaultRate > 0 && len(s.opts.FaultKinds) > 0 && s.rnd.Float64() < s.opts.FaultRate {
-		return &Fault{Kind: s.opts.FaultKinds[s.rnd.IntN(len(s.opts.FaultKinds))], Latency: 2 * time.Second}
+		return &Fault{Kind: s.opts.FaultKinds[s.rnd.IntN(len(s.opts.FaultKinds))]}
 	}
 	return nil
 }
@@ -114,7 +115,11 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault, in
 	case FaultExpiredToken:
 		writeError(w, r, http.StatusUnauthorized, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
 	case FaultThrottle:
-		writeThrottled(w, r, s.opts.RetryAfter, time.Second)
+		wait := f.Latency
+		if wait <= 0 {
+			wait = s.opts.Window / 10
+		}
+		writeThrottled(w, r, s.opts.RetryAfter, wait)
 	case FaultLatency:
 		d := f.Latency
 		if d <= 0 {

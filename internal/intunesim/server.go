@@ -2,7 +2,6 @@ package intunesim
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -157,17 +156,8 @@ func Start(s *Server, addr string) (*Running, error) {
 	return r, nil
 }
 
-// Close stops the listener and waits up to a second for requests in
-// flight, then closes every connection.
-func (r *Running) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	err := r.srv.Shutdown(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		return r.srv.Close()
-	}
-	return err
-}
+// Close stops the simulator at once, closing every connection.
+func (r *Running) Close() error { return r.srv.Close() }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
