@@ -1,0 +1,49 @@
+# remediator — the two commands are `make demo` and `make test`.
+GO      ?= go
+BIN     := bin/handler
+GOFLAGS ?= -buildvcs=false
+export GOFLAGS
+
+.PHONY: demo test vet fmt-check build size-check bench bench-sim simulate serve clean
+
+## demo: the main job against the embedded Intune simulator (no Azure account)
+demo:
+	$(GO) build -o $(BIN) ./handler
+	./$(BIN) demo
+
+## test: what CI runs — formatting, vet, every test with the race detector
+test: fmt-check vet
+	$(GO) test -race -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+
+## build: the release binary (linux/amd64, static, stripped) in bin/
+build:
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./handler
+	@$(MAKE) --no-print-directory size-check
+
+size-check:
+	@size=$$(stat -c %s $(BIN)); echo "$(BIN): $$size bytes"; \
+	if [ $$size -ge 20971520 ]; then echo "$(BIN) is over 20 MB"; exit 1; fi
+
+## bench: the engine benchmark (2,000 devices at the compressed write limit) and the simulator's own
+bench:
+	$(GO) test -run '^$$' -bench Remediate2000 -benchtime 1x ./internal/remediate
+	$(GO) test -run '^$$' -bench Simulator -benchtime 3s -cpu 1 ./internal/intunesim
+
+## simulate: the Intune simulator alone on 127.0.0.1:8081
+simulate:
+	$(GO) run ./handler simulate --devices 5000 --port 8081
+
+## serve: the HTTP API on 127.0.0.1:$$PORT (default 8080), simulator behind it unless GRAPH_BASE_URL is set
+serve:
+	$(GO) build -o $(BIN) ./handler
+	./$(BIN) serve
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,71 @@
+package config
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	require.NoError(t, err)
+	assert.Equal(t, Config{GraphAuth: "none", MaxConcurrency: 8, GraphWriteRate: 8, GraphReadRate: 80,
+		MaxDevicesPerRun: 5000, GraphCallTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, Port: 8080}, c)
+}
+
+func TestSimulatorSettings(t *testing.T) {
+	c, err := Load(env(map[string]string{"GRAPH_BASE_URL": "http://127.0.0.1:8081/beta/", "GRAPH_WRITE_RATE": "95",
+		"MAX_CONCURRENCY": "16", "MAX_DEVICES_PER_RUN": "20000", "LOG_LEVEL": "debug", "GRAPH_CALL_TIMEOUT": "5s"}))
+	require.NoError(t, err)
+	assert.Equal(t, "http://127.0.0.1:8081/beta", c.GraphBaseURL)
+	assert.Equal(t, "none", c.GraphAuth)
+	assert.Equal(t, 95.0, c.GraphWriteRate, "a simulator may compress time")
+	assert.Equal(t, 16, c.MaxConcurrency)
+	assert.Equal(t, 20000, c.MaxDevicesPerRun)
+	assert.Equal(t, slog.LevelDebug, c.LogLevel)
+	assert.Equal(t, 5*time.Second, c.GraphCallTimeout)
+}
+
+func TestEveryProblemReportedAtOnce(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"GRAPH_BASE_URL":      "https://graph.microsoft.com/beta",
+		"GRAPH_AUTH":          "none",
+		"GRAPH_WRITE_RATE":    "50",
+		"MAX_CONCURRENCY":     "zero",
+		"MAX_DEVICES_PER_RUN": "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/x)",
+		"LOG_LEVEL":           "loud",
+	}))
+	require.Error(t, err)
+	for _, want := range []string{
+		"GRAPH_AUTH: \"none\" sends no token",
+		"GRAPH_WRITE_RATE: \"50\" must be a number above 0 and at most 10",
+		"MAX_CONCURRENCY: \"zero\"",
+		"MAX_DEVICES_PER_RUN: is an unresolved Key Vault reference",
+		"LOG_LEVEL: \"loud\"",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
+
+func TestBadValues(t *testing.T) {
+	for name, kv := range map[string]map[string]string{
+		"not a URL":         {"GRAPH_BASE_URL": "graph"},
+		"plain http to MS":  {"GRAPH_BASE_URL": "http://graph.microsoft.com/beta"},
+		"unknown auth":      {"GRAPH_AUTH": "password"},
+		"negative rate":     {"GRAPH_WRITE_RATE": "-1"},
+		"zero timeout":      {"GRAPH_CALL_TIMEOUT": "0s"},
+		"port out of range": {"PORT": "70000"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(env(kv))
+			assert.Error(t, err)
+		})
+	}
+}

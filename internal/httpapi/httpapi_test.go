@@ -1,0 +1,127 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+func setup(t *testing.T) (*httptest.Server, *intunesim.Running, *intunesim.Tenant) {
+	t.Helper()
+	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: 200})
+	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sim.Close() })
+	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
+	require.NoError(t, err)
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	eng := remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log)
+	srv := httptest.NewServer(New(eng, remediate.Limits{MaxDevices: 50}, log).Handler())
+	t.Cleanup(srv.Close)
+	return srv, sim, tenant
+}
+
+func post(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url+"/api/remediate", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var m map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	return resp.StatusCode, m
+}
+
+func target(id, script string) string {
+	return fmt.Sprintf(`{"device_id":%q,"script_policy_id":%q}`, id, script)
+}
+
+func TestStatusCodes(t *testing.T) {
+	srv, sim, tenant := setup(t)
+	sc := tenant.RemediationScript().ID
+	win := tenant.Windows(false)
+	var ok []string
+	for _, d := range win {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" && len(ok) < 3 {
+			ok = append(ok, target(d.ID, sc))
+		}
+	}
+	mac := target(tenant.NonWindows()[0].ID, sc)
+
+	status, body := post(t, srv.URL, `{"managed_devices":[`+strings.Join(ok, ",")+`]}`)
+	assert.Equal(t, 200, status)
+	assert.Equal(t, "succeeded", body["status"])
+	assert.EqualValues(t, 3, body["counts"].(map[string]any)["succeeded"])
+
+	status, body = post(t, srv.URL, `{"managed_devices":[`+ok[0]+`,`+mac+`]}`)
+	assert.Equal(t, 422, status, "device validation failed, nothing triggered")
+	assert.Equal(t, "rejected", body["status"])
+	assert.Equal(t, "device_validation_failed", body["error"].(map[string]any)["code"])
+
+	status, body = post(t, srv.URL, `{"managed_devices":[`+ok[0]+`,`+mac+`],"validate_device_exists":false}`)
+	assert.Equal(t, 424, status, "a device failed and partial failures are not ignored")
+	assert.Equal(t, "partially_succeeded", body["status"])
+
+	status, _ = post(t, srv.URL, `{"managed_devices":[`+ok[0]+`,`+mac+`],"validate_device_exists":false,"ignore_partial_failures":true}`)
+	assert.Equal(t, 200, status)
+
+	status, body = post(t, srv.URL, `{"managed_devices":[{"device_id":"x","script_policy_id":"`+sc+`"}],"dry_runn":true}`)
+	assert.Equal(t, 400, status)
+	e := body["error"].(map[string]any)
+	assert.Equal(t, "invalid_request", e["code"])
+	fields := []string{}
+	for _, d := range e["details"].([]any) {
+		fields = append(fields, d.(map[string]any)["field"].(string))
+	}
+	assert.Equal(t, []string{"dry_runn"}, fields, "unknown fields are reported before anything else")
+
+	status, body = post(t, srv.URL, `{"managed_devices":[{"device_id":"x","script_policy_id":"`+sc+`"}]}`)
+	assert.Equal(t, 400, status)
+	assert.Equal(t, "managed_devices[0].device_id", body["error"].(map[string]any)["details"].([]any)[0].(map[string]any)["field"])
+
+	var many []string
+	for i := range 51 {
+		many = append(many, target(fmt.Sprintf("00000000-0000-4000-8000-%012d", i), sc))
+	}
+	status, _ = post(t, srv.URL, `{"managed_devices":[`+strings.Join(many, ",")+`]}`)
+	assert.Equal(t, 400, status, "MAX_DEVICES_PER_RUN")
+
+	big := `{"managed_devices":[` + strings.Repeat(ok[0]+",", MaxBody/len(ok[0])) + ok[0] + `]}`
+	status, body = post(t, srv.URL, big)
+	assert.Equal(t, 413, status)
+	assert.Equal(t, "request_too_large", body["error"].(map[string]any)["code"])
+
+	resp, err := http.Get(srv.URL + "/api/remediate")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 405, resp.StatusCode)
+	assert.Equal(t, "POST", resp.Header.Get("Allow"))
+
+	assert.Equal(t, 3+1+1, sim.Counters().Triggers, "only the runs that were allowed triggered")
+}
+
+func TestNeverA5xxForDeviceFailures(t *testing.T) {
+	srv, sim, tenant := setup(t)
+	sc := tenant.RemediationScript().ID
+	var devs []string
+	for _, d := range tenant.Windows(false)[:10] {
+		sim.InjectFault(d.ID, intunesim.Fault{Kind: intunesim.Fault500, Method: "POST"})
+		devs = append(devs, target(d.ID, sc))
+	}
+	status, body := post(t, srv.URL, `{"managed_devices":[`+strings.Join(devs, ",")+`],"validate_device_exists":false}`)
+	assert.Equal(t, 424, status)
+	assert.Equal(t, "failed", body["status"])
+}
