@@ -4,7 +4,7 @@ BIN     := bin/handler
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: demo test vet fmt-check build size-check bench bench-sim simulate serve clean
+.PHONY: demo test vet fmt-check build size-check bench simulate serve run package clean
 
 ## demo: the main job against the embedded Intune simulator (no Azure account)
 demo:
@@ -44,6 +44,22 @@ simulate:
 serve:
 	$(GO) build -o $(BIN) ./handler
 	./$(BIN) serve
+
+## run: the binary as the Azure Functions host starts it, on 127.0.0.1:$$PORT (default 7071),
+## with the simulator behind GRAPH_BASE_URL unless Azure settings are given
+run:
+	$(GO) build -o $(BIN) ./handler
+	@./$(BIN) simulate --port 8081 --devices 5000 & sim=$$!; trap "kill $$sim" EXIT INT TERM; sleep 1; \
+	FUNCTIONS_CUSTOMHANDLER_PORT=$${PORT:-7071} GRAPH_BASE_URL=$${GRAPH_BASE_URL:-http://127.0.0.1:8081/beta} \
+	GRAPH_AUTH=$${GRAPH_AUTH:-none} ./$(BIN)
+
+## package: dist/remediator.zip, the layout `func azure functionapp publish` and zip deploy expect
+package: build
+	rm -rf dist/app && mkdir -p dist/app/bin
+	cp host.json dist/app/ && cp $(BIN) dist/app/bin/
+	for f in remediate alert schedule; do mkdir -p dist/app/$$f && cp $$f/function.json dist/app/$$f/; done
+	cd dist/app && rm -f ../remediator.zip && zip -qr ../remediator.zip .
+	@echo "dist/remediator.zip:" && unzip -l dist/remediator.zip | tail -n +4 | head -n -2
 
 clean:
 	rm -rf bin dist

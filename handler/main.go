@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/remediator/remediator/internal/alert"
+	"github.com/remediator/remediator/internal/azure"
 	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/httpapi"
@@ -42,6 +45,9 @@ func main() {
 // run is the whole program, with its inputs and outputs passed in so tests
 // can call it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if port := getenv("FUNCTIONS_CUSTOMHANDLER_PORT"); port != "" {
+		return azureWorker(ctx, port, getenv, stderr)
+	}
 	cmd := "serve"
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
@@ -119,10 +125,12 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	return serveUntil(ctx, ln, api.Handler(), log)
 }
 
-// serveUntil runs an HTTP server on ln until ctx ends, then shuts it down,
-// letting requests in flight finish their summaries.
+// serveUntil runs an HTTP server on ln until ctx ends, then shuts it down.
+// Requests inherit ctx, so runs in flight stop starting new triggers,
+// account for every device and answer before the server closes.
 func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -137,4 +145,43 @@ func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, log *slog.
 		return err
 	}
 	return nil
+}
+
+// azureWorker is the Azure Functions custom handler: it serves the host on
+// 127.0.0.1:port until the host stops it with SIGTERM.
+func azureWorker(ctx context.Context, port string, getenv func(string) string, stderr io.Writer) error {
+	if getenv("GRAPH_BASE_URL") == "" {
+		getenv = withEnv(getenv, "GRAPH_BASE_URL", graph.DefaultBaseURL)
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	if cfg.ScheduledRequest != nil {
+		req, err := remediate.Decode(bytes.NewReader(cfg.ScheduledRequest))
+		if err == nil {
+			_, err = remediate.Validate(req, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun})
+		}
+		if err != nil {
+			return fmt.Errorf("configuration: the scheduled request (SCHEDULED_REQUEST/SCHEDULED_REQUEST_FILE) is invalid: %w", err)
+		}
+	}
+	api, _, err := build(cfg, log)
+	if err != nil {
+		return err
+	}
+	host := azure.New(api, azure.Settings{
+		FunctionTimeout:  cfg.FunctionTimeout,
+		HTTPBudget:       cfg.HTTPResponseBudget,
+		Alert:            alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
+		ScheduledRequest: cfg.ScheduledRequest,
+	}, log)
+	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		return err
+	}
+	log.Info("custom handler listening", "addr", ln.Addr().String(), "graph_base_url", cfg.GraphBaseURL,
+		"write_rate", cfg.GraphWriteRate, "function_timeout", cfg.FunctionTimeout.String())
+	return serveUntil(ctx, ln, host.Handler(), log)
 }

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +37,24 @@ type Config struct {
 	LogLevel slog.Level
 	// Port is where `serve` listens locally.
 	Port int
+
+	// FunctionTimeout mirrors host.json functionTimeout: every invocation
+	// ends before it.
+	FunctionTimeout time.Duration
+	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end
+	// limit.
+	HTTPResponseBudget time.Duration
+	// RemediationSchedule is the timer's NCRONTAB expression (read by the
+	// host through %REMEDIATION_SCHEDULE%; checked here).
+	RemediationSchedule string
+	// ScheduledRequest is the request body the timer runs (from
+	// SCHEDULED_REQUEST or the file SCHEDULED_REQUEST_FILE), nil if none.
+	ScheduledRequest []byte
+	// AlertDeviceDimension names the alert dimension or column holding
+	// device ids.
+	AlertDeviceDimension string
+	// AlertScriptPolicyID is the script for alerts that name none.
+	AlertScriptPolicyID string
 }
 
 // Intune's documented per-app limits: 200 writes and 2,000 requests per
@@ -134,6 +155,44 @@ func Load(getenv func(string) string) (Config, error) {
 	c.MaxDevicesPerRun = intOf("MAX_DEVICES_PER_RUN", 5000, 1, 1000000)
 	c.GraphCallTimeout = durOf("GRAPH_CALL_TIMEOUT", 30*time.Second)
 	c.Port = intOf("PORT", 8080, 1, 65535)
+	c.FunctionTimeout = durOf("FUNCTION_TIMEOUT", 5*time.Minute)
+	c.HTTPResponseBudget = durOf("HTTP_RESPONSE_BUDGET", 200*time.Second)
+	if c.HTTPResponseBudget > 230*time.Second {
+		bad("HTTP_RESPONSE_BUDGET", "%s is over the 230 s after which Azure's front end drops HTTP responses", c.HTTPResponseBudget)
+	}
+	c.RemediationSchedule = get("REMEDIATION_SCHEDULE")
+	if c.RemediationSchedule != "" {
+		if n := len(strings.Fields(c.RemediationSchedule)); n != 5 && n != 6 {
+			bad("REMEDIATION_SCHEDULE", "%q is not an NCRONTAB expression of 5 or 6 fields such as \"0 0 6 * * 1-5\"", c.RemediationSchedule)
+		}
+	}
+	inline, file := get("SCHEDULED_REQUEST"), get("SCHEDULED_REQUEST_FILE")
+	switch {
+	case inline != "" && file != "":
+		bad("SCHEDULED_REQUEST", "set either SCHEDULED_REQUEST or SCHEDULED_REQUEST_FILE, not both")
+	case inline != "":
+		c.ScheduledRequest = []byte(inline)
+	case file != "":
+		if root := get("FUNCTIONS_APP_ROOT_PATH"); root != "" && !filepath.IsAbs(file) {
+			file = filepath.Join(root, file)
+		}
+		b, err := readFile(file)
+		if err != nil {
+			bad("SCHEDULED_REQUEST_FILE", "%v", err)
+		}
+		c.ScheduledRequest = b
+	}
+	if c.ScheduledRequest != nil && c.RemediationSchedule == "" {
+		bad("REMEDIATION_SCHEDULE", "must be set when a scheduled request is configured (the schedule function reads it)")
+	}
+	c.AlertDeviceDimension = get("ALERT_DEVICE_DIMENSION")
+	if c.AlertDeviceDimension == "" {
+		c.AlertDeviceDimension = "DeviceId"
+	}
+	c.AlertScriptPolicyID = get("ALERT_SCRIPT_POLICY_ID")
+	if c.AlertScriptPolicyID != "" && !guidRE.MatchString(c.AlertScriptPolicyID) {
+		bad("ALERT_SCRIPT_POLICY_ID", "%q is not a GUID", c.AlertScriptPolicyID)
+	}
 	switch lvl := strings.ToLower(get("LOG_LEVEL")); lvl {
 	case "", "info":
 		c.LogLevel = slog.LevelInfo
@@ -150,6 +209,20 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// readFile reads a deployed request file, refusing anything over 1 MiB.
+func readFile(name string) ([]byte, error) {
+	st, err := os.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > 1<<20 {
+		return nil, fmt.Errorf("%s is over 1 MiB", name)
+	}
+	return os.ReadFile(name)
 }
 
 func isMicrosoftGraph(host string) bool {

@@ -2,6 +2,8 @@ package config
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,7 +19,8 @@ func TestDefaults(t *testing.T) {
 	c, err := Load(env(nil))
 	require.NoError(t, err)
 	assert.Equal(t, Config{GraphAuth: "none", MaxConcurrency: 8, GraphWriteRate: 8, GraphReadRate: 80,
-		MaxDevicesPerRun: 5000, GraphCallTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, Port: 8080}, c)
+		MaxDevicesPerRun: 5000, GraphCallTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, Port: 8080,
+		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, AlertDeviceDimension: "DeviceId"}, c)
 }
 
 func TestSimulatorSettings(t *testing.T) {
@@ -62,10 +65,26 @@ func TestBadValues(t *testing.T) {
 		"negative rate":     {"GRAPH_WRITE_RATE": "-1"},
 		"zero timeout":      {"GRAPH_CALL_TIMEOUT": "0s"},
 		"port out of range": {"PORT": "70000"},
+		"budget over 230s":  {"HTTP_RESPONSE_BUDGET": "5m"},
+		"bad schedule":      {"REMEDIATION_SCHEDULE": "every day"},
+		"both requests":     {"SCHEDULED_REQUEST": "{}", "SCHEDULED_REQUEST_FILE": "r.json", "REMEDIATION_SCHEDULE": "0 0 6 * * *"},
+		"request no cron":   {"SCHEDULED_REQUEST": "{}"},
+		"missing file":      {"SCHEDULED_REQUEST_FILE": "/nonexistent/r.json", "REMEDIATION_SCHEDULE": "0 0 6 * * *"},
+		"alert script":      {"ALERT_SCRIPT_POLICY_ID": "abc"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load(env(kv))
 			assert.Error(t, err)
 		})
 	}
+}
+
+func TestScheduledRequestFromAFileUnderTheAppRoot(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nightly.json"), []byte(`{"dry_run":true}`), 0o600))
+	c, err := Load(env(map[string]string{"SCHEDULED_REQUEST_FILE": "nightly.json", "FUNCTIONS_APP_ROOT_PATH": dir,
+		"REMEDIATION_SCHEDULE": "0 0 6 * * 1-5", "ALERT_DEVICE_DIMENSION": "IntuneDeviceId"}))
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"dry_run":true}`, string(c.ScheduledRequest))
+	assert.Equal(t, "IntuneDeviceId", c.AlertDeviceDimension)
 }

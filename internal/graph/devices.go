@@ -114,7 +114,8 @@ type Page struct {
 func (c *Client) ListDevices(ctx context.Context, filter string, top int, next string) (Page, error) {
 	var ri *abs.RequestInformation
 	if next == "" {
-		q := &devicemanagement.ManagedDevicesRequestBuilderGetQueryParameters{Select: deviceFields}
+		count := true
+		q := &devicemanagement.ManagedDevicesRequestBuilderGetQueryParameters{Select: deviceFields, Count: &count}
 		if filter != "" {
 			q.Filter = &filter
 		}

@@ -84,16 +84,13 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ []byte) {
 		}
 	}
 	s.mu.Unlock()
-	items := make([]map[string]any, len(hits))
-	for i, d := range hits {
-		items[i] = deviceProps(d)
-	}
-	s.writePage(w, r, "deviceManagement/managedDevices", items)
+	s.writePage(w, r, "deviceManagement/managedDevices", len(hits), func(i int) map[string]any { return deviceProps(hits[i]) })
 }
 
-// writePage writes one page of a collection with an absolute nextLink that
-// keeps the request's other query options.
-func (s *Server) writePage(w http.ResponseWriter, r *http.Request, context string, items []map[string]any) {
+// writePage writes one page of a collection of n items, rendering only the
+// page's items, with an absolute nextLink that keeps the request's other
+// query options.
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, context string, n int, item func(i int) map[string]any) {
 	q := r.URL.Query()
 	size := s.opts.PageSize
 	if top := q.Get("$top"); top != "" {
@@ -109,17 +106,17 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request, context strin
 	offset := 0
 	if tok := q.Get("$skiptoken"); tok != "" {
 		b, err := base64.RawURLEncoding.DecodeString(tok)
-		n, err2 := strconv.Atoi(strings.TrimPrefix(string(b), "o="))
-		if err != nil || err2 != nil || n < 0 {
+		off, err2 := strconv.Atoi(strings.TrimPrefix(string(b), "o="))
+		if err != nil || err2 != nil || off < 0 {
 			writeError(w, r, http.StatusBadRequest, "BadRequest", "Invalid $skiptoken.")
 			return
 		}
-		offset = min(n, len(items))
+		offset = min(off, n)
 	}
-	end := min(offset+size, len(items))
+	end := min(offset+size, n)
 	page := make([]map[string]any, 0, end-offset)
-	for _, it := range items[offset:end] {
-		sel, err := selectProps(it, q.Get("$select"))
+	for i := offset; i < end; i++ {
+		sel, err := selectProps(item(i), q.Get("$select"))
 		if err != nil {
 			writeError(w, r, http.StatusBadRequest, "BadRequest", err.Error())
 			return
@@ -128,10 +125,10 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request, context strin
 	}
 	body := map[string]any{
 		"@odata.context": graphRoot + context,
-		"@odata.count":   len(items),
+		"@odata.count":   n,
 		"value":          page,
 	}
-	if end < len(items) {
+	if end < n {
 		var keep []string
 		for _, p := range strings.Split(r.URL.RawQuery, "&") {
 			if p != "" && !strings.HasPrefix(p, "$skiptoken=") && !strings.HasPrefix(p, "%24skiptoken=") {

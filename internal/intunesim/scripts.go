@@ -142,7 +142,7 @@ func (s *Server) listScripts(w http.ResponseWriter, r *http.Request, _ []byte) {
 		items[i] = scriptProps(&s.tenant.Scripts[i])
 	}
 	s.mu.Unlock()
-	s.writePage(w, r, "deviceManagement/deviceHealthScripts", items)
+	s.writePage(w, r, "deviceManagement/deviceHealthScripts", len(items), func(i int) map[string]any { return items[i] })
 }
 
 func (s *Server) getScript(w http.ResponseWriter, r *http.Request, id string) {
@@ -182,7 +182,7 @@ func (s *Server) scriptRunStates(w http.ResponseWriter, r *http.Request, id stri
 	}
 	s.mu.Unlock()
 	slices.SortFunc(items, func(a, b map[string]any) int { return strings.Compare(a["id"].(string), b["id"].(string)) })
-	s.writePage(w, r, "deviceManagement/deviceHealthScripts('"+sc.ID+"')/deviceRunStates", items)
+	s.writePage(w, r, "deviceManagement/deviceHealthScripts('"+sc.ID+"')/deviceRunStates", len(items), func(i int) map[string]any { return items[i] })
 }
 
 // deviceScriptStates lists deviceHealthScriptPolicyState rows of a device.
@@ -208,5 +208,5 @@ func (s *Server) deviceScriptStates(w http.ResponseWriter, r *http.Request, id s
 	}
 	s.mu.Unlock()
 	slices.SortFunc(items, func(a, b map[string]any) int { return strings.Compare(a["id"].(string), b["id"].(string)) })
-	s.writePage(w, r, "deviceManagement/managedDevices('"+d.ID+"')/deviceHealthScriptStates", items)
+	s.writePage(w, r, "deviceManagement/managedDevices('"+d.ID+"')/deviceHealthScriptStates", len(items), func(i int) map[string]any { return items[i] })
 }

@@ -143,20 +143,22 @@ func (e *Engine) finish(s *Summary, r *run, started time.Time) *Summary {
 }
 
 // deadlines derives the run's contexts: runCtx ends when no new call may
-// start (deadline minus headroom); callCtx bounds calls already in flight
-// (half the headroom later) so they finish and are accounted for.
+// start (deadline minus headroom) or when ctx is cancelled; callCtx bounds
+// calls already in flight (half the headroom later) but is not cancelled
+// with ctx, so a shutdown lets them finish and be accounted for.
 func (e *Engine) deadlines(ctx context.Context, now time.Time, invoke time.Duration) (runCtx, callCtx context.Context, cancel func()) {
 	end, ok := ctx.Deadline()
 	if invoke > 0 && (!ok || now.Add(invoke).Before(end)) {
 		end, ok = now.Add(invoke), true
 	}
+	detached := context.WithoutCancel(ctx)
 	if !ok {
 		runCtx, c1 := context.WithCancel(ctx)
-		return runCtx, ctx, c1
+		return runCtx, detached, c1
 	}
 	headroom := min(e.cfg.Headroom, end.Sub(now)/10)
 	runCtx, c1 := context.WithDeadline(ctx, end.Add(-headroom))
-	callCtx, c2 := context.WithDeadline(ctx, end.Add(-headroom/2))
+	callCtx, c2 := context.WithDeadline(detached, end.Add(-headroom/2))
 	return runCtx, callCtx, func() { c1(); c2() }
 }
 

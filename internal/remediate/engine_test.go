@@ -333,6 +333,6 @@ func TestLargeRequestsReadTheDeviceListInsteadOfBatching(t *testing.T) {
 	assert.Equal(t, 700, s.Counts.Succeeded)
 	assert.Equal(t, ReasonNotFound, s.Devices[700].Reason)
 	c := f.sim.Counters()
-	assert.Equal(t, 0, c.Batches, "2 list pages instead of 36 batches")
-	assert.Equal(t, 2, c.Reads)
+	assert.Equal(t, 0, c.Batches, "a probe and 2 list pages instead of 36 batches")
+	assert.Equal(t, 3, c.Reads)
 }

@@ -110,13 +110,18 @@ func (r *run) lookup(ids []string) (map[string]*graph.Device, map[string]*graph.
 	return found, errs
 }
 
-// listLookup pages through the device list while that is cheaper than
-// batching; it returns the ids still to look up.
+// listLookup reads the whole device list when that takes fewer calls than
+// batching: a one-device probe learns the list's size (@odata.count), then
+// pages of 1,000 follow. It returns the ids still to look up.
 func (r *run) listLookup(ids []string, want map[string]bool, found map[string]*graph.Device, errs map[string]*graph.Error) []string {
 	batches := (len(ids) + graph.MaxBatch - 1) / graph.MaxBatch
+	probe, ok := r.readPage("", 1)
+	if !ok || probe.Count < 0 || (probe.Count+pageSize-1)/pageSize >= batches {
+		return ids // batching is cheaper, or the size is unknown
+	}
 	next, complete := "", false
-	for page := 0; ; page++ {
-		p, ok := r.readPage(next)
+	for {
+		p, ok := r.readPage(next, pageSize)
 		if !ok {
 			break
 		}
@@ -124,9 +129,6 @@ func (r *run) listLookup(ids []string, want map[string]bool, found map[string]*g
 			if key := strings.ToLower(p.Devices[i].ID); want[key] {
 				found[key] = &p.Devices[i]
 			}
-		}
-		if page == 0 && (p.Count < 0 || (p.Count+pageSize-1)/pageSize > batches) {
-			break // batching the rest is cheaper
 		}
 		if p.NextLink == "" {
 			complete = true
@@ -148,15 +150,15 @@ func (r *run) listLookup(ids []string, want map[string]bool, found map[string]*g
 	return rest
 }
 
-// readPage reads one device-list page, retrying 429s and (a few times)
+// readPage reads one device-list page of at most top devices, retrying 429s and (a few times)
 // 5xx; false when it gave up.
-func (r *run) readPage(next string) (graph.Page, bool) {
+func (r *run) readPage(next string, top int) (graph.Page, bool) {
 	e := r.engine
 	for attempt, unavailable := 1, 0; ; attempt++ {
 		if _, err := e.pacer.Read(r.runCtx, 1); err != nil {
 			return graph.Page{}, false
 		}
-		p, err := e.graph.ListDevices(r.callCtx, "", pageSize, next)
+		p, err := e.graph.ListDevices(r.callCtx, "", top, next)
 		if err == nil {
 			return p, true
 		}

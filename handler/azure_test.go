@@ -1,0 +1,452 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// binary is the handler built once for every test that runs it.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "remediator-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "handler")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the handler: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's stderr.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type worker struct {
+	url  string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan error
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+// startWorker starts the binary the way the Functions host does and waits,
+// polling GET / every 25 ms as the host does, until it answers.
+func startWorker(t *testing.T, env ...string) *worker {
+	t.Helper()
+	port := freePort(t)
+	cmd := exec.Command(binary)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "FUNCTIONS_HTTPWORKER_PORT=" + port,
+		"FUNCTIONS_CUSTOMHANDLER_WORKER_ID=" + "3f9c5a2e-0000-4000-8000-000000000001", "FUNCTIONS_APP_ROOT_PATH=" + t.TempDir()}, env...)
+	w := &worker{url: "http://127.0.0.1:" + port, cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = w.logs, w.logs
+	require.NoError(t, cmd.Start())
+	go func() { w.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-w.done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(w.url + "/")
+		if err == nil {
+			resp.Body.Close()
+			return w
+		}
+		select {
+		case err := <-w.done:
+			t.Fatalf("the worker exited before answering: %v\n%s", err, w.logs.String())
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "worker not up in 30 s:\n%s", w.logs.String())
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+type tenantFixture struct {
+	sim    *intunesim.Running
+	tenant *intunesim.Tenant
+	script string
+}
+
+func newTenant(t *testing.T, devices int, opts intunesim.Options) *tenantFixture {
+	t.Helper()
+	tenant := intunesim.Generate(99, intunesim.GenerateOptions{Devices: devices})
+	sim, err := intunesim.Start(intunesim.New(tenant, opts), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sim.Close() })
+	return &tenantFixture{sim: sim, tenant: tenant, script: tenant.RemediationScript().ID}
+}
+
+func (f *tenantFixture) env(extra ...string) []string {
+	return append([]string{"GRAPH_BASE_URL=" + f.sim.URL, "GRAPH_AUTH=none", "GRAPH_WRITE_RATE=2000", "GRAPH_READ_RATE=100000"}, extra...)
+}
+
+func (f *tenantFixture) eligible(from, n int) []intunesim.Device {
+	var out []intunesim.Device
+	for _, d := range f.tenant.Windows(false) {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" {
+			out = append(out, d)
+		}
+	}
+	return out[from : from+n]
+}
+
+func (f *tenantFixture) request(devs []intunesim.Device, extra string) string {
+	var items []string
+	for _, d := range devs {
+		items = append(items, fmt.Sprintf(`{"device_id":%q,"script_policy_id":%q}`, d.ID, f.script))
+	}
+	return `{"managed_devices":[` + strings.Join(items, ",") + `]` + extra + `}`
+}
+
+func hostPost(t *testing.T, url, body string, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("X-Azure-Functions-InvocationId", "c8c0b4f4-5a55-4c2e-8e0f-5f8e6a1f2b01")
+	req.Header.Set("X-Azure-Functions-HostVersion", "4.1052.0")
+	req.Header.Set("User-Agent", "Azure-Functions-Host/4.1052.0")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, b
+}
+
+func summaryOf(t *testing.T, b []byte) remediate.Summary {
+	t.Helper()
+	var s remediate.Summary
+	require.NoError(t, json.Unmarshal(b, &s), "%s", b)
+	return s
+}
+
+func TestAzureForwardedHTTPAndAudit(t *testing.T) {
+	f := newTenant(t, 300, intunesim.Options{})
+	w := startWorker(t, f.env()...)
+	devs := f.eligible(0, 5)
+	resp, b := hostPost(t, w.url+"/api/remediate?code=FUNCTION-KEY-SECRET", f.request(devs, ""),
+		"x-functions-key", "FUNCTION-KEY-SECRET", "Authorization", "Bearer TOKEN-SECRET", "X-MS-CLIENT-PRINCIPAL-NAME", "alex@contoso.com")
+	require.Equal(t, 200, resp.StatusCode, "%s", b)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	s := summaryOf(t, b)
+	assert.Equal(t, 5, s.Counts.Succeeded)
+	for _, d := range devs {
+		assert.Equal(t, 1, f.sim.TriggerCount(d.ID, f.script))
+	}
+
+	resp, b = hostPost(t, w.url+"/api/remediate", `{"managed_devices":[{"device_id":"x"}]}`)
+	assert.Equal(t, 400, resp.StatusCode)
+	assert.Contains(t, string(b), "managed_devices[0].device_id")
+
+	require.Eventually(t, func() bool { return strings.Count(w.logs.String(), `"msg":"invocation"`) == 2 }, 5*time.Second, 20*time.Millisecond)
+	var audit map[string]any
+	for _, l := range strings.Split(w.logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"invocation"`) {
+			require.NoError(t, json.Unmarshal([]byte(l), &audit))
+			break
+		}
+	}
+	assert.Equal(t, "c8c0b4f4-5a55-4c2e-8e0f-5f8e6a1f2b01", audit["invocation_id"])
+	assert.Equal(t, "remediate", audit["function"])
+	assert.Equal(t, "alex@contoso.com", audit["caller"])
+	assert.Equal(t, []any{f.script}, audit["script_ids"])
+	assert.EqualValues(t, 5, audit["succeeded"])
+	assert.Equal(t, s.RunID, audit["run_id"])
+	for _, secret := range []string{"FUNCTION-KEY-SECRET", "TOKEN-SECRET"} {
+		assert.NotContains(t, w.logs.String(), secret, "no secret in any log line")
+		assert.NotContains(t, string(b), secret)
+	}
+}
+
+// payloadBody fills the documented HTTP-trigger payload sample with body.
+func payloadBody(t *testing.T, body string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../testdata/azure/http_payload.json")
+	require.NoError(t, err)
+	enc, _ := json.Marshal(body)
+	return strings.NewReplacer(`"{{BODY}}"`, string(enc), "{{KEY}}", "PAYLOAD-KEY-SECRET").Replace(string(raw))
+}
+
+type hostAnswer struct {
+	Outputs struct {
+		Res struct {
+			StatusCode int               `json:"statusCode"`
+			Headers    map[string]string `json:"headers"`
+			Body       string            `json:"body"`
+		} `json:"res"`
+	} `json:"Outputs"`
+	Logs        []string        `json:"Logs"`
+	ReturnValue json.RawMessage `json:"ReturnValue"`
+}
+
+func TestAzurePayloadModeHTTP(t *testing.T) {
+	f := newTenant(t, 300, intunesim.Options{})
+	w := startWorker(t, f.env()...)
+	devs := f.eligible(0, 3)
+	resp, b := hostPost(t, w.url+"/remediate", payloadBody(t, f.request(devs, "")))
+	require.Equal(t, 200, resp.StatusCode)
+	var a hostAnswer
+	require.NoError(t, json.Unmarshal(b, &a), "%s", b)
+	assert.Equal(t, 200, a.Outputs.Res.StatusCode)
+	assert.Equal(t, "application/json", a.Outputs.Res.Headers["Content-Type"])
+	s := summaryOf(t, []byte(a.Outputs.Res.Body))
+	assert.Equal(t, 3, s.Counts.Succeeded)
+	assert.Equal(t, "null", string(a.ReturnValue))
+
+	// A bad request is the caller's 400, and still a 2xx to the host.
+	resp, b = hostPost(t, w.url+"/remediate", payloadBody(t, `{"managed_devices":"all"}`))
+	require.Equal(t, 200, resp.StatusCode)
+	require.NoError(t, json.Unmarshal(b, &a))
+	assert.Equal(t, 400, a.Outputs.Res.StatusCode)
+	assert.NotContains(t, w.logs.String(), "PAYLOAD-KEY-SECRET")
+
+	// The documented form with Query as a string and no Body (chunked upload).
+	doc := `{"Data":{"req":{"Url":"http://localhost:7071/api/remediate","Method":"POST","Query":"{}","Headers":{},"Params":{}}},"Metadata":{}}`
+	resp, b = hostPost(t, w.url+"/remediate", doc)
+	require.Equal(t, 200, resp.StatusCode)
+	require.NoError(t, json.Unmarshal(b, &a))
+	assert.Equal(t, 400, a.Outputs.Res.StatusCode, "%s", a.Outputs.Res.Body)
+}
+
+func TestAzureTimer(t *testing.T) {
+	f := newTenant(t, 300, intunesim.Options{})
+	devs := f.eligible(0, 4)
+	w := startWorker(t, f.env("REMEDIATION_SCHEDULE=0 0 6 * * 1-5", "SCHEDULED_REQUEST="+f.request(devs, `,"ignore_partial_failures":true`))...)
+	for i, name := range []string{"timer_payload.json", "timer_payload_null_status.json", "timer_payload_fractional.json"} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile("../testdata/azure/" + name)
+			require.NoError(t, err)
+			resp, b := hostPost(t, w.url+"/schedule", string(raw))
+			require.Equal(t, 200, resp.StatusCode, "%s", b)
+			var a hostAnswer
+			require.NoError(t, json.Unmarshal(b, &a))
+			require.Len(t, a.Logs, 2)
+			assert.Contains(t, a.Logs[0], "succeeded (HTTP 200): 4 devices, 4 succeeded")
+			s := summaryOf(t, a.ReturnValue)
+			assert.Equal(t, 4, s.Counts.Succeeded)
+			for _, d := range devs {
+				assert.Equal(t, i+1, f.sim.TriggerCount(d.ID, f.script))
+			}
+		})
+	}
+	assert.Contains(t, w.logs.String(), `"past_due":true`)
+}
+
+func alertBody(t *testing.T, name string, devs ...intunesim.Device) string {
+	t.Helper()
+	raw, err := os.ReadFile("../testdata/alerts/" + name)
+	require.NoError(t, err)
+	r := strings.NewReplacer("{{DEVICE_1}}", devs[0].ID, "{{DEVICE_2}}", devs[1].ID, "{{SCRIPT}}", devs[2].ID)
+	return r.Replace(string(raw))
+}
+
+func TestAzureAlerts(t *testing.T) {
+	f := newTenant(t, 300, intunesim.Options{})
+	w := startWorker(t, f.env()...)
+	devs := f.eligible(0, 2)
+	script := intunesim.Device{ID: f.script}
+	d := append(devs, script)
+
+	resp, b := hostPost(t, w.url+"/api/alert", alertBody(t, "log_alert_v2_fired.json", d...))
+	require.Equal(t, 200, resp.StatusCode, "%s", b)
+	s := summaryOf(t, b)
+	assert.Equal(t, 1, s.Counts.Succeeded)
+	assert.Equal(t, devs[0].ID, s.Devices[0].DeviceID)
+	assert.Equal(t, 1, f.sim.TriggerCount(devs[0].ID, f.script))
+
+	resp, b = hostPost(t, w.url+"/api/alert", alertBody(t, "log_alert_v2_fired.json", d...))
+	require.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get("Idempotent-Replayed"), "a re-sent alert is replayed")
+	assert.Equal(t, s.RunID, summaryOf(t, b).RunID)
+	assert.Equal(t, 1, f.sim.TriggerCount(devs[0].ID, f.script), "and triggers nothing again")
+
+	resp, b = hostPost(t, w.url+"/api/alert", alertBody(t, "log_alert_v2_resolved.json", d...))
+	require.Equal(t, 200, resp.StatusCode)
+	assert.Contains(t, string(b), `"status":"ignored"`)
+
+	resp, b = hostPost(t, w.url+"/api/alert?script_policy_id="+f.script, alertBody(t, "log_alert_legacy_search_results.json", d...))
+	require.Equal(t, 200, resp.StatusCode, "%s", b)
+	assert.Equal(t, 2, summaryOf(t, b).Counts.Total)
+	assert.Equal(t, 2, f.sim.TriggerCount(devs[0].ID, f.script))
+
+	resp, b = hostPost(t, w.url+"/api/alert", alertBody(t, "log_alert_v2_no_device.json", d...))
+	assert.Equal(t, 422, resp.StatusCode)
+	assert.Contains(t, string(b), "names no device")
+
+	resp, b = hostPost(t, w.url+"/alert", payloadBody(t, alertBody(t, "log_alert_v2_custom_properties.json", d...)))
+	require.Equal(t, 200, resp.StatusCode)
+	var a hostAnswer
+	require.NoError(t, json.Unmarshal(b, &a))
+	assert.Equal(t, 200, a.Outputs.Res.StatusCode, "%s", a.Outputs.Res.Body)
+	assert.Equal(t, 2, summaryOf(t, []byte(a.Outputs.Res.Body)).Counts.Succeeded)
+}
+
+// TestAzureShutdownMidRun sends SIGTERM while a run is triggering: the run
+// stops starting triggers, answers with every device accounted for, and the
+// worker exits cleanly.
+func TestAzureShutdownMidRun(t *testing.T) {
+	f := newTenant(t, 600, intunesim.Options{})
+	w := startWorker(t, f.env("GRAPH_WRITE_RATE=40")...)
+	devs := f.eligible(0, 200)
+	type result struct {
+		status int
+		body   []byte
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, b := hostPost(t, w.url+"/api/remediate", f.request(devs, ""))
+		got <- result{resp.StatusCode, b}
+	}()
+	require.Eventually(t, func() bool { return f.sim.Counters().Triggers >= 20 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
+	r := <-got
+	assert.Equal(t, 424, r.status)
+	s := summaryOf(t, r.body)
+	require.Len(t, s.Devices, 200)
+	assert.Equal(t, 200, s.Counts.Succeeded+s.Counts.NotAttempted+s.Counts.Failed)
+	assert.Greater(t, s.Counts.NotAttempted, 100)
+	for _, d := range s.Devices {
+		n := f.sim.TriggerCount(d.DeviceID, f.script)
+		switch d.Outcome {
+		case remediate.Succeeded:
+			assert.Equal(t, 1, n)
+		case remediate.NotAttempted:
+			assert.Equal(t, remediate.ReasonCanceled, d.Reason)
+			assert.Zero(t, n)
+		default:
+			t.Errorf("device %s: %s %s", d.DeviceID, d.Outcome, d.Message)
+		}
+	}
+	select {
+	case err := <-w.done:
+		assert.NoError(t, err, "clean exit")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not exit after SIGTERM")
+	}
+}
+
+func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
+	cmd := exec.Command(binary)
+	cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_AUTH=none",
+		"MAX_CONCURRENCY=@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/c)", "SCHEDULED_REQUEST={}"}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	msg := string(out)
+	assert.Contains(t, msg, "GRAPH_AUTH")
+	assert.Contains(t, msg, "MAX_CONCURRENCY: is an unresolved Key Vault reference")
+	assert.Contains(t, msg, "REMEDIATION_SCHEDULE")
+
+	cmd = exec.Command(binary)
+	cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_BASE_URL=http://127.0.0.1:9/beta", "GRAPH_AUTH=none",
+		"REMEDIATION_SCHEDULE=0 0 6 * * *", `SCHEDULED_REQUEST={"managed_devices":[{"device_id":"nope"}]}`}
+	out, err = cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "scheduled request")
+	assert.Contains(t, string(out), "managed_devices[0].device_id")
+}
+
+// TestAzureLoad runs 50 concurrent remediate invocations of 100 devices
+// each through one worker: every invocation is answered, every device is
+// triggered exactly once, and the process-wide write pace keeps the
+// simulator from ever throttling. The pace is half the compressed ceiling:
+// worker, simulator and clients share two cores here, and requests paced
+// evenly by the worker arrive bunched by up to 1.6x in a window.
+func TestAzureLoad(t *testing.T) {
+	const invocations, perInvocation = 50, 100
+	const limit, window = 200, 250 * time.Millisecond // a ceiling of 800 writes/s
+	f := newTenant(t, 9000, intunesim.Options{WriteLimit: limit, Window: window, ReadLimit: 100000})
+	w := startWorker(t, f.env("GRAPH_WRITE_RATE=400", "MAX_CONCURRENCY=16")...)
+	var wg sync.WaitGroup
+	statuses := make([]int, invocations)
+	summaries := make([]remediate.Summary, invocations)
+	for i := range invocations {
+		wg.Go(func() {
+			resp, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(i*perInvocation, perInvocation), ""))
+			statuses[i] = resp.StatusCode
+			summaries[i] = summaryOf(t, b)
+		})
+	}
+	wg.Wait()
+	for i := range invocations {
+		assert.Equal(t, 200, statuses[i], "invocation %d", i)
+		assert.Equal(t, perInvocation, summaries[i].Counts.Succeeded, "invocation %d", i)
+		for _, d := range summaries[i].Devices {
+			assert.Equal(t, 1, f.sim.TriggerCount(d.DeviceID, f.script))
+		}
+	}
+	c := f.sim.Counters()
+	assert.Equal(t, invocations*perInvocation, c.Triggers)
+	assert.Zero(t, c.Throttled, "the shared pace kept every window under the limit")
+	var writes []time.Time
+	for _, r := range f.sim.Records() {
+		if r.Method == "POST" && strings.HasSuffix(r.Path, "initiateOnDemandProactiveRemediation") {
+			writes = append(writes, r.Time)
+		}
+	}
+	slices.SortFunc(writes, func(a, b time.Time) int { return a.Compare(b) })
+	most, j := 0, 0
+	for i := range writes {
+		for j < len(writes) && writes[j].Sub(writes[i]) < window {
+			j++
+		}
+		most = max(most, j-i)
+	}
+	assert.LessOrEqual(t, most, limit)
+}

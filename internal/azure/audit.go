@@ -1,0 +1,113 @@
+package azure
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"context"
+
+	"github.com/remediator/remediator/internal/httpapi"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// maxLoggedRequestIDs bounds the failed devices' Graph request ids in one
+// audit line.
+const maxLoggedRequestIDs = 50
+
+// audit writes the one structured line per invocation: who called which
+// function, what ran, how it ended, and the Graph request ids of failures
+// for Microsoft support. It never logs headers, keys, URLs or bodies.
+func (h *Host) audit(function, invocation, caller string, status int, body any, started time.Time, extra ...any) {
+	attrs := []any{"invocation_id", invocation, "function", function, "caller", caller,
+		"http_status", status, "duration_ms", time.Since(started).Milliseconds()}
+	switch b := body.(type) {
+	case *remediate.Summary:
+		scripts := map[string]bool{}
+		var scriptIDs, failed []string
+		for _, d := range b.Devices {
+			if !scripts[d.ScriptPolicyID] {
+				scripts[d.ScriptPolicyID] = true
+				scriptIDs = append(scriptIDs, d.ScriptPolicyID)
+			}
+			if d.Outcome == remediate.Failed && d.RequestID != "" && len(failed) < maxLoggedRequestIDs {
+				failed = append(failed, d.RequestID)
+			}
+		}
+		attrs = append(attrs, "run_id", b.RunID, "status", b.Status, "dry_run", b.DryRun, "script_ids", scriptIDs,
+			"total", b.Counts.Total, "succeeded", b.Counts.Succeeded, "failed", b.Counts.Failed,
+			"skipped", b.Counts.Skipped, "not_attempted", b.Counts.NotAttempted,
+			"throttled", b.Throttling.ThrottledResponses, "failed_request_ids", failed)
+	case httpapi.ErrorResponse:
+		attrs = append(attrs, "error_code", b.Error.Code)
+	case map[string]string:
+		attrs = append(attrs, "status", b["status"])
+	}
+	h.log.Info("invocation", append(attrs, extra...)...)
+}
+
+// line is a one-line account of an answer, for the host's invocation log.
+func line(status int, body any) string {
+	if s, ok := body.(*remediate.Summary); ok {
+		return fmt.Sprintf("remediator run %s %s (HTTP %d): %d devices, %d succeeded, %d failed, %d skipped, %d not attempted",
+			s.RunID, s.Status, status, s.Counts.Total, s.Counts.Succeeded, s.Counts.Failed, s.Counts.Skipped, s.Counts.NotAttempted)
+	}
+	if e, ok := body.(httpapi.ErrorResponse); ok {
+		return fmt.Sprintf("remediator refused the request (HTTP %d, %s): %s", status, e.Error.Code, e.Error.Message)
+	}
+	return fmt.Sprintf("remediator answered HTTP %d", status)
+}
+
+// replayCache makes repeated deliveries of one alert return the first
+// delivery's answer instead of triggering the devices again. It lives in
+// the process; durable idempotency comes with run storage.
+type replayCache struct {
+	ttl     time.Duration
+	mu      sync.Mutex
+	entries map[string]*replayEntry
+}
+
+type replayEntry struct {
+	done    chan struct{}
+	answer  answer
+	expires time.Time
+}
+
+func newReplayCache(ttl time.Duration) *replayCache {
+	return &replayCache{ttl: ttl, entries: map[string]*replayEntry{}}
+}
+
+// do runs fn once per key within the TTL; later calls with the key wait for
+// the first and return its answer marked Idempotent-Replayed.
+func (c *replayCache) do(ctx context.Context, key string, fn func() answer) answer {
+	if key == "" {
+		return fn()
+	}
+	now := time.Now()
+	c.mu.Lock()
+	for k, e := range c.entries {
+		if !e.expires.IsZero() && now.After(e.expires) {
+			delete(c.entries, k)
+		}
+	}
+	if e, ok := c.entries[key]; ok {
+		c.mu.Unlock()
+		select {
+		case <-e.done:
+			a := e.answer
+			a.headers = map[string]string{"Idempotent-Replayed": "true"}
+			return a
+		case <-ctx.Done():
+			return answer{status: 409, body: errorBody("in_progress", "an earlier delivery of this alert is still being processed")}
+		}
+	}
+	e := &replayEntry{done: make(chan struct{})}
+	c.entries[key] = e
+	c.mu.Unlock()
+	e.answer = fn()
+	c.mu.Lock()
+	e.expires = time.Now().Add(c.ttl)
+	c.mu.Unlock()
+	close(e.done)
+	return e.answer
+}
