@@ -31,7 +31,7 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	api, gc, err := build(cfg, newLogger(stderr, slog.LevelWarn))
+	api, gc, err := build(cfg, getenv, newLogger(stderr, slog.LevelWarn))
 	if err != nil {
 		return err
 	}

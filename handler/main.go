@@ -26,6 +26,7 @@ import (
 	"github.com/remediator/remediator/internal/alert"
 	"github.com/remediator/remediator/internal/azure"
 	"github.com/remediator/remediator/internal/config"
+	"github.com/remediator/remediator/internal/credential"
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/intunesim"
@@ -70,15 +71,32 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// build wires the Graph client, the pacer, the engine and the HTTP API.
-func build(cfg config.Config, log *slog.Logger) (*httpapi.API, *graph.Client, error) {
-	gc, err := graph.New(graph.Config{BaseURL: cfg.GraphBaseURL, CallTimeout: cfg.GraphCallTimeout})
+// build wires the credentials, the Graph client, the pacer, the engine and
+// the HTTP API. The client secret is read from getenv here and handed to
+// the credential, never stored in the configuration.
+func build(cfg config.Config, getenv func(string) string, log *slog.Logger) (*httpapi.API, *graph.Client, error) {
+	gcfg := graph.Config{BaseURL: cfg.GraphBaseURL, CallTimeout: cfg.GraphCallTimeout}
+	var creds httpapi.Credentials
+	if cfg.GraphAuth != "none" {
+		src, err := credential.Open(credential.Settings{
+			Mode: cfg.GraphAuth, GraphBaseURL: cfg.GraphBaseURL,
+			TenantID: cfg.GraphTenantID, ClientID: cfg.GraphClientID, ClientSecret: getenv("GRAPH_CLIENT_SECRET"),
+			ManagedIdentityClientID: cfg.ManagedIdentityClientID,
+			VaultURL:                cfg.KeyVaultURL, SecretName: cfg.CredentialSecret,
+			AuthorityHost: cfg.AuthorityHost,
+		}, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		gcfg.Tokens, creds = src, src
+	}
+	gc, err := graph.New(gcfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate),
 		remediate.Config{Concurrency: cfg.MaxConcurrency}, log)
-	return httpapi.New(engine, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun}, log), gc, nil
+	return httpapi.New(engine, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun}, creds, log), gc, nil
 }
 
 // withEnv overrides some settings of getenv.
@@ -113,7 +131,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		log.Info("GRAPH_BASE_URL is not set: using the embedded Intune simulator", "graph_base_url", sim.URL,
 			"sample_request", sampleRequest(sim.Tenant(), 3, 0, 0, 0))
 	}
-	api, _, err := build(cfg, log)
+	api, _, err := build(cfg, getenv, log)
 	if err != nil {
 		return err
 	}
@@ -167,7 +185,7 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 			return fmt.Errorf("configuration: the scheduled request (SCHEDULED_REQUEST/SCHEDULED_REQUEST_FILE) is invalid: %w", err)
 		}
 	}
-	api, _, err := build(cfg, log)
+	api, _, err := build(cfg, getenv, log)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ import (
 
 // Remediator runs a remediation request body; *httpapi.API implements it.
 type Remediator interface {
-	Remediate(ctx context.Context, body io.Reader) (int, any)
+	Remediate(ctx context.Context, body io.Reader) httpapi.Result
 }
 
 // Settings configure the adapter.
@@ -161,8 +161,8 @@ func (h *Host) invoke(ctx context.Context, fn function, c call) answer {
 }
 
 func (h *Host) remediate(ctx context.Context, c call) answer {
-	status, body := h.run.Remediate(ctx, bytes.NewReader(c.body))
-	return answer{status: status, body: body}
+	r := h.run.Remediate(ctx, bytes.NewReader(c.body))
+	return answer{status: r.Status, headers: r.Headers, body: r.Body}
 }
 
 func (h *Host) alert(ctx context.Context, c call) answer {
@@ -179,12 +179,12 @@ func (h *Host) alert(ctx context.Context, c call) answer {
 	// Action groups and Logic Apps re-send on retry: one delivery, one run.
 	return h.replays.do(ctx, m.Key, func() answer {
 		body, _ := json.Marshal(m.Request)
-		status, out := h.run.Remediate(ctx, bytes.NewReader(body))
-		if s, ok := out.(*remediate.Summary); ok {
+		r := h.run.Remediate(ctx, bytes.NewReader(body))
+		if s, ok := r.Body.(*remediate.Summary); ok {
 			s.Warnings = append(s.Warnings, m.Warnings...)
 			s.Warnings = append(s.Warnings, "devices from the alert's "+m.Source+" (rule "+m.AlertRule+")")
 		}
-		return answer{status: status, body: out}
+		return answer{status: r.Status, headers: r.Headers, body: r.Body}
 	})
 }
 
@@ -213,10 +213,10 @@ func (h *Host) schedule(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.settings.FunctionTimeout)
 	defer cancel()
 	started := time.Now()
-	status, body := h.run.Remediate(ctx, bytes.NewReader(h.settings.ScheduledRequest))
-	h.audit("schedule", invocation, "timer", status, body, started, "past_due", ti.IsPastDue)
-	out, _ := json.Marshal(body)
-	writeInvokeResponse(w, invokeResponse{Logs: []string{line(status, body), string(out)}, ReturnValue: body})
+	res := h.run.Remediate(ctx, bytes.NewReader(h.settings.ScheduledRequest))
+	h.audit("schedule", invocation, "timer", res.Status, res.Body, started, "past_due", ti.IsPastDue)
+	out, _ := json.Marshal(res.Body)
+	writeInvokeResponse(w, invokeResponse{Logs: []string{line(res.Status, res.Body), string(out)}, ReturnValue: res.Body})
 }
 
 func errorBody(code, msg string) httpapi.ErrorResponse {

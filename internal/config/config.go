@@ -55,6 +55,17 @@ type Config struct {
 	AlertDeviceDimension string
 	// AlertScriptPolicyID is the script for alerts that name none.
 	AlertScriptPolicyID string
+
+	// GraphTenantID and GraphClientID name the app registration of
+	// client-secret and keyvault modes.
+	GraphTenantID, GraphClientID string
+	// KeyVaultURL and CredentialSecret locate the app credential in
+	// keyvault mode (secret <CredentialSecret>-<tenant> for other tenants).
+	KeyVaultURL, CredentialSecret string
+	// ManagedIdentityClientID selects a user-assigned managed identity.
+	ManagedIdentityClientID string
+	// AuthorityHost overrides Microsoft Entra ID's host.
+	AuthorityHost string
 }
 
 // Intune's documented per-app limits: 200 writes and 2,000 requests per
@@ -115,6 +126,14 @@ func Load(getenv func(string) string) (Config, error) {
 		return d
 	}
 
+	need := func(name, mode string) string {
+		v := get(name)
+		if !guidRE.MatchString(v) {
+			bad(name, "%q must be a GUID; it is required with GRAPH_AUTH=%s", v, mode)
+		}
+		return v
+	}
+
 	c := Config{GraphBaseURL: strings.TrimSuffix(get("GRAPH_BASE_URL"), "/")}
 	microsoft := true
 	if c.GraphBaseURL != "" {
@@ -140,10 +159,34 @@ func Load(getenv func(string) string) (Config, error) {
 		if c.GraphBaseURL != "" && microsoft {
 			bad("GRAPH_AUTH", "\"none\" sends no token; it is only for simulators, not for %s", c.GraphBaseURL)
 		}
-	case "managed-identity", "client-secret", "keyvault":
-		bad("GRAPH_AUTH", "%q is not available in this version yet; use a simulator (GRAPH_AUTH=none)", c.GraphAuth)
+	case "managed-identity":
+	case "client-secret":
+		c.GraphTenantID, c.GraphClientID = need("GRAPH_TENANT_ID", c.GraphAuth), need("GRAPH_CLIENT_ID", c.GraphAuth)
+		if getenv("GRAPH_CLIENT_SECRET") == "" {
+			bad("GRAPH_CLIENT_SECRET", "is required with GRAPH_AUTH=client-secret")
+		} else if strings.HasPrefix(getenv("GRAPH_CLIENT_SECRET"), "@Microsoft.KeyVault(") {
+			bad("GRAPH_CLIENT_SECRET", "is an unresolved Key Vault reference; grant the app's identity access to the vault, or use GRAPH_AUTH=keyvault")
+		}
+	case "keyvault":
+		c.GraphTenantID, c.GraphClientID = need("GRAPH_TENANT_ID", c.GraphAuth), need("GRAPH_CLIENT_ID", c.GraphAuth)
+		c.KeyVaultURL = get("KEY_VAULT_URL")
+		if u, err := url.Parse(c.KeyVaultURL); c.KeyVaultURL == "" || err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("KEY_VAULT_URL", "%q must be the vault's https URL, e.g. https://my-vault.vault.azure.net", c.KeyVaultURL)
+		}
+		c.CredentialSecret = get("GRAPH_CREDENTIAL_SECRET")
+		if !secretNameRE.MatchString(c.CredentialSecret) {
+			bad("GRAPH_CREDENTIAL_SECRET", "%q must be a Key Vault secret name (letters, digits and dashes)", c.CredentialSecret)
+		}
 	default:
 		bad("GRAPH_AUTH", "%q must be one of managed-identity, client-secret, keyvault, none", c.GraphAuth)
+	}
+	c.ManagedIdentityClientID = get("AZURE_CLIENT_ID")
+	if c.ManagedIdentityClientID != "" && !guidRE.MatchString(c.ManagedIdentityClientID) {
+		bad("AZURE_CLIENT_ID", "%q is not a client id (a GUID)", c.ManagedIdentityClientID)
+	}
+	c.AuthorityHost = get("AZURE_AUTHORITY_HOST")
+	if u, err := url.Parse(c.AuthorityHost); c.AuthorityHost != "" && (err != nil || u.Scheme != "https") {
+		bad("AZURE_AUTHORITY_HOST", "%q must be an https URL", c.AuthorityHost)
 	}
 	maxWrite, maxRead := intuneWritesPerSecond, intuneReadsPerSecond
 	if !microsoft {
@@ -210,6 +253,8 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	return c, nil
 }
+
+var secretNameRE = regexp.MustCompile(`^[0-9A-Za-z-]{1,90}$`)
 
 var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 

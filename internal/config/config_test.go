@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -59,18 +60,24 @@ func TestEveryProblemReportedAtOnce(t *testing.T) {
 
 func TestBadValues(t *testing.T) {
 	for name, kv := range map[string]map[string]string{
-		"not a URL":         {"GRAPH_BASE_URL": "graph"},
-		"plain http to MS":  {"GRAPH_BASE_URL": "http://graph.microsoft.com/beta"},
-		"unknown auth":      {"GRAPH_AUTH": "password"},
-		"negative rate":     {"GRAPH_WRITE_RATE": "-1"},
-		"zero timeout":      {"GRAPH_CALL_TIMEOUT": "0s"},
-		"port out of range": {"PORT": "70000"},
-		"budget over 230s":  {"HTTP_RESPONSE_BUDGET": "5m"},
-		"bad schedule":      {"REMEDIATION_SCHEDULE": "every day"},
-		"both requests":     {"SCHEDULED_REQUEST": "{}", "SCHEDULED_REQUEST_FILE": "r.json", "REMEDIATION_SCHEDULE": "0 0 6 * * *"},
-		"request no cron":   {"SCHEDULED_REQUEST": "{}"},
-		"missing file":      {"SCHEDULED_REQUEST_FILE": "/nonexistent/r.json", "REMEDIATION_SCHEDULE": "0 0 6 * * *"},
-		"alert script":      {"ALERT_SCRIPT_POLICY_ID": "abc"},
+		"not a URL":                  {"GRAPH_BASE_URL": "graph"},
+		"plain http to MS":           {"GRAPH_BASE_URL": "http://graph.microsoft.com/beta"},
+		"unknown auth":               {"GRAPH_AUTH": "password"},
+		"negative rate":              {"GRAPH_WRITE_RATE": "-1"},
+		"zero timeout":               {"GRAPH_CALL_TIMEOUT": "0s"},
+		"port out of range":          {"PORT": "70000"},
+		"budget over 230s":           {"HTTP_RESPONSE_BUDGET": "5m"},
+		"bad schedule":               {"REMEDIATION_SCHEDULE": "every day"},
+		"both requests":              {"SCHEDULED_REQUEST": "{}", "SCHEDULED_REQUEST_FILE": "r.json", "REMEDIATION_SCHEDULE": "0 0 6 * * *"},
+		"request no cron":            {"SCHEDULED_REQUEST": "{}"},
+		"missing file":               {"SCHEDULED_REQUEST_FILE": "/nonexistent/r.json", "REMEDIATION_SCHEDULE": "0 0 6 * * *"},
+		"alert script":               {"ALERT_SCRIPT_POLICY_ID": "abc"},
+		"secret mode without secret": {"GRAPH_AUTH": "client-secret", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client},
+		"secret mode without ids":    {"GRAPH_AUTH": "client-secret", "GRAPH_CLIENT_SECRET": "s"},
+		"keyvault over http":         {"GRAPH_AUTH": "keyvault", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client, "KEY_VAULT_URL": "http://kv", "GRAPH_CREDENTIAL_SECRET": "graph"},
+		"keyvault bad secret name":   {"GRAPH_AUTH": "keyvault", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client, "KEY_VAULT_URL": "https://kv.vault.azure.net", "GRAPH_CREDENTIAL_SECRET": "graph_secret"},
+		"user-assigned id":           {"AZURE_CLIENT_ID": "me"},
+		"authority over http":        {"AZURE_AUTHORITY_HOST": "http://login"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load(env(kv))
@@ -87,4 +94,32 @@ func TestScheduledRequestFromAFileUnderTheAppRoot(t *testing.T) {
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"dry_run":true}`, string(c.ScheduledRequest))
 	assert.Equal(t, "IntuneDeviceId", c.AlertDeviceDimension)
+}
+
+const (
+	tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	client = "0b5c4f1e-2d3a-4b5c-8d6e-7f8091a2b3c4"
+)
+
+func TestCredentialModes(t *testing.T) {
+	c, err := Load(env(map[string]string{"GRAPH_BASE_URL": "https://graph.microsoft.com/beta"}))
+	require.NoError(t, err)
+	assert.Equal(t, "managed-identity", c.GraphAuth, "the default against Microsoft Graph")
+
+	c, err = Load(env(map[string]string{"GRAPH_BASE_URL": "https://graph.microsoft.com/beta", "GRAPH_AUTH": "keyvault",
+		"GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client, "KEY_VAULT_URL": "https://kv.vault.azure.net", "GRAPH_CREDENTIAL_SECRET": "graph-app",
+		"AZURE_CLIENT_ID": client}))
+	require.NoError(t, err)
+	assert.Equal(t, "https://kv.vault.azure.net", c.KeyVaultURL)
+	assert.Equal(t, "graph-app", c.CredentialSecret)
+	assert.Equal(t, client, c.ManagedIdentityClientID)
+
+	c, err = Load(env(map[string]string{"GRAPH_AUTH": "client-secret", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client,
+		"GRAPH_CLIENT_SECRET": "very-secret-value"}))
+	require.NoError(t, err)
+	assert.NotContains(t, fmt.Sprintf("%+v", c), "very-secret-value", "the configuration holds no secret")
+
+	_, err = Load(env(map[string]string{"GRAPH_AUTH": "client-secret", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client,
+		"GRAPH_CLIENT_SECRET": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s)"}))
+	assert.ErrorContains(t, err, "unresolved Key Vault reference")
 }

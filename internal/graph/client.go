@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,9 @@ const (
 type Config struct {
 	// BaseURL is the Graph base URL, DefaultBaseURL when empty.
 	BaseURL string
-	// Auth authorizes each request; nil sends no token (simulators only).
-	Auth authentication.AuthenticationProvider
+	// Tokens authorizes each request; nil sends no token (simulators
+	// only).
+	Tokens TokenSource
 	// CallTimeout bounds one HTTP attempt. Default 30 s.
 	CallTimeout time.Duration
 	// Transport is the HTTP transport under the middleware; nil uses a
@@ -60,6 +62,7 @@ type Client struct {
 	dm      *devicemanagement.DeviceManagementRequestBuilder
 	timeout time.Duration
 	calls   atomic.Int64
+	tokens  TokenSource
 }
 
 // New builds a Client with an explicit, deterministic middleware chain: no
@@ -69,8 +72,13 @@ func New(cfg Config) (*Client, error) {
 		cfg.BaseURL = DefaultBaseURL
 	}
 	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
-	if cfg.Auth == nil {
-		cfg.Auth = &authentication.AnonymousAuthenticationProvider{}
+	base, err := url.Parse(cfg.BaseURL)
+	if err != nil || base.Host == "" {
+		return nil, fmt.Errorf("graph: base URL %q is not a URL", cfg.BaseURL)
+	}
+	var auth authentication.AuthenticationProvider = &authentication.AnonymousAuthenticationProvider{}
+	if cfg.Tokens != nil {
+		auth = bearer{tokens: cfg.Tokens, host: base.Host}
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
@@ -80,7 +88,7 @@ func New(cfg Config) (*Client, error) {
 		t.MaxIdleConnsPerHost = 64
 		cfg.Transport = t
 	}
-	c := &Client{timeout: cfg.CallTimeout}
+	c := &Client{timeout: cfg.CallTimeout, tokens: cfg.Tokens}
 	opts := core.GraphClientOptions{GraphServiceVersion: "beta", GraphServiceLibraryVersion: "0.165.0"}
 	mws := []khttp.Middleware{
 		core.NewGraphTelemetryHandler(&opts),
@@ -96,7 +104,7 @@ func New(cfg Config) (*Client, error) {
 		},
 	}
 	adapter, err := core.NewGraphRequestAdapterBaseWithParseNodeFactoryAndSerializationWriterFactoryAndHttpClient(
-		cfg.Auth, opts, kjson.NewJsonParseNodeFactory(), kjson.NewJsonSerializationWriterFactory(), hc)
+		auth, opts, kjson.NewJsonParseNodeFactory(), kjson.NewJsonSerializationWriterFactory(), hc)
 	if err != nil {
 		return nil, fmt.Errorf("graph: building the request adapter: %w", err)
 	}
@@ -119,39 +127,48 @@ type Response struct {
 // Graph answered 204: the request is queued, not yet run. Any failure is an
 // *Error.
 func (c *Client) Trigger(ctx context.Context, coll Collection, deviceID, scriptID string) (Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	ctx, capt := withCapture(ctx)
-	var err error
-	if coll == CoManagedDevices {
-		body := devicemanagement.NewComanagedDevicesItemInitiateOnDemandProactiveRemediationPostRequestBody()
-		body.SetScriptPolicyId(&scriptID)
-		err = c.dm.ComanagedDevices().ByManagedDeviceId(deviceID).InitiateOnDemandProactiveRemediation().Post(ctx, body, nil)
-	} else {
-		body := devicemanagement.NewManagedDevicesItemInitiateOnDemandProactiveRemediationPostRequestBody()
-		body.SetScriptPolicyId(&scriptID)
-		err = c.dm.ManagedDevices().ByManagedDeviceId(deviceID).InitiateOnDemandProactiveRemediation().Post(ctx, body, nil)
-	}
-	if err != nil {
-		return Response{}, toError(ctx, err, capt)
-	}
-	return Response{Status: capt.status, RequestID: capt.header.Get("request-id")}, nil
+	var resp Response
+	err := c.withReauth(ctx, func(ctx context.Context) (*capture, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		ctx, capt := withCapture(ctx)
+		var err error
+		if coll == CoManagedDevices {
+			body := devicemanagement.NewComanagedDevicesItemInitiateOnDemandProactiveRemediationPostRequestBody()
+			body.SetScriptPolicyId(&scriptID)
+			err = c.dm.ComanagedDevices().ByManagedDeviceId(deviceID).InitiateOnDemandProactiveRemediation().Post(ctx, body, nil)
+		} else {
+			body := devicemanagement.NewManagedDevicesItemInitiateOnDemandProactiveRemediationPostRequestBody()
+			body.SetScriptPolicyId(&scriptID)
+			err = c.dm.ManagedDevices().ByManagedDeviceId(deviceID).InitiateOnDemandProactiveRemediation().Post(ctx, body, nil)
+		}
+		if err != nil {
+			return capt, toError(ctx, err, capt)
+		}
+		resp = Response{Status: capt.status, RequestID: capt.header.Get("request-id")}
+		return capt, nil
+	})
+	return resp, err
 }
 
 // errorMapping maps every error status to the OData error type.
 var errorMapping = abs.ErrorMappings{"XXX": odataerrors.CreateODataErrorFromDiscriminatorValue}
 
 // sendBytes sends ri and returns the raw response body.
-func (c *Client) sendBytes(ctx context.Context, ri *abs.RequestInformation) ([]byte, *capture, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	ctx, capt := withCapture(ctx)
-	res, err := c.adapter.SendPrimitive(ctx, ri, "[]byte", errorMapping)
-	if err != nil {
-		return nil, capt, toError(ctx, err, capt)
-	}
-	b, _ := res.([]byte)
-	return b, capt, nil
+func (c *Client) sendBytes(ctx context.Context, ri *abs.RequestInformation) ([]byte, error) {
+	var body []byte
+	err := c.withReauth(ctx, func(ctx context.Context) (*capture, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		ctx, capt := withCapture(ctx)
+		res, err := c.adapter.SendPrimitive(ctx, ri, "[]byte", errorMapping)
+		if err != nil {
+			return capt, toError(ctx, err, capt)
+		}
+		body, _ = res.([]byte)
+		return capt, nil
+	})
+	return body, err
 }
 
 // captureKey carries a *capture through the request context.
@@ -162,6 +179,7 @@ type captureKey struct{}
 type capture struct {
 	status int
 	header http.Header
+	gen    uint64 // generation of the credential whose token was sent
 }
 
 func withCapture(ctx context.Context) (context.Context, *capture) {
@@ -195,7 +213,10 @@ func toError(ctx context.Context, err error, capt *capture) *Error {
 	}
 	var oe *odataerrors.ODataError
 	var ae abs.ApiErrorable
+	var te *tokenError
 	switch {
+	case errors.As(err, &te):
+		e.Code, e.Message = "token_unavailable", te.Error()
 	case errors.As(err, &oe):
 		e.Status = oe.GetStatusCode()
 		if me := oe.GetErrorEscaped(); me != nil {

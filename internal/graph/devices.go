@@ -67,12 +67,19 @@ func (c *Client) Devices(ctx context.Context, ids []string) ([]Lookup, error) {
 		}
 		itemIDs[i] = deref(item.GetId())
 	}
-	sendCtx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	sendCtx, capt := withCapture(sendCtx)
-	resp, err := batch.Send(sendCtx, c.adapter)
+	var resp core.BatchResponse
+	err := c.withReauth(ctx, func(ctx context.Context) (*capture, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		ctx, capt := withCapture(ctx)
+		var err error
+		if resp, err = batch.Send(ctx, c.adapter); err != nil {
+			return capt, toError(ctx, err, capt)
+		}
+		return capt, nil
+	})
 	if err != nil {
-		return nil, toError(sendCtx, err, capt)
+		return nil, err
 	}
 	out := make([]Lookup, len(ids))
 	for i, id := range ids {
@@ -138,7 +145,7 @@ func (c *Client) ListDevices(ctx context.Context, filter string, top int, next s
 		ri.SetUri(*u)
 		ri.Headers.Add("Accept", "application/json")
 	}
-	body, _, err := c.sendBytes(ctx, ri)
+	body, err := c.sendBytes(ctx, ri)
 	if err != nil {
 		return Page{}, err
 	}

@@ -12,7 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 
+	"github.com/remediator/remediator/internal/credential"
 	"github.com/remediator/remediator/internal/remediate"
 )
 
@@ -25,16 +27,31 @@ type Runner interface {
 	Run(ctx context.Context, plan remediate.Plan) *remediate.Summary
 }
 
+// Credentials resolves the Graph credential of a run's tenant before
+// anything is triggered and returns the context the run carries it in;
+// *credential.Source implements it. Its errors are *credential.Error.
+type Credentials interface {
+	Prepare(ctx context.Context, tenant string) (context.Context, error)
+}
+
 // API serves the remediation endpoints.
 type API struct {
 	runner Runner
 	limits remediate.Limits
+	creds  Credentials
 	log    *slog.Logger
 }
 
-// New returns the API.
-func New(runner Runner, limits remediate.Limits, log *slog.Logger) *API {
-	return &API{runner: runner, limits: limits, log: log}
+// New returns the API; creds may be nil (no authentication, simulators).
+func New(runner Runner, limits remediate.Limits, creds Credentials, log *slog.Logger) *API {
+	return &API{runner: runner, limits: limits, creds: creds, log: log}
+}
+
+// Result is an answer: status, extra headers and the value sent as JSON.
+type Result struct {
+	Status  int
+	Headers map[string]string
+	Body    any
 }
 
 // Handler routes POST /api/remediate.
@@ -49,38 +66,61 @@ func (a *API) Handler() http.Handler {
 }
 
 func (a *API) serveRemediate(w http.ResponseWriter, r *http.Request) {
-	status, body := a.Remediate(r.Context(), http.MaxBytesReader(w, r.Body, MaxBody))
-	WriteJSON(w, status, body)
+	res := a.Remediate(r.Context(), http.MaxBytesReader(w, r.Body, MaxBody))
+	for k, v := range res.Headers {
+		w.Header().Set(k, v)
+	}
+	WriteJSON(w, res.Status, res.Body)
 }
 
-// Remediate decodes, validates and runs a request read from body and
-// returns the HTTP status and the value to send as JSON: 200/424/422 with
-// a summary, 400 or 413 with an error. Adapters that do not speak HTTP
+// Remediate decodes, validates and runs a request read from body: 200, 424
+// or 422 with a summary; 400 or 413 for a bad request; 403 or 503 (with
+// Retry-After) when no Graph credential can be had for the run's tenant,
+// in which case nothing is triggered. Adapters that do not speak HTTP
 // directly call this.
-func (a *API) Remediate(ctx context.Context, body io.Reader) (int, any) {
+func (a *API) Remediate(ctx context.Context, body io.Reader) Result {
 	raw, err := io.ReadAll(io.LimitReader(body, MaxBody+1))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) || len(raw) > MaxBody {
-		return http.StatusRequestEntityTooLarge, errorBody("request_too_large",
-			fmt.Sprintf("the body is larger than %d bytes; split the request", MaxBody), nil)
+		return Result{Status: http.StatusRequestEntityTooLarge, Body: errorBody("request_too_large",
+			fmt.Sprintf("the body is larger than %d bytes; split the request", MaxBody), nil)}
 	}
 	if err != nil {
-		return http.StatusBadRequest, errorBody("invalid_request", "reading the body: "+err.Error(), nil)
+		return Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", "reading the body: "+err.Error(), nil)}
 	}
 	req, err := remediate.Decode(bytes.NewReader(raw))
+	var plan remediate.Plan
 	if err == nil {
-		var plan remediate.Plan
 		plan, err = remediate.Validate(req, a.limits)
-		if err == nil {
-			s := a.runner.Run(ctx, plan)
-			return s.HTTPStatus(), s
-		}
 	}
 	var invalid *remediate.InvalidRequestError
-	if errors.As(err, &invalid) {
-		return http.StatusBadRequest, errorBody("invalid_request", invalid.Error(), invalid.Details)
+	switch {
+	case errors.As(err, &invalid):
+		return Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", invalid.Error(), invalid.Details)}
+	case err != nil:
+		return Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", err.Error(), nil)}
 	}
-	return http.StatusBadRequest, errorBody("invalid_request", err.Error(), nil)
+	if a.creds != nil {
+		var cerr error
+		if ctx, cerr = a.creds.Prepare(ctx, plan.TenantID); cerr != nil {
+			return credentialFailure(cerr)
+		}
+	}
+	s := a.runner.Run(ctx, plan)
+	return Result{Status: s.HTTPStatus(), Body: s}
+}
+
+func credentialFailure(err error) Result {
+	var ce *credential.Error
+	if !errors.As(err, &ce) {
+		return Result{Status: http.StatusServiceUnavailable, Headers: map[string]string{"Retry-After": "60"},
+			Body: errorBody("credential_unavailable", err.Error(), nil)}
+	}
+	r := Result{Status: ce.Status, Body: errorBody(ce.Code, ce.Message, nil)}
+	if ce.RetryAfter > 0 {
+		r.Headers = map[string]string{"Retry-After": strconv.Itoa(int(ce.RetryAfter.Seconds()))}
+	}
+	return r
 }
 
 // ErrorResponse is the body of every 4xx answer.

@@ -233,6 +233,9 @@ func (r *run) trigger(it Item, res *DeviceResult) {
 				continue
 			}
 		}
+		if ge.Status == 403 {
+			res.Message += " — " + triggerPermissionHint
+		}
 		if ge.Unavailable() {
 			res.Reason = ReasonMayHaveApplied
 			res.Message = "no definite answer (" + ge.Message + "); the trigger may have taken effect"
@@ -240,6 +243,14 @@ func (r *run) trigger(it Item, res *DeviceResult) {
 		return
 	}
 }
+
+// Permission hints for Graph 403s: the reference page lists only Read
+// scopes for the trigger, but practitioners get 403 without
+// PrivilegedOperations.All.
+const (
+	triggerPermissionHint = "the app needs the Graph application permission DeviceManagementManagedDevices.PrivilegedOperations.All (with admin consent) to trigger remediations"
+	lookupPermissionHint  = "the app needs the Graph application permission DeviceManagementManagedDevices.Read.All to look devices up"
+)
 
 // maxThrottledRetries bounds the 429 retries of one device for runs
 // without any deadline.

@@ -48,6 +48,9 @@ func (r *run) validate(s *Summary, eligible []bool) (rejected bool) {
 		case ge != nil:
 			res.Outcome, res.Reason = Failed, ReasonLookupFailed
 			res.Message = "the device could not be looked up: " + ge.Message
+			if ge.Status == 403 {
+				res.Message += " — " + lookupPermissionHint
+			}
 			res.HTTPStatus, res.ErrorCode, res.RequestID = ge.Status, ge.Code, ge.RequestID
 		default: // not looked up before the deadline
 			res.Reason = r.stopReason()

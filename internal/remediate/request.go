@@ -34,6 +34,9 @@ type Request struct {
 	ValidateDeviceExists  *bool     `json:"validate_device_exists,omitempty"`
 	Timeouts              *Timeouts `json:"timeouts,omitempty"`
 	DryRun                bool      `json:"dry_run"`
+	// TenantID runs the request in another tenant (multi-tenant
+	// deployments); empty is the default tenant.
+	TenantID string `json:"tenant_id,omitempty"`
 }
 
 // FieldError is one problem with a request, at a JSON path such as
@@ -77,6 +80,8 @@ type Plan struct {
 	// Invoke is the run's own time limit; 0 means none.
 	Invoke   time.Duration
 	Warnings []string
+	// TenantID is the tenant to act in, "" for the default.
+	TenantID string
 }
 
 var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -99,6 +104,7 @@ var requestSchema = schema{
 	"validate_device_exists":  {kind: "bool"},
 	"timeouts":                {kind: "object", sub: schema{"invoke": {kind: "string"}}},
 	"dry_run":                 {kind: "bool"},
+	"tenant_id":               {kind: "string"},
 }
 
 // Decode reads a request body. Unknown fields (typos) and wrong types are
@@ -231,6 +237,10 @@ func Validate(req Request, lim Limits) (Plan, error) {
 		IgnorePartialFailures: req.IgnorePartialFailures,
 		ValidateDevices:       req.ValidateDeviceExists == nil || *req.ValidateDeviceExists,
 		DryRun:                req.DryRun,
+		TenantID:              req.TenantID,
+	}
+	if req.TenantID != "" && !guidRE.MatchString(req.TenantID) {
+		add("tenant_id", "%q is not a tenant id (a GUID)", req.TenantID)
 	}
 	if len(req.ManagedDevices) == 0 && len(req.CoManagedDevices) == 0 {
 		add("managed_devices", "at least one of managed_devices or comanaged_devices must list a device")

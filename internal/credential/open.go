@@ -1,0 +1,108 @@
+package credential
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+)
+
+// Settings are the deployment's choices, from configuration.
+type Settings struct {
+	Mode         string // managed-identity, client-secret, keyvault
+	GraphBaseURL string
+	// TenantID and ClientID name the app registration (client-secret and
+	// keyvault modes).
+	TenantID, ClientID string
+	// ClientSecret is used to build the credential and not kept.
+	ClientSecret string
+	// ManagedIdentityClientID selects a user-assigned identity.
+	ManagedIdentityClientID string
+	// VaultURL and SecretName locate the credential in keyvault mode.
+	VaultURL, SecretName string
+	// AuthorityHost overrides Microsoft Entra ID's host (sovereign clouds,
+	// tests); "" is the public cloud.
+	AuthorityHost string
+}
+
+// Open builds the Source a deployment's settings describe.
+func Open(s Settings, log *slog.Logger) (*Source, error) {
+	cfg := Config{Mode: s.Mode, Scope: scopeFor(s.GraphBaseURL), TenantID: s.TenantID, ClientID: s.ClientID,
+		VaultURL: s.VaultURL, SecretName: s.SecretName}
+	if s.AuthorityHost != "" {
+		cfg.Options.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: s.AuthorityHost}
+		cfg.DisableInstanceDiscovery = !isEntraHost(s.AuthorityHost)
+	}
+	var err error
+	switch s.Mode {
+	case "client-secret":
+		cfg.Credential, err = azidentity.NewClientSecretCredential(s.TenantID, s.ClientID, s.ClientSecret,
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: cfg.Options, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery})
+	case "managed-identity", "keyvault":
+		opts := &azidentity.ManagedIdentityCredentialOptions{}
+		if s.ManagedIdentityClientID != "" {
+			opts.ID = azidentity.ClientID(s.ManagedIdentityClientID)
+		}
+		cfg.Credential, err = azidentity.NewManagedIdentityCredential(opts)
+	default:
+		return nil, fmt.Errorf("credential: unknown mode %q", s.Mode)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("credential: %s: %s", s.Mode, firstLine(err))
+	}
+	if s.Mode == "keyvault" {
+		u, err := url.Parse(s.VaultURL)
+		if err != nil {
+			return nil, fmt.Errorf("credential: KEY_VAULT_URL: %w", err)
+		}
+		client, err := azsecrets.NewClient(s.VaultURL, cfg.Credential, &azsecrets.ClientOptions{
+			ClientOptions: azcore.ClientOptions{},
+			// Key Vault's challenge names vault.azure.net; only a vault
+			// elsewhere (a test double) skips the check.
+			DisableChallengeResourceVerification: !isVaultHost(u.Hostname()),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("credential: Key Vault client: %w", err)
+		}
+		cfg.Vault = client
+	}
+	return New(cfg, log), nil
+}
+
+// scopeFor is the token scope of the Graph cloud at base.
+func scopeFor(base string) string {
+	if u, err := url.Parse(base); err == nil {
+		switch h := strings.ToLower(u.Hostname()); h {
+		case "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn":
+			return "https://" + h + "/.default"
+		}
+	}
+	return "https://graph.microsoft.com/.default"
+}
+
+func isEntraHost(authority string) bool {
+	u, err := url.Parse(authority)
+	if err != nil {
+		return false
+	}
+	switch strings.ToLower(u.Hostname()) {
+	case "login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn", "login.partner.microsoftonline.cn":
+		return true
+	}
+	return false
+}
+
+func isVaultHost(host string) bool {
+	host = strings.ToLower(host)
+	for _, suffix := range []string{".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".managedhsm.azure.net"} {
+		if strings.HasSuffix(host, suffix) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,64 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	abs "github.com/microsoft/kiota-abstractions-go"
+)
+
+// TokenSource supplies bearer tokens; *credential.Source implements it.
+// Token returns the token for the context's tenant and the generation of
+// the credential behind it; Invalidate drops that credential after a 401.
+type TokenSource interface {
+	Token(ctx context.Context) (string, uint64, error)
+	Invalidate(ctx context.Context, gen uint64)
+}
+
+// bearer is the kiota authentication provider: it adds a token only to
+// requests for the Graph host the client was built for, so a token never
+// follows a link elsewhere.
+type bearer struct {
+	tokens TokenSource
+	host   string
+}
+
+// AuthenticateRequest implements authentication.AuthenticationProvider.
+func (b bearer) AuthenticateRequest(ctx context.Context, ri *abs.RequestInformation, _ map[string]any) error {
+	u, err := ri.GetUri()
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(u.Host, b.host) {
+		return nil
+	}
+	tok, gen, err := b.tokens.Token(ctx)
+	if err != nil {
+		return &tokenError{err}
+	}
+	if c, ok := ctx.Value(captureKey{}).(*capture); ok {
+		c.gen = gen
+	}
+	ri.Headers.Add("Authorization", "Bearer "+tok)
+	return nil
+}
+
+// tokenError marks a failure to get a token: nothing was sent.
+type tokenError struct{ err error }
+
+func (e *tokenError) Error() string { return "no Graph token: " + e.err.Error() }
+func (e *tokenError) Unwrap() error { return e.err }
+
+// withReauth runs call, and once more after a 401 with a freshly resolved
+// credential (the secret may have rotated). A second 401 stands.
+func (c *Client) withReauth(ctx context.Context, call func(ctx context.Context) (*capture, error)) error {
+	capt, err := call(ctx)
+	var ge *Error
+	if err == nil || c.tokens == nil || !errors.As(err, &ge) || ge.Status != 401 {
+		return err
+	}
+	c.tokens.Invalidate(ctx, capt.gen)
+	_, err = call(ctx)
+	return err
+}
