@@ -11,9 +11,12 @@
 package graph
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -179,6 +182,7 @@ type captureKey struct{}
 type capture struct {
 	status int
 	header http.Header
+	body   []byte // the start of an error response's body
 	gen    uint64 // generation of the credential whose token was sent
 }
 
@@ -198,6 +202,14 @@ func (h captureHandler) Intercept(p khttp.Pipeline, i int, req *http.Request) (*
 	if c, ok := req.Context().Value(captureKey{}).(*capture); ok && resp != nil {
 		c.status = resp.StatusCode
 		c.header = resp.Header.Clone()
+		if resp.StatusCode >= 400 && resp.Body != nil {
+			// Keep the body for errors the SDK maps without it (batch
+			// envelopes, non-JSON bodies), and hand the SDK a copy.
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			_ = resp.Body.Close()
+			c.body = b
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+		}
 	}
 	return resp, err
 }
@@ -231,9 +243,15 @@ func toError(ctx context.Context, err error, capt *capture) *Error {
 		}
 	case errors.As(err, &ae):
 		e.Status = ae.GetStatusCode()
-		e.Message = "error response without Graph error details"
+		e.Code, e.Message = fromBody(capt.body)
+		if e.Message == "" {
+			e.Message = "error response without Graph error details"
+		}
 	case capt.status >= 400:
 		e.Message = "error response with a body that is not JSON (" + capt.header.Get("Content-Type") + ")"
+		if snippet := strings.TrimSpace(string(capt.body)); snippet != "" && len(snippet) <= 200 {
+			e.Message += ": " + snippet
+		}
 	case capt.status == 0:
 		e.Transport = true
 		switch {
@@ -249,6 +267,15 @@ func toError(ctx context.Context, err error, capt *capture) *Error {
 		e.Status = capt.status
 	}
 	return e
+}
+
+// fromBody reads a Graph error body's code and message, if it is one.
+func fromBody(b []byte) (code, message string) {
+	var eb errorBody
+	if json.Unmarshal(b, &eb) != nil {
+		return "", ""
+	}
+	return eb.Error.Code, cleanMessage(eb.Error.Message)
 }
 
 func deref(s *string) string {

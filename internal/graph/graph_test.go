@@ -174,3 +174,56 @@ func TestCleanMessage(t *testing.T) {
 	assert.Equal(t, "inner", cleanMessage(`{"_version":3,"Message":"inner"}`))
 	assert.Equal(t, "{broken", cleanMessage("{broken"))
 }
+
+// tokens is a TokenSource whose credential rotates on Invalidate.
+type tokens struct {
+	current     string
+	gen         uint64
+	next        string
+	invalidated int
+}
+
+func (s *tokens) Token(context.Context) (string, uint64, error) { return s.current, s.gen, nil }
+
+func (s *tokens) Invalidate(_ context.Context, gen uint64) {
+	if gen == s.gen {
+		s.invalidated++
+		s.current, s.gen = s.next, s.gen+1
+	}
+}
+
+func TestA401ReauthenticatesOnceOnly(t *testing.T) {
+	tenant := intunesim.Generate(5, intunesim.GenerateOptions{Devices: 50})
+	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{Authorize: func(tok string) (string, bool) { return "app", tok == "new" }}), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sim.Close() })
+	src := &tokens{current: "old", gen: 1, next: "new"}
+	c, err := New(Config{BaseURL: sim.URL, Tokens: src})
+	require.NoError(t, err)
+	d, sc := tenant.Windows(false)[0], tenant.RemediationScript().ID
+
+	_, err = c.Trigger(context.Background(), ManagedDevices, d.ID, sc)
+	require.NoError(t, err, "the 401 dropped the old credential and the retry succeeded")
+	assert.Equal(t, 1, src.invalidated)
+	recs := sim.Records()
+	require.Len(t, recs, 2)
+	assert.Equal(t, "Bearer old", recs[0].Header.Get("Authorization"))
+	assert.Equal(t, "Bearer new", recs[1].Header.Get("Authorization"))
+
+	src.next = "newer" // also refused: the second 401 stands
+	src.current = "stale"
+	_, err = c.Trigger(context.Background(), ManagedDevices, d.ID, sc)
+	var ge *Error
+	require.ErrorAs(t, err, &ge)
+	assert.Equal(t, 401, ge.Status)
+	assert.Equal(t, "InvalidAuthenticationToken", ge.Code)
+	assert.Len(t, sim.Records(), 4, "one retry, no loop")
+
+	// Tokens go only to the Graph host the client was built for.
+	other, err := New(Config{BaseURL: "http://127.0.0.2:1/beta", Tokens: src})
+	require.NoError(t, err)
+	_, err = other.ListDevices(context.Background(), "", 1, sim.URL+"/deviceManagement/managedDevices")
+	require.Error(t, err)
+	last := sim.Records()[len(sim.Records())-1]
+	assert.Empty(t, last.Header.Get("Authorization"), "a nextLink to another host gets no token")
+}

@@ -218,6 +218,7 @@ func TestFaultHandling(t *testing.T) {
 		{"text/plain body", []intunesim.Fault{{Kind: intunesim.FaultTextPlain}}, Failed, "", 502, 1},
 		{"HTML body", []intunesim.Fault{{Kind: intunesim.FaultHTML}}, Failed, "", 502, 1},
 		{"401 is not retried", []intunesim.Fault{{Kind: intunesim.FaultExpiredToken}}, Failed, "", 401, 1},
+		{"403 carries the permission hint", []intunesim.Fault{{Kind: intunesim.Fault500, Status: 403}}, Failed, "", 403, 1},
 		{"dropped before: retried", []intunesim.Fault{{Kind: intunesim.FaultDropBefore, Times: 1}}, Succeeded, "", 204, 2},
 		{"dropped after: retried, counted as a possible duplicate", []intunesim.Fault{{Kind: intunesim.FaultDropAfter, Times: 1}}, Succeeded, "", 204, 2},
 	}
@@ -238,6 +239,9 @@ func TestFaultHandling(t *testing.T) {
 			assert.Equal(t, tc.reason, d.Reason)
 			assert.Equal(t, tc.status, d.HTTPStatus)
 			assert.Equal(t, tc.attempts, d.Attempts)
+			if d.HTTPStatus == 403 {
+				assert.Contains(t, d.Message, "DeviceManagementManagedDevices.PrivilegedOperations.All")
+			}
 			if d.Outcome == Failed {
 				assert.NotEmpty(t, d.Message)
 				assert.Equal(t, StatusPartiallySucceeded, s.Status)
