@@ -90,7 +90,9 @@ func TestKeyVaultCredentialsEndToEnd(t *testing.T) {
 	status, b, retry := post(f.eligible(22, 2), `,"tenant_id":"9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"`)
 	assert.Equal(t, 503, status)
 	assert.NotEmpty(t, retry)
-	var e struct{ Error struct{ Code, Message string } }
+	var e struct {
+		Error struct{ Code, Message string }
+	}
 	require.NoError(t, json.Unmarshal(b, &e))
 	assert.Contains(t, e.Error.Message, kv.URL)
 	assert.Contains(t, e.Error.Message, "graph-app-9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a")
