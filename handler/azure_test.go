@@ -130,7 +130,8 @@ func newTenant(t *testing.T, devices int, opts intunesim.Options) *tenantFixture
 }
 
 func (f *tenantFixture) env(extra ...string) []string {
-	return append([]string{"GRAPH_BASE_URL=" + f.sim.URL, "GRAPH_AUTH=none", "GRAPH_WRITE_RATE=2000", "GRAPH_READ_RATE=100000"}, extra...)
+	return append([]string{"GRAPH_BASE_URL=" + f.sim.URL, "GRAPH_AUTH=none", "GRAPH_WRITE_RATE=2000", "GRAPH_READ_RATE=100000",
+		"DEVICE_COOLDOWN=0"}, extra...)
 }
 
 func (f *tenantFixture) eligible(from, n int) []intunesim.Device {

@@ -94,8 +94,15 @@ func build(cfg config.Config, getenv func(string) string, log *slog.Logger) (*ht
 	if err != nil {
 		return nil, nil, err
 	}
-	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate),
-		remediate.Config{Concurrency: cfg.MaxConcurrency}, log)
+	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate), remediate.Config{
+		Concurrency:     cfg.MaxConcurrency,
+		MaxDevices:      cfg.MaxDevicesPerRun,
+		MaxFleetPercent: cfg.MaxFleetPercent,
+		AllowedScripts:  cfg.AllowedScripts,
+		ScriptPins:      cfg.ScriptPins,
+		Cooldown:        remediate.NewMemoryCooldown(max(cfg.DeviceCooldown, time.Minute)),
+		CooldownPeriod:  cfg.DeviceCooldown,
+	}, log)
 	return httpapi.New(engine, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun}, creds, log), gc, nil
 }
 

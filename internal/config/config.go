@@ -66,6 +66,18 @@ type Config struct {
 	ManagedIdentityClientID string
 	// AuthorityHost overrides Microsoft Entra ID's host.
 	AuthorityHost string
+
+	// MaxFleetPercent refuses unconfirmed runs over this share of the
+	// tenant's Windows devices (100 = off).
+	MaxFleetPercent float64
+	// AllowedScripts, when not empty, are the only script ids runs may use
+	// (lower case); ScriptPins pins some of them to their
+	// lastModifiedDateTime.
+	AllowedScripts map[string]bool
+	ScriptPins     map[string]time.Time
+	// DeviceCooldown skips a device+script triggered this recently (0 =
+	// off).
+	DeviceCooldown time.Duration
 }
 
 // Intune's documented per-app limits: 200 writes and 2,000 requests per
@@ -198,6 +210,33 @@ func Load(getenv func(string) string) (Config, error) {
 	c.MaxDevicesPerRun = intOf("MAX_DEVICES_PER_RUN", 5000, 1, 1000000)
 	c.GraphCallTimeout = durOf("GRAPH_CALL_TIMEOUT", 30*time.Second)
 	c.Port = intOf("PORT", 8080, 1, 65535)
+	c.MaxFleetPercent = floatOf("MAX_FLEET_PERCENT", 100, 100)
+	if v := get("ALLOWED_SCRIPT_POLICY_IDS"); v != "" {
+		c.AllowedScripts = map[string]bool{}
+		for _, id := range strings.Split(v, ",") {
+			if id = strings.TrimSpace(id); !guidRE.MatchString(id) {
+				bad("ALLOWED_SCRIPT_POLICY_IDS", "%q is not a script id (a GUID)", id)
+			}
+			c.AllowedScripts[strings.ToLower(id)] = true
+		}
+	}
+	if v := get("ALLOWED_SCRIPT_PINS"); v != "" {
+		c.ScriptPins = map[string]time.Time{}
+		for _, pin := range strings.Split(v, ",") {
+			id, at, ok := strings.Cut(strings.TrimSpace(pin), "=")
+			t, err := time.Parse(time.RFC3339, at)
+			if !ok || err != nil || !guidRE.MatchString(id) {
+				bad("ALLOWED_SCRIPT_PINS", "%q must be <script id>=<lastModifiedDateTime, RFC 3339>", pin)
+				continue
+			}
+			c.ScriptPins[strings.ToLower(id)] = t
+		}
+	}
+	if v := get("DEVICE_COOLDOWN"); v == "0" {
+		c.DeviceCooldown = 0
+	} else {
+		c.DeviceCooldown = durOf("DEVICE_COOLDOWN", 10*time.Minute)
+	}
 	c.FunctionTimeout = durOf("FUNCTION_TIMEOUT", 5*time.Minute)
 	c.HTTPResponseBudget = durOf("HTTP_RESPONSE_BUDGET", 200*time.Second)
 	if c.HTTPResponseBudget > 230*time.Second {

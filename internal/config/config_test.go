@@ -21,7 +21,8 @@ func TestDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Config{GraphAuth: "none", MaxConcurrency: 8, GraphWriteRate: 8, GraphReadRate: 80,
 		MaxDevicesPerRun: 5000, GraphCallTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, Port: 8080,
-		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, AlertDeviceDimension: "DeviceId"}, c)
+		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, AlertDeviceDimension: "DeviceId",
+		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute}, c)
 }
 
 func TestSimulatorSettings(t *testing.T) {
@@ -78,6 +79,10 @@ func TestBadValues(t *testing.T) {
 		"keyvault bad secret name":   {"GRAPH_AUTH": "keyvault", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client, "KEY_VAULT_URL": "https://kv.vault.azure.net", "GRAPH_CREDENTIAL_SECRET": "graph_secret"},
 		"user-assigned id":           {"AZURE_CLIENT_ID": "me"},
 		"authority over http":        {"AZURE_AUTHORITY_HOST": "http://login"},
+		"fleet percent":              {"MAX_FLEET_PERCENT": "150"},
+		"allowlist":                  {"ALLOWED_SCRIPT_POLICY_IDS": "abc"},
+		"pin":                        {"ALLOWED_SCRIPT_PINS": client + "@yesterday"},
+		"cooldown":                   {"DEVICE_COOLDOWN": "ten minutes"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load(env(kv))
@@ -122,4 +127,14 @@ func TestCredentialModes(t *testing.T) {
 	_, err = Load(env(map[string]string{"GRAPH_AUTH": "client-secret", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client,
 		"GRAPH_CLIENT_SECRET": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s)"}))
 	assert.ErrorContains(t, err, "unresolved Key Vault reference")
+}
+
+func TestSafetySettings(t *testing.T) {
+	c, err := Load(env(map[string]string{"MAX_FLEET_PERCENT": "25", "ALLOWED_SCRIPT_POLICY_IDS": client + ", " + tenant,
+		"ALLOWED_SCRIPT_PINS": client + "=2026-10-01T08:00:00Z", "DEVICE_COOLDOWN": "0"}))
+	require.NoError(t, err)
+	assert.Equal(t, 25.0, c.MaxFleetPercent)
+	assert.Equal(t, map[string]bool{client: true, tenant: true}, c.AllowedScripts)
+	assert.Equal(t, map[string]time.Time{client: time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)}, c.ScriptPins)
+	assert.Zero(t, c.DeviceCooldown, "0 turns the cooldown off")
 }

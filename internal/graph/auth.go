@@ -40,6 +40,7 @@ func (b bearer) AuthenticateRequest(ctx context.Context, ri *abs.RequestInformat
 	if c, ok := ctx.Value(captureKey{}).(*capture); ok {
 		c.gen = gen
 	}
+	ri.Headers.Remove("Authorization") // a retried request must not carry the old token too
 	ri.Headers.Add("Authorization", "Bearer "+tok)
 	return nil
 }

@@ -210,6 +210,14 @@ func TestA401ReauthenticatesOnceOnly(t *testing.T) {
 	assert.Equal(t, "Bearer old", recs[0].Header.Get("Authorization"))
 	assert.Equal(t, "Bearer new", recs[1].Header.Get("Authorization"))
 
+	// A read whose request is rebuilt from the same RequestInformation on
+	// retry carries only the new token.
+	src.current, src.next = "old", "new"
+	_, err = c.Script(context.Background(), sc)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"Bearer new"}, sim.Records()[3].Header.Values("Authorization"))
+	sim.Reset()
+
 	src.next = "newer" // also refused: the second 401 stands
 	src.current = "stale"
 	_, err = c.Trigger(context.Background(), ManagedDevices, d.ID, sc)
@@ -217,7 +225,7 @@ func TestA401ReauthenticatesOnceOnly(t *testing.T) {
 	require.ErrorAs(t, err, &ge)
 	assert.Equal(t, 401, ge.Status)
 	assert.Equal(t, "InvalidAuthenticationToken", ge.Code)
-	assert.Len(t, sim.Records(), 4, "one retry, no loop")
+	assert.Len(t, sim.Records(), 2, "one retry, no loop")
 
 	// Tokens go only to the Graph host the client was built for.
 	other, err := New(Config{BaseURL: "http://127.0.0.2:1/beta", Tokens: src})
@@ -226,4 +234,36 @@ func TestA401ReauthenticatesOnceOnly(t *testing.T) {
 	require.Error(t, err)
 	last := sim.Records()[len(sim.Records())-1]
 	assert.Empty(t, last.Header.Get("Authorization"), "a nextLink to another host gets no token")
+}
+
+func TestScriptAndGroupDevices(t *testing.T) {
+	c, _, tenant := setup(t, 120, intunesim.Options{PageSize: 5})
+	sc := tenant.RemediationScript()
+	s, err := c.Script(context.Background(), sc.ID)
+	require.NoError(t, err)
+	assert.Equal(t, sc.DisplayName, s.DisplayName)
+	assert.Equal(t, "deviceHealthScript", s.Type)
+	assert.True(t, sc.LastModifiedDateTime.Equal(s.LastModifiedDateTime))
+	_, err = c.Script(context.Background(), "11111111-1111-4111-8111-111111111111")
+	var ge *Error
+	require.ErrorAs(t, err, &ge)
+	assert.Equal(t, 404, ge.Status)
+
+	g := tenant.Groups[0]
+	var got []string
+	next := ""
+	for {
+		p, err := c.GroupDevices(context.Background(), g.ID, next)
+		require.NoError(t, err)
+		for _, m := range p.Members {
+			got = append(got, m.AzureADDeviceID)
+		}
+		if next = p.NextLink; next == "" {
+			break
+		}
+	}
+	assert.Equal(t, g.Members, got, "every page, in order")
+	_, err = c.GroupDevices(context.Background(), "22222222-2222-4222-8222-222222222222", "")
+	require.ErrorAs(t, err, &ge)
+	assert.Equal(t, 404, ge.Status)
 }

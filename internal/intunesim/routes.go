@@ -30,6 +30,11 @@ func (s *Server) route(r *http.Request) (route, bool) {
 		return route{kind: kindBatch}, true
 	}
 	seg := strings.Split(strings.TrimSuffix(rest, "/"), "/")
+	if len(seg) == 4 && seg[0] == "groups" && seg[2] == "transitiveMembers" && r.Method == http.MethodGet &&
+		(seg[3] == "microsoft.graph.device" || seg[3] == "graph.device") {
+		id := seg[1]
+		return route{handle: func(w http.ResponseWriter, r *http.Request, _ []byte) { s.groupDevices(w, r, id) }}, true
+	}
 	if len(seg) < 2 || seg[0] != "deviceManagement" {
 		return route{}, false
 	}

@@ -1,6 +1,7 @@
 package intunesim
 
 import (
+	"fmt"
 	"hash/fnv"
 	"net/http"
 	"slices"
@@ -209,4 +210,44 @@ func (s *Server) deviceScriptStates(w http.ResponseWriter, r *http.Request, id s
 	s.mu.Unlock()
 	slices.SortFunc(items, func(a, b map[string]any) int { return strings.Compare(a["id"].(string), b["id"].(string)) })
 	s.writePage(w, r, "deviceManagement/managedDevices('"+d.ID+"')/deviceHealthScriptStates", len(items), func(i int) map[string]any { return items[i] })
+}
+
+// groupDevices lists a group's transitive members of type device.
+func (s *Server) groupDevices(w http.ResponseWriter, r *http.Request, id string) {
+	s.mu.Lock()
+	var g *Group
+	for i := range s.tenant.Groups {
+		if strings.EqualFold(s.tenant.Groups[i].ID, id) {
+			g = &s.tenant.Groups[i]
+		}
+	}
+	var members []string
+	if g != nil {
+		members = append(members, g.Members...)
+	}
+	names := map[string]string{}
+	for _, d := range s.tenant.Devices {
+		names[strings.ToLower(d.AzureADDeviceID)] = d.DeviceName
+	}
+	s.mu.Unlock()
+	if g == nil {
+		writeError(w, r, http.StatusNotFound, "Request_ResourceNotFound", "Resource '"+id+"' does not exist or one of its queried reference-property objects are not present.")
+		return
+	}
+	s.writePage(w, r, "directoryObjects", len(members), func(i int) map[string]any {
+		name := names[strings.ToLower(members[i])]
+		if name == "" {
+			name = "UNMANAGED-" + members[i][:8]
+		}
+		return map[string]any{"@odata.type": "#microsoft.graph.device", "id": newIDFrom(members[i]), "deviceId": members[i],
+			"displayName": name, "operatingSystem": "Windows", "accountEnabled": true}
+	})
+}
+
+// newIDFrom derives a stable directory object id from an Entra device id.
+func newIDFrom(deviceID string) string {
+	h := fnv.New128a()
+	h.Write([]byte(deviceID))
+	b := h.Sum(nil)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

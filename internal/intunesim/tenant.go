@@ -35,11 +35,20 @@ type Script struct {
 	LastModifiedDateTime time.Time
 }
 
+// Group is an Entra ID group; Members are the Entra device ids
+// (azureADDeviceId) of its transitive device members.
+type Group struct {
+	ID          string
+	DisplayName string
+	Members     []string
+}
+
 // Tenant is the data a Server serves. Devices are kept sorted by ID so
 // paging is stable.
 type Tenant struct {
 	Devices []Device
 	Scripts []Script
+	Groups  []Group
 }
 
 // GenerateOptions shapes a generated tenant.
@@ -123,6 +132,20 @@ func Generate(seed uint64, opts GenerateOptions) *Tenant {
 		}
 		t.Scripts = append(t.Scripts, s)
 	}
+	// Groups: a pilot ring of every tenth Windows device, plus two Entra
+	// devices Intune does not manage; and an empty group.
+	pilot := Group{ID: guid(r), DisplayName: "Windows pilot ring"}
+	n := 0
+	for _, d := range t.Devices {
+		if d.OperatingSystem == "Windows" {
+			if n%10 == 0 {
+				pilot.Members = append(pilot.Members, d.AzureADDeviceID)
+			}
+			n++
+		}
+	}
+	pilot.Members = append(pilot.Members, guid(r), guid(r))
+	t.Groups = append(t.Groups, pilot, Group{ID: guid(r), DisplayName: "Empty group"})
 	t.sort()
 	return t
 }

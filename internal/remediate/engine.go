@@ -12,6 +12,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,6 +28,8 @@ type Graph interface {
 	Trigger(ctx context.Context, coll graph.Collection, deviceID, scriptID string) (graph.Response, error)
 	Devices(ctx context.Context, ids []string) ([]graph.Lookup, error)
 	ListDevices(ctx context.Context, filter string, top int, next string) (graph.Page, error)
+	GroupDevices(ctx context.Context, groupID, next string) (graph.GroupPage, error)
+	Script(ctx context.Context, id string) (graph.Script, error)
 }
 
 // Config tunes the engine.
@@ -42,6 +46,22 @@ type Config struct {
 	// UnavailableRetries is how often a 503, 504 or lost answer is retried
 	// (the trigger may already have taken effect). Default 2.
 	UnavailableRetries int
+	// MaxDevices caps the devices a run triggers once selectors are
+	// resolved (MAX_DEVICES_PER_RUN); 0 is no cap.
+	MaxDevices int
+	// MaxFleetPercent refuses, without confirm_device_count, runs that
+	// trigger more than this share of the tenant's Windows devices; 0 or
+	// 100 is off.
+	MaxFleetPercent float64
+	// AllowedScripts, when not empty, is the only scripts runs may use
+	// (lower-case ids); ScriptPins pins scripts to their
+	// lastModifiedDateTime so a script edited after approval is refused.
+	AllowedScripts map[string]bool
+	ScriptPins     map[string]time.Time
+	// Cooldown remembers triggers; a device+script triggered within
+	// CooldownPeriod is skipped. Nil or 0 turns it off.
+	Cooldown       Cooldown
+	CooldownPeriod time.Duration
 }
 
 func (c *Config) defaults() {
@@ -96,40 +116,86 @@ func (e *Engine) Run(ctx context.Context, plan Plan) *Summary {
 	r.runCtx, r.callCtx, r.cancel = e.deadlines(ctx, started, plan.Invoke)
 	defer r.cancel()
 
-	s.Devices = make([]DeviceResult, len(plan.Items))
+	if d := e.allowlist(plan); d != nil {
+		return e.reject(s, r, started, http.StatusForbidden, "script_not_allowed", "a script is not on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS); nothing was triggered", d)
+	}
+	var misses []DeviceResult
+	if len(plan.Targets) > 0 {
+		items, m, problems := r.resolve()
+		if problems != nil {
+			return e.reject(s, r, started, http.StatusUnprocessableEntity, "target_resolution_failed", "the targets could not be resolved; nothing was triggered", problems)
+		}
+		plan.Items, misses = mergeItems(plan.Items, items, &s.Warnings), m
+		r.plan = plan
+	}
+	s.Devices = make([]DeviceResult, len(plan.Items), len(plan.Items)+len(misses))
 	for i, it := range plan.Items {
 		s.Devices[i] = DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection),
 			Outcome: NotAttempted, Reason: ReasonDeadline}
 	}
-	eligible := make([]bool, len(plan.Items))
-	for i := range eligible {
+	s.Devices = append(s.Devices, misses...)
+	eligible := make([]bool, len(s.Devices))
+	for i := range plan.Items {
 		eligible[i] = true
 	}
-	if plan.ValidateDevices {
+	if status, code, msg, d := r.checkScripts(s); d != nil {
+		return e.reject(s, r, started, status, code, msg, d)
+	}
+	if plan.ValidateDevices || len(plan.Targets) > 0 {
 		if rejected := r.validate(s, eligible); rejected {
 			s.Status = StatusRejected
 			return e.finish(s, r, started)
 		}
 	}
+	r.applyCooldown(s, eligible)
+	for i := range eligible {
+		if eligible[i] && s.Devices[i].Outcome == NotAttempted {
+			s.ResolvedDeviceCount++
+		}
+	}
+	if status, code, msg := r.checkCaps(s); status != 0 {
+		if !plan.DryRun {
+			return e.reject(s, r, started, status, code, msg, nil)
+		}
+		s.Warnings = append(s.Warnings, msg)
+	}
 	if plan.DryRun {
 		s.Status = StatusPlanned
-		n := 0
 		for i := range s.Devices {
 			if eligible[i] && s.Devices[i].Outcome == NotAttempted {
 				s.Devices[i].Outcome, s.Devices[i].Reason = Planned, ""
-				n++
 			}
 		}
 		if rate := e.pacer.WriteRate(); rate > 0 {
-			s.EstimatedDurationMS = int64(float64(n) / rate * 1000)
+			s.EstimatedDurationMS = int64(float64(s.ResolvedDeviceCount) / rate * 1000)
 		}
 		return e.finish(s, r, started)
 	}
 	r.triggerAll(s, eligible)
+	r.markCooldown(s)
+	return e.finish(s, r, started)
+}
+
+// reject ends a run before anything is triggered: every device not yet
+// accounted for is not_attempted with reason run_rejected.
+func (e *Engine) reject(s *Summary, r *run, started time.Time, status int, code, msg string, details []FieldError) *Summary {
+	if s.Devices == nil {
+		for _, it := range r.plan.Items {
+			s.Devices = append(s.Devices, DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection)})
+		}
+	}
+	for i := range s.Devices {
+		if s.Devices[i].Outcome == "" || s.Devices[i].Outcome == NotAttempted {
+			s.Devices[i].Outcome, s.Devices[i].Reason = NotAttempted, ReasonRunRejected
+		}
+	}
+	s.Status = StatusRejected
+	s.Error = &ErrorInfo{Code: code, Message: msg, Details: details, status: status}
 	return e.finish(s, r, started)
 }
 
 func (e *Engine) finish(s *Summary, r *run, started time.Time) *Summary {
+	s.Warnings = append(s.Warnings, r.warnings...)
 	s.Throttling = Throttling{ThrottledResponses: r.throttle.count(), WaitedMS: r.throttle.waited().Milliseconds()}
 	s.tally()
 	fin := time.Now()
@@ -169,6 +235,8 @@ type run struct {
 	runCtx, callCtx context.Context
 	cancel          func()
 	throttle        *throttleLog
+	warnMu          sync.Mutex
+	warnings        []string
 }
 
 // stopReason says why no more calls may start.

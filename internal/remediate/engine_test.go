@@ -104,7 +104,10 @@ func TestAllSucceed(t *testing.T) {
 	}
 	assert.Equal(t, "comanagedDevices", s.Devices[5].Collection)
 	assert.Equal(t, 1, f.sim.Counters().Batches, "6 lookups in one $batch")
-	assert.EqualValues(t, 7, f.client.Calls())
+	assert.EqualValues(t, 8, f.client.Calls(), "the script, one $batch, six triggers")
+	require.Len(t, s.Scripts, 1)
+	assert.Equal(t, f.tenant.RemediationScript().DisplayName, s.Scripts[0].DisplayName)
+	assert.Equal(t, 6, s.ResolvedDeviceCount)
 	assert.NotEmpty(t, s.RunID)
 	assert.False(t, s.FinishedAt.Before(s.StartedAt))
 }
@@ -338,5 +341,5 @@ func TestLargeRequestsReadTheDeviceListInsteadOfBatching(t *testing.T) {
 	assert.Equal(t, ReasonNotFound, s.Devices[700].Reason)
 	c := f.sim.Counters()
 	assert.Equal(t, 0, c.Batches, "a probe and 2 list pages instead of 36 batches")
-	assert.Equal(t, 3, c.Reads)
+	assert.Equal(t, 4, c.Reads, "the script, the probe, 2 pages")
 }

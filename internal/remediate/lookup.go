@@ -24,9 +24,16 @@ const listThreshold = 100
 func (r *run) validate(s *Summary, eligible []bool) (rejected bool) {
 	ids := make([]string, 0, len(r.plan.Items))
 	for _, it := range r.plan.Items {
-		ids = append(ids, it.DeviceID) // unique: the plan is de-duplicated
+		if it.Device == nil && r.plan.ValidateDevices {
+			ids = append(ids, it.DeviceID) // unique: the plan is de-duplicated
+		}
 	}
 	found, errs := r.lookup(ids)
+	for _, it := range r.plan.Items {
+		if it.Device != nil {
+			found[strings.ToLower(it.DeviceID)] = it.Device
+		}
+	}
 	var problems []FieldError
 	for i, it := range r.plan.Items {
 		res := &s.Devices[i]
@@ -34,6 +41,8 @@ func (r *run) validate(s *Summary, eligible []bool) (rejected bool) {
 		d, ok := found[key]
 		ge := errs[key]
 		switch {
+		case !ok && ge == nil && !r.plan.ValidateDevices:
+			continue // not validated: the trigger's answer will tell
 		case ok:
 			res.DeviceName = d.DeviceName
 			reason, msg := eligibility(it, d)
@@ -91,6 +100,8 @@ func eligibility(it Item, d *graph.Device) (reason, message string) {
 		return ReasonNotCoManaged, fmt.Sprintf("managementAgent is %q, not co-managed; list it under managed_devices", d.ManagementAgent)
 	case d.JoinType == "azureADRegistered":
 		return ReasonEntraRegistered, "the device is only Entra registered; remediations need Entra joined or hybrid joined devices"
+	case !it.SyncedAfter.IsZero() && d.LastSyncDateTime.Before(it.SyncedAfter):
+		return ReasonStale, fmt.Sprintf("last synced %s, longer ago than last_sync_within; it would not receive the trigger", d.LastSyncDateTime.UTC().Format(time.RFC3339))
 	}
 	return "", ""
 }
@@ -153,33 +164,16 @@ func (r *run) listLookup(ids []string, want map[string]bool, found map[string]*g
 	return rest
 }
 
-// readPage reads one device-list page of at most top devices, retrying 429s and (a few times)
-// 5xx; false when it gave up.
+// readPage reads one device-list page of at most top devices; false when
+// it gave up.
 func (r *run) readPage(next string, top int) (graph.Page, bool) {
-	e := r.engine
-	for attempt, unavailable := 1, 0; ; attempt++ {
-		if _, err := e.pacer.Read(r.runCtx, 1); err != nil {
-			return graph.Page{}, false
-		}
-		p, err := e.graph.ListDevices(r.callCtx, "", top, next)
-		if err == nil {
-			return p, true
-		}
-		ge := asGraphError(err)
-		switch {
-		case ge.Throttled() && attempt < maxThrottledRetries:
-			r.onThrottled(ge, attempt)
-		case ge.Status >= 500 || ge.Transport:
-			if unavailable++; unavailable > e.cfg.UnavailableRetries {
-				return graph.Page{}, false
-			}
-			if pace.Sleep(r.runCtx, pace.Backoff(unavailable, e.cfg.BackoffBase, e.cfg.BackoffMax)) != nil {
-				return graph.Page{}, false
-			}
-		default:
-			return graph.Page{}, false
-		}
-	}
+	var p graph.Page
+	err := r.read(func() error {
+		var err error
+		p, err = r.engine.graph.ListDevices(r.callCtx, "", top, next)
+		return err
+	})
+	return p, err == nil
 }
 
 // batchLookup reads ids in $batch requests of 20, in rounds: items that

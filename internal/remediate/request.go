@@ -37,6 +37,26 @@ type Request struct {
 	// TenantID runs the request in another tenant (multi-tenant
 	// deployments); empty is the default tenant.
 	TenantID string `json:"tenant_id,omitempty"`
+	// Targets select devices by filter, name or group.
+	Targets []Selector `json:"targets,omitempty"`
+	// ConfirmDeviceCount confirms a run larger than MAX_FLEET_PERCENT of
+	// the tenant's Windows devices: it must equal the resolved count.
+	ConfirmDeviceCount *int `json:"confirm_device_count,omitempty"`
+}
+
+// Selector picks devices for one script: by OData filter, by device name,
+// by Entra group, or several of these together.
+type Selector struct {
+	ScriptPolicyID   string   `json:"script_policy_id"`
+	Filter           string   `json:"filter,omitempty"`
+	DeviceNames      []string `json:"device_names,omitempty"`
+	GroupIDs         []string `json:"group_ids,omitempty"`
+	ExcludeDeviceIDs []string `json:"exclude_device_ids,omitempty"`
+	// LastSyncWithin skips devices that have not synced for longer (a Go
+	// duration such as "168h").
+	LastSyncWithin string `json:"last_sync_within,omitempty"`
+	// OnDuplicateName is error (default), most_recent or all.
+	OnDuplicateName string `json:"on_duplicate_name,omitempty"`
 }
 
 // FieldError is one problem with a request, at a JSON path such as
@@ -69,6 +89,12 @@ type Item struct {
 	ScriptPolicyID string
 	// Field is the JSON path of the entry in the request, for messages.
 	Field string
+	// Device is the device as a selector found it (nil for explicit
+	// entries, which are looked up).
+	Device *graph.Device
+	// SyncedAfter, when set, skips the device as stale if it last synced
+	// before it.
+	SyncedAfter time.Time
 }
 
 // Plan is a validated, de-duplicated request.
@@ -82,6 +108,17 @@ type Plan struct {
 	Warnings []string
 	// TenantID is the tenant to act in, "" for the default.
 	TenantID string
+	// Targets are the validated selectors, resolved when the run starts.
+	Targets []Selection
+	// ConfirmDeviceCount is the request's confirmation, nil if none.
+	ConfirmDeviceCount *int
+}
+
+// Selection is a validated Selector.
+type Selection struct {
+	Selector
+	Field          string
+	LastSyncWithin time.Duration
 }
 
 var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -105,6 +142,16 @@ var requestSchema = schema{
 	"timeouts":                {kind: "object", sub: schema{"invoke": {kind: "string"}}},
 	"dry_run":                 {kind: "bool"},
 	"tenant_id":               {kind: "string"},
+	"confirm_device_count":    {kind: "integer"},
+	"targets": {kind: "array", sub: schema{
+		"script_policy_id":   {kind: "string"},
+		"filter":             {kind: "string"},
+		"device_names":       {kind: "strings"},
+		"group_ids":          {kind: "strings"},
+		"exclude_device_ids": {kind: "strings"},
+		"last_sync_within":   {kind: "string"},
+		"on_duplicate_name":  {kind: "string"},
+	}},
 }
 
 // Decode reads a request body. Unknown fields (typos) and wrong types are
@@ -173,6 +220,22 @@ func checkValue(v any, spec fieldSpec, path string, problems *[]FieldError) {
 		if _, ok := v.(bool); !ok {
 			bad()
 		}
+	case "integer":
+		n, ok := v.(json.Number)
+		if i, err := n.Int64(); !ok || err != nil || i < 0 {
+			bad()
+		}
+	case "strings":
+		a, ok := v.([]any)
+		if !ok {
+			bad()
+			return
+		}
+		for i, el := range a {
+			if _, ok := el.(string); !ok {
+				*problems = append(*problems, FieldError{fmt.Sprintf("%s[%d]", path, i), "must be a string"})
+			}
+		}
 	case "object":
 		o, ok := v.(map[string]any)
 		if !ok {
@@ -204,6 +267,10 @@ func article(kind string) string {
 		return "an " + kind
 	case "bool":
 		return "true or false"
+	case "integer":
+		return "a whole number of at least 0"
+	case "strings":
+		return "an array of strings"
 	}
 	return "a " + kind
 }
@@ -242,8 +309,50 @@ func Validate(req Request, lim Limits) (Plan, error) {
 	if req.TenantID != "" && !guidRE.MatchString(req.TenantID) {
 		add("tenant_id", "%q is not a tenant id (a GUID)", req.TenantID)
 	}
-	if len(req.ManagedDevices) == 0 && len(req.CoManagedDevices) == 0 {
-		add("managed_devices", "at least one of managed_devices or comanaged_devices must list a device")
+	if len(req.ManagedDevices) == 0 && len(req.CoManagedDevices) == 0 && len(req.Targets) == 0 {
+		add("managed_devices", "at least one of managed_devices, comanaged_devices or targets must select a device")
+	}
+	plan.ConfirmDeviceCount = req.ConfirmDeviceCount
+	for i, sel := range req.Targets {
+		field := fmt.Sprintf("targets[%d]", i)
+		t := Selection{Selector: sel, Field: field}
+		if !guidRE.MatchString(sel.ScriptPolicyID) {
+			add(field+".script_policy_id", "%q is not a GUID", sel.ScriptPolicyID)
+		}
+		if strings.TrimSpace(sel.Filter) == "" && len(sel.DeviceNames) == 0 && len(sel.GroupIDs) == 0 {
+			add(field, "needs at least one of filter, device_names or group_ids")
+		}
+		if len(sel.Filter) > 2000 {
+			add(field+".filter", "is longer than 2000 characters")
+		}
+		for j, n := range sel.DeviceNames {
+			if strings.TrimSpace(n) == "" {
+				add(fmt.Sprintf("%s.device_names[%d]", field, j), "is empty")
+			}
+		}
+		for j, g := range sel.GroupIDs {
+			if !guidRE.MatchString(g) {
+				add(fmt.Sprintf("%s.group_ids[%d]", field, j), "%q is not a group id (a GUID)", g)
+			}
+		}
+		for j, d := range sel.ExcludeDeviceIDs {
+			if !guidRE.MatchString(d) {
+				add(fmt.Sprintf("%s.exclude_device_ids[%d]", field, j), "%q is not a GUID", d)
+			}
+		}
+		if sel.LastSyncWithin != "" {
+			d, err := time.ParseDuration(sel.LastSyncWithin)
+			if err != nil || d <= 0 {
+				add(field+".last_sync_within", "%q is not a positive duration such as \"168h\"", sel.LastSyncWithin)
+			}
+			t.LastSyncWithin = d
+		}
+		switch sel.OnDuplicateName {
+		case "", "error", "most_recent", "all":
+		default:
+			add(field+".on_duplicate_name", "%q must be error, most_recent or all", sel.OnDuplicateName)
+		}
+		plan.Targets = append(plan.Targets, t)
 	}
 	if req.Timeouts != nil && req.Timeouts.Invoke != "" {
 		d, err := time.ParseDuration(req.Timeouts.Invoke)

@@ -25,6 +25,8 @@ const (
 	ReasonCanceled        = "canceled"
 	ReasonRunRejected     = "run_rejected"
 	ReasonMayHaveApplied  = "outcome_unknown"
+	ReasonStale           = "stale"
+	ReasonCooldown        = "cooldown"
 )
 
 // Run statuses.
@@ -72,6 +74,16 @@ type ErrorInfo struct {
 	Code    string       `json:"code"`
 	Message string       `json:"message"`
 	Details []FieldError `json:"details,omitempty"`
+	// status is the HTTP status of the rejection (default 422).
+	status int
+}
+
+// ScriptInfo describes a script a run uses.
+type ScriptInfo struct {
+	ID                   string    `json:"id"`
+	DisplayName          string    `json:"display_name"`
+	Version              string    `json:"version,omitempty"`
+	LastModifiedDateTime time.Time `json:"last_modified_date_time"`
 }
 
 // Summary is the account of a run: the response body of every trigger.
@@ -84,6 +96,11 @@ type Summary struct {
 	Throttling Throttling     `json:"throttling"`
 	Warnings   []string       `json:"warnings"`
 	Error      *ErrorInfo     `json:"error,omitempty"`
+	// Scripts are the scripts the run uses, as Intune describes them.
+	Scripts []ScriptInfo `json:"scripts,omitempty"`
+	// ResolvedDeviceCount is how many devices the run triggers (or, dry,
+	// would trigger): the number confirm_device_count must repeat.
+	ResolvedDeviceCount int `json:"resolved_device_count"`
 	// EstimatedDurationMS is, for a dry run, how long the triggers would
 	// take at the configured write pace.
 	EstimatedDurationMS int64     `json:"estimated_duration_ms,omitempty"`
@@ -134,6 +151,8 @@ func (s *Summary) tally() {
 // callers such as Logic Apps retry 5xx and would trigger devices again.
 func (s *Summary) HTTPStatus() int {
 	switch {
+	case s.Status == StatusRejected && s.Error != nil && s.Error.status != 0:
+		return s.Error.status
 	case s.Status == StatusRejected:
 		return 422
 	case s.Status == StatusPlanned:

@@ -1,0 +1,205 @@
+package remediate
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/remediator/remediator/internal/graph"
+)
+
+// scriptIDs lists the plan's scripts once each, in order of appearance.
+func (p Plan) scriptIDs() []string {
+	var ids []string
+	seen := map[string]bool{}
+	add := func(id string) {
+		if k := strings.ToLower(id); !seen[k] {
+			seen[k] = true
+			ids = append(ids, id)
+		}
+	}
+	for _, it := range p.Items {
+		add(it.ScriptPolicyID)
+	}
+	for _, t := range p.Targets {
+		add(t.ScriptPolicyID)
+	}
+	return ids
+}
+
+// allowlist refuses scripts not on ALLOWED_SCRIPT_POLICY_IDS.
+func (e *Engine) allowlist(p Plan) []FieldError {
+	if len(e.cfg.AllowedScripts) == 0 {
+		return nil
+	}
+	var bad []FieldError
+	for _, id := range p.scriptIDs() {
+		if !e.cfg.AllowedScripts[strings.ToLower(id)] {
+			bad = append(bad, FieldError{Field: "script_policy_id", Message: fmt.Sprintf("script %s is not allowed on this deployment", id)})
+		}
+	}
+	return bad
+}
+
+// checkScripts reads each script once, when devices are validated or a
+// pin must be checked: a missing script, one that is not a remediation
+// script, or one edited after it was pinned rejects the run.
+func (r *run) checkScripts(s *Summary) (status int, code, msg string, details []FieldError) {
+	for _, id := range r.plan.scriptIDs() {
+		pin, pinned := r.engine.cfg.ScriptPins[strings.ToLower(id)]
+		if !r.plan.ValidateDevices && !pinned {
+			continue
+		}
+		var sc graph.Script
+		err := r.read(func() error {
+			var err error
+			sc, err = r.engine.graph.Script(r.callCtx, id)
+			return err
+		})
+		var ge *graph.Error
+		switch {
+		case err != nil && asGraphError(err).Status == 404:
+			details = append(details, FieldError{"script_policy_id", fmt.Sprintf("no remediation script %s exists in Intune", id)})
+			continue
+		case err != nil:
+			ge = asGraphError(err)
+			msg := "script " + id + " could not be read: " + ge.Message
+			if ge.Status == 403 {
+				msg += " — the app needs the Graph application permission DeviceManagementScripts.Read.All"
+			}
+			details = append(details, FieldError{"script_policy_id", msg})
+			continue
+		case sc.Type != "" && sc.Type != "deviceHealthScript":
+			details = append(details, FieldError{"script_policy_id", fmt.Sprintf("script %s (%s) is a %s, not a remediation script (deviceHealthScript)", id, sc.DisplayName, sc.Type)})
+			continue
+		case pinned && !sc.LastModifiedDateTime.Equal(pin):
+			return http.StatusForbidden, "script_changed", fmt.Sprintf("script %s (%s) was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS); nothing was triggered",
+				id, sc.DisplayName, sc.LastModifiedDateTime.UTC().Format(time.RFC3339), pin.UTC().Format(time.RFC3339)), []FieldError{{"script_policy_id", "pinned script changed"}}
+		}
+		s.Scripts = append(s.Scripts, ScriptInfo{ID: sc.ID, DisplayName: sc.DisplayName, Version: sc.Version, LastModifiedDateTime: sc.LastModifiedDateTime})
+	}
+	if details != nil {
+		return http.StatusUnprocessableEntity, "script_invalid", "a script the request names cannot be run; nothing was triggered", details
+	}
+	return 0, "", "", nil
+}
+
+// checkCaps applies MAX_DEVICES_PER_RUN and MAX_FLEET_PERCENT to the
+// resolved devices. A run over the fleet share needs confirm_device_count
+// equal to the resolved count (the number a dry run reports).
+func (r *run) checkCaps(s *Summary) (int, string, string) {
+	cfg, n := r.engine.cfg, s.ResolvedDeviceCount
+	if cfg.MaxDevices > 0 && n > cfg.MaxDevices {
+		return http.StatusUnprocessableEntity, "too_many_devices",
+			fmt.Sprintf("the request resolves to %d devices, more than MAX_DEVICES_PER_RUN (%d); narrow the targets or split the run", n, cfg.MaxDevices)
+	}
+	if cfg.MaxFleetPercent <= 0 || cfg.MaxFleetPercent >= 100 || n == 0 {
+		return 0, "", ""
+	}
+	if c := r.plan.ConfirmDeviceCount; c != nil && *c == n {
+		return 0, "", ""
+	}
+	var fleet int
+	err := r.read(func() error {
+		p, err := r.engine.graph.ListDevices(r.callCtx, windowsFilter, 1, "")
+		fleet = p.Count
+		return err
+	})
+	if err != nil || fleet <= 0 {
+		return http.StatusServiceUnavailable, "fleet_size_unknown", "the tenant's number of Windows devices could not be read to apply MAX_FLEET_PERCENT; nothing was triggered"
+	}
+	limit := int(math.Floor(float64(fleet) * cfg.MaxFleetPercent / 100))
+	if n <= limit {
+		return 0, "", ""
+	}
+	return http.StatusPreconditionRequired, "confirmation_required",
+		fmt.Sprintf("the request resolves to %d devices, %.1f%% of the tenant's %d Windows devices, above MAX_FLEET_PERCENT (%g%%): to proceed, send \"confirm_device_count\": %d",
+			n, 100*float64(n)/float64(fleet), fleet, cfg.MaxFleetPercent, n)
+}
+
+// Cooldown remembers when a device last had a script triggered, so runs
+// close together do not overwrite each other on the device. Implementations
+// must be safe for concurrent use.
+type Cooldown interface {
+	LastTriggered(deviceID, scriptID string) time.Time
+	Triggered(deviceID, scriptID string, at time.Time)
+}
+
+// applyCooldown skips devices triggered with the same script within the
+// cooldown period.
+func (r *run) applyCooldown(s *Summary, eligible []bool) {
+	cd, period := r.engine.cfg.Cooldown, r.engine.cfg.CooldownPeriod
+	if cd == nil || period <= 0 {
+		return
+	}
+	now := time.Now()
+	for i := range s.Devices {
+		d := &s.Devices[i]
+		if !eligible[i] || d.Outcome != NotAttempted {
+			continue
+		}
+		if last := cd.LastTriggered(d.DeviceID, d.ScriptPolicyID); !last.IsZero() && now.Sub(last) < period {
+			eligible[i] = false
+			d.Outcome, d.Reason = Skipped, ReasonCooldown
+			d.Message = fmt.Sprintf("triggered with this script at %s, within DEVICE_COOLDOWN (%s); a new run would overwrite the one in progress",
+				last.UTC().Format(time.RFC3339), period)
+		}
+	}
+}
+
+// markCooldown records the run's accepted triggers.
+func (r *run) markCooldown(s *Summary) {
+	cd := r.engine.cfg.Cooldown
+	if cd == nil || r.engine.cfg.CooldownPeriod <= 0 {
+		return
+	}
+	now := time.Now()
+	for _, d := range s.Devices {
+		if d.Outcome == Succeeded || d.Reason == ReasonMayHaveApplied {
+			cd.Triggered(d.DeviceID, d.ScriptPolicyID, now)
+		}
+	}
+}
+
+// MemoryCooldown is a process-local Cooldown; entries older than ttl are
+// forgotten.
+type MemoryCooldown struct {
+	ttl  time.Duration
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// NewMemoryCooldown returns a MemoryCooldown.
+func NewMemoryCooldown(ttl time.Duration) *MemoryCooldown {
+	return &MemoryCooldown{ttl: ttl, last: map[string]time.Time{}}
+}
+
+func cooldownKey(deviceID, scriptID string) string {
+	return strings.ToLower(deviceID) + "|" + strings.ToLower(scriptID)
+}
+
+// LastTriggered implements Cooldown.
+func (m *MemoryCooldown) LastTriggered(deviceID, scriptID string) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last[cooldownKey(deviceID, scriptID)]
+}
+
+// Triggered implements Cooldown.
+func (m *MemoryCooldown) Triggered(deviceID, scriptID string, at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.last) > 10000 {
+		for k, t := range m.last {
+			if at.Sub(t) > m.ttl {
+				delete(m.last, k)
+			}
+		}
+	}
+	m.last[cooldownKey(deviceID, scriptID)] = at
+}
+
+var _ Cooldown = (*MemoryCooldown)(nil)

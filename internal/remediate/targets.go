@@ -1,0 +1,282 @@
+package remediate
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/pace"
+)
+
+// nameQueryLimit is the most device names looked up one $filter query
+// each; more names are matched against one read of the Windows devices.
+const nameQueryLimit = 20
+
+// windowsFilter is the one filter every Intune tenant honours.
+const windowsFilter = "operatingSystem eq 'Windows'"
+
+// resolve turns the plan's selectors into items. Names that match no
+// device come back as skipped results (they have no device id); problems
+// (an ambiguous name under on_duplicate_name=error, a missing group, a
+// filter Intune refused) reject the run.
+func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
+	var items []Item
+	var misses []DeviceResult
+	var problems []FieldError
+	var index *windowsIndex
+	windows := func() (*windowsIndex, error) {
+		if index == nil {
+			idx, err := r.readWindows()
+			if err != nil {
+				return nil, err
+			}
+			index = idx
+		}
+		return index, nil
+	}
+	now := time.Now()
+	for _, t := range r.plan.Targets {
+		picked := map[string]graph.Device{}
+		excludedFilter, unmanaged := 0, 0
+		if f := strings.TrimSpace(t.Filter); f != "" {
+			devs, err := r.readAll(f)
+			if err != nil {
+				problems = append(problems, FieldError{t.Field + ".filter", "Intune refused the filter: " + err.Error()})
+			}
+			for _, d := range devs {
+				// Intune ignores filters it does not support and reads ne as
+				// eq: only eligible Windows devices may come out of a filter.
+				if eligibleWindows(d) {
+					picked[strings.ToLower(d.ID)] = d
+				} else {
+					excludedFilter++
+				}
+			}
+		}
+		for j, name := range t.DeviceNames {
+			field := fmt.Sprintf("%s.device_names[%d]", t.Field, j)
+			matches, err := r.byName(name, len(t.DeviceNames), windows)
+			if err != nil {
+				problems = append(problems, FieldError{field, "the name could not be looked up: " + err.Error()})
+				continue
+			}
+			switch {
+			case len(matches) == 0:
+				misses = append(misses, DeviceResult{DeviceName: name, ScriptPolicyID: t.ScriptPolicyID, Collection: string(graph.ManagedDevices),
+					Outcome: Skipped, Reason: ReasonNotFound, Message: fmt.Sprintf("no managed device is named %q (%s)", name, field)})
+			case len(matches) > 1 && (t.OnDuplicateName == "" || t.OnDuplicateName == "error"):
+				var c []string
+				for _, d := range matches {
+					c = append(c, fmt.Sprintf("%s (last sync %s)", d.ID, d.LastSyncDateTime.UTC().Format(time.RFC3339)))
+				}
+				problems = append(problems, FieldError{field, fmt.Sprintf("%d devices are named %q: %s; list the device_id, or set on_duplicate_name to most_recent or all",
+					len(matches), name, strings.Join(c, ", "))})
+			case len(matches) > 1 && t.OnDuplicateName == "most_recent":
+				newest := slices.MaxFunc(matches, func(a, b graph.Device) int { return a.LastSyncDateTime.Compare(b.LastSyncDateTime) })
+				picked[strings.ToLower(newest.ID)] = newest
+			default:
+				for _, d := range matches {
+					picked[strings.ToLower(d.ID)] = d
+				}
+			}
+		}
+		for j, g := range t.GroupIDs {
+			field := fmt.Sprintf("%s.group_ids[%d]", t.Field, j)
+			members, err := r.readGroup(g)
+			if err == nil && len(members) > 0 {
+				var idx *windowsIndex
+				if idx, err = windows(); err == nil {
+					for _, m := range members {
+						if d, ok := idx.byEntraID[strings.ToLower(m.AzureADDeviceID)]; ok {
+							picked[strings.ToLower(d.ID)] = d
+						} else {
+							unmanaged++
+						}
+					}
+				}
+			}
+			if err != nil {
+				problems = append(problems, FieldError{field, "the group's devices could not be read: " + err.Error()})
+			}
+		}
+		for _, x := range t.ExcludeDeviceIDs {
+			delete(picked, strings.ToLower(x))
+		}
+		if excludedFilter > 0 {
+			r.warn(fmt.Sprintf("%s: the filter matched %d devices that are not Windows devices Intune manages and that can run remediations; they were left out (Intune ignores filters it cannot apply)", t.Field, excludedFilter))
+		}
+		if unmanaged > 0 {
+			r.warn(fmt.Sprintf("%s: %d group members are not Windows devices managed by Intune; left out", t.Field, unmanaged))
+		}
+		var after time.Time
+		if t.LastSyncWithin > 0 {
+			after = now.Add(-t.LastSyncWithin)
+		}
+		ids := make([]string, 0, len(picked))
+		for id := range picked {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			d := picked[id]
+			items = append(items, Item{Collection: graph.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: t.ScriptPolicyID,
+				Field: t.Field, Device: &d, SyncedAfter: after})
+		}
+	}
+	return items, misses, problems
+}
+
+// mergeItems adds resolved items to the explicit ones: a device already
+// present with the same script is kept once (with a warning); with another
+// script, the first entry wins and the conflict is a warning too, since
+// Intune runs one on-demand remediation per device at a time.
+func mergeItems(explicit, resolved []Item, warnings *[]string) []Item {
+	seen := map[string]Item{}
+	for _, it := range explicit {
+		seen[strings.ToLower(it.DeviceID)] = it
+	}
+	out := explicit
+	for _, it := range resolved {
+		key := strings.ToLower(it.DeviceID)
+		prev, dup := seen[key]
+		switch {
+		case !dup:
+			seen[key] = it
+			out = append(out, it)
+		case !strings.EqualFold(prev.ScriptPolicyID, it.ScriptPolicyID):
+			*warnings = append(*warnings, fmt.Sprintf("device %s is selected by %s with script %s and by %s with script %s: only the first runs (one on-demand remediation per device at a time)",
+				it.DeviceID, prev.Field, prev.ScriptPolicyID, it.Field, it.ScriptPolicyID))
+		}
+	}
+	return out
+}
+
+// eligibleWindows is the client-side check of what a filter returned.
+func eligibleWindows(d graph.Device) bool {
+	return strings.Contains(strings.ToLower(d.OperatingSystem), "windows") && d.JoinType != "azureADRegistered" &&
+		(d.ManagementState == "" || d.ManagementState == "managed")
+}
+
+// windowsIndex is the tenant's Windows devices by name and Entra device id.
+type windowsIndex struct {
+	byName    map[string][]graph.Device
+	byEntraID map[string]graph.Device
+}
+
+func (r *run) readWindows() (*windowsIndex, error) {
+	devs, err := r.readAll(windowsFilter)
+	if err != nil {
+		return nil, err
+	}
+	idx := &windowsIndex{byName: map[string][]graph.Device{}, byEntraID: map[string]graph.Device{}}
+	for _, d := range devs {
+		idx.byName[strings.ToLower(d.DeviceName)] = append(idx.byName[strings.ToLower(d.DeviceName)], d)
+		if d.AzureADDeviceID != "" {
+			idx.byEntraID[strings.ToLower(d.AzureADDeviceID)] = d
+		}
+	}
+	return idx, nil
+}
+
+// byName finds the devices named name: one filter query per name for a
+// few names, else the Windows device index. Names are compared again here,
+// exactly and case-insensitively, in case Intune ignored the filter.
+func (r *run) byName(name string, names int, windows func() (*windowsIndex, error)) ([]graph.Device, error) {
+	if names > nameQueryLimit {
+		idx, err := windows()
+		if err != nil {
+			return nil, err
+		}
+		return idx.byName[strings.ToLower(name)], nil
+	}
+	devs, err := r.readAll("deviceName eq '" + strings.ReplaceAll(name, "'", "''") + "'")
+	if err != nil {
+		return nil, err
+	}
+	var out []graph.Device
+	for _, d := range devs {
+		if strings.EqualFold(d.DeviceName, name) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// readAll pages through the device list under filter.
+func (r *run) readAll(filter string) ([]graph.Device, error) {
+	var out []graph.Device
+	next := ""
+	for {
+		var p graph.Page
+		err := r.read(func() error {
+			var err error
+			p, err = r.engine.graph.ListDevices(r.callCtx, filter, pageSize, next)
+			return err
+		})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, p.Devices...)
+		if p.NextLink == "" {
+			return out, nil
+		}
+		next = p.NextLink
+	}
+}
+
+// readGroup pages through a group's device members.
+func (r *run) readGroup(id string) ([]graph.GroupMember, error) {
+	var out []graph.GroupMember
+	next := ""
+	for {
+		var p graph.GroupPage
+		err := r.read(func() error {
+			var err error
+			p, err = r.engine.graph.GroupDevices(r.callCtx, id, next)
+			return err
+		})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, p.Members...)
+		if p.NextLink == "" {
+			return out, nil
+		}
+		next = p.NextLink
+	}
+}
+
+// read runs one paced read, retrying 429 (for as long as the run may) and
+// 5xx or lost answers (UnavailableRetries times).
+func (r *run) read(call func() error) error {
+	e := r.engine
+	for attempt, unavailable := 1, 0; ; attempt++ {
+		if _, err := e.pacer.Read(r.runCtx, 1); err != nil {
+			return fmt.Errorf("no time left for the read: %w", err)
+		}
+		err := call()
+		if err == nil {
+			return nil
+		}
+		ge := asGraphError(err)
+		switch {
+		case ge.Throttled() && attempt < maxThrottledRetries:
+			r.onThrottled(ge, attempt)
+		case (ge.Status >= 500 || ge.Transport) && unavailable < e.cfg.UnavailableRetries:
+			unavailable++
+			if pace.Sleep(r.runCtx, pace.Backoff(unavailable, e.cfg.BackoffBase, e.cfg.BackoffMax)) != nil {
+				return ge
+			}
+		default:
+			return ge
+		}
+	}
+}
+
+func (r *run) warn(msg string) {
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	r.warnings = append(r.warnings, msg)
+}
