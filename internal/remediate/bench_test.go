@@ -3,6 +3,7 @@ package remediate
 import (
 	"context"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,16 +87,28 @@ func BenchmarkRemediate2000(b *testing.B) {
 
 // peakRSSMB is the process's peak resident memory (VmHWM) in MB; it
 // includes the simulator, which runs in the same process.
-func peakRSSMB() float64 {
+func peakRSSMB() float64 { return procStatusMB("VmHWM:") }
+
+// rssMB is the process's resident memory now.
+func rssMB() float64 { return procStatusMB("VmRSS:") }
+
+func procStatusMB(field string) float64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
 			return kb / 1024
 		}
 	}
 	return 0
+}
+
+// resetPeak returns memory to the OS and restarts the peak (VmHWM), so a
+// benchmark measures its run and not its setup.
+func resetPeak() {
+	debug.FreeOSMemory()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 }

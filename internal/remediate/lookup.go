@@ -65,7 +65,9 @@ func (r *run) validate(s *Summary, eligible []bool) (rejected bool) {
 			res.Reason = r.stopReason()
 		}
 		eligible[i] = false
-		if res.Outcome != NotAttempted {
+		// Explicitly listed devices follow ignore_partial_failures; devices
+		// a selector found are a set, and an ineligible one is only skipped.
+		if res.Outcome != NotAttempted && it.Device == nil {
 			problems = append(problems, FieldError{Field: it.Field + ".device_id", Message: res.Message})
 		}
 	}

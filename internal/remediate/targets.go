@@ -41,18 +41,20 @@ func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
 		picked := map[string]graph.Device{}
 		excludedFilter, unmanaged := 0, 0
 		if f := strings.TrimSpace(t.Filter); f != "" {
-			devs, err := r.readAll(f)
+			err := r.eachPage(f, func(devs []graph.Device) {
+				for _, d := range devs {
+					// Intune ignores filters it does not support and reads ne
+					// as eq: only eligible Windows devices may come out of a
+					// filter.
+					if eligibleWindows(d) {
+						picked[strings.ToLower(d.ID)] = d
+					} else {
+						excludedFilter++
+					}
+				}
+			})
 			if err != nil {
 				problems = append(problems, FieldError{t.Field + ".filter", "Intune refused the filter: " + err.Error()})
-			}
-			for _, d := range devs {
-				// Intune ignores filters it does not support and reads ne as
-				// eq: only eligible Windows devices may come out of a filter.
-				if eligibleWindows(d) {
-					picked[strings.ToLower(d.ID)] = d
-				} else {
-					excludedFilter++
-				}
 			}
 		}
 		for j, name := range t.DeviceNames {
@@ -166,16 +168,20 @@ type windowsIndex struct {
 }
 
 func (r *run) readWindows() (*windowsIndex, error) {
-	devs, err := r.readAll(windowsFilter)
+	idx := &windowsIndex{byName: map[string][]graph.Device{}, byEntraID: map[string]graph.Device{}}
+	err := r.eachPage(windowsFilter, func(devs []graph.Device) {
+		for _, d := range devs {
+			if !strings.Contains(strings.ToLower(d.OperatingSystem), "windows") {
+				continue // the filter is honoured, but never trusted
+			}
+			idx.byName[strings.ToLower(d.DeviceName)] = append(idx.byName[strings.ToLower(d.DeviceName)], d)
+			if d.AzureADDeviceID != "" {
+				idx.byEntraID[strings.ToLower(d.AzureADDeviceID)] = d
+			}
+		}
+	})
 	if err != nil {
 		return nil, err
-	}
-	idx := &windowsIndex{byName: map[string][]graph.Device{}, byEntraID: map[string]graph.Device{}}
-	for _, d := range devs {
-		idx.byName[strings.ToLower(d.DeviceName)] = append(idx.byName[strings.ToLower(d.DeviceName)], d)
-		if d.AzureADDeviceID != "" {
-			idx.byEntraID[strings.ToLower(d.AzureADDeviceID)] = d
-		}
 	}
 	return idx, nil
 }
@@ -191,22 +197,21 @@ func (r *run) byName(name string, names int, windows func() (*windowsIndex, erro
 		}
 		return idx.byName[strings.ToLower(name)], nil
 	}
-	devs, err := r.readAll("deviceName eq '" + strings.ReplaceAll(name, "'", "''") + "'")
-	if err != nil {
-		return nil, err
-	}
 	var out []graph.Device
-	for _, d := range devs {
-		if strings.EqualFold(d.DeviceName, name) {
-			out = append(out, d)
+	err := r.eachPage("deviceName eq '"+strings.ReplaceAll(name, "'", "''")+"'", func(devs []graph.Device) {
+		for _, d := range devs {
+			if strings.EqualFold(d.DeviceName, name) {
+				out = append(out, d)
+			}
 		}
-	}
-	return out, nil
+	})
+	return out, err
 }
 
-// readAll pages through the device list under filter.
-func (r *run) readAll(filter string) ([]graph.Device, error) {
-	var out []graph.Device
+// eachPage pages through the device list under filter, handing each page
+// to fn and keeping none of it: a 100,000-device tenant never sits in
+// memory whole.
+func (r *run) eachPage(filter string, fn func([]graph.Device)) error {
 	next := ""
 	for {
 		var p graph.Page
@@ -216,11 +221,11 @@ func (r *run) readAll(filter string) ([]graph.Device, error) {
 			return err
 		})
 		if err != nil {
-			return out, err
+			return err
 		}
-		out = append(out, p.Devices...)
+		fn(p.Devices)
 		if p.NextLink == "" {
-			return out, nil
+			return nil
 		}
 		next = p.NextLink
 	}
