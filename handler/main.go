@@ -103,7 +103,11 @@ func build(cfg config.Config, getenv func(string) string, log *slog.Logger) (*ht
 		Cooldown:        remediate.NewMemoryCooldown(max(cfg.DeviceCooldown, time.Minute)),
 		CooldownPeriod:  cfg.DeviceCooldown,
 	}, log)
-	return httpapi.New(engine, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun}, creds, log), gc, nil
+	return httpapi.New(engine, httpapi.Options{
+		Limits:      remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
+		Credentials: creds,
+		Alerts:      alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
+	}, log), gc, nil
 }
 
 // withEnv overrides some settings of getenv.
@@ -199,7 +203,6 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 	host := azure.New(api, azure.Settings{
 		FunctionTimeout:  cfg.FunctionTimeout,
 		HTTPBudget:       cfg.HTTPResponseBudget,
-		Alert:            alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
 		ScheduledRequest: cfg.ScheduledRequest,
 	}, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:"+port)

@@ -2,10 +2,7 @@ package azure
 
 import (
 	"fmt"
-	"sync"
 	"time"
-
-	"context"
 
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/remediate"
@@ -56,58 +53,4 @@ func line(status int, body any) string {
 		return fmt.Sprintf("remediator refused the request (HTTP %d, %s): %s", status, e.Error.Code, e.Error.Message)
 	}
 	return fmt.Sprintf("remediator answered HTTP %d", status)
-}
-
-// replayCache makes repeated deliveries of one alert return the first
-// delivery's answer instead of triggering the devices again. It lives in
-// the process; durable idempotency comes with run storage.
-type replayCache struct {
-	ttl     time.Duration
-	mu      sync.Mutex
-	entries map[string]*replayEntry
-}
-
-type replayEntry struct {
-	done    chan struct{}
-	answer  answer
-	expires time.Time
-}
-
-func newReplayCache(ttl time.Duration) *replayCache {
-	return &replayCache{ttl: ttl, entries: map[string]*replayEntry{}}
-}
-
-// do runs fn once per key within the TTL; later calls with the key wait for
-// the first and return its answer marked Idempotent-Replayed.
-func (c *replayCache) do(ctx context.Context, key string, fn func() answer) answer {
-	if key == "" {
-		return fn()
-	}
-	now := time.Now()
-	c.mu.Lock()
-	for k, e := range c.entries {
-		if !e.expires.IsZero() && now.After(e.expires) {
-			delete(c.entries, k)
-		}
-	}
-	if e, ok := c.entries[key]; ok {
-		c.mu.Unlock()
-		select {
-		case <-e.done:
-			a := e.answer
-			a.headers = map[string]string{"Idempotent-Replayed": "true"}
-			return a
-		case <-ctx.Done():
-			return answer{status: 409, body: errorBody("in_progress", "an earlier delivery of this alert is still being processed")}
-		}
-	}
-	e := &replayEntry{done: make(chan struct{})}
-	c.entries[key] = e
-	c.mu.Unlock()
-	e.answer = fn()
-	c.mu.Lock()
-	e.expires = time.Now().Add(c.ttl)
-	c.mu.Unlock()
-	close(e.done)
-	return e.answer
 }

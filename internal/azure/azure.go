@@ -22,14 +22,14 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/remediator/remediator/internal/alert"
 	"github.com/remediator/remediator/internal/httpapi"
-	"github.com/remediator/remediator/internal/remediate"
 )
 
-// Remediator runs a remediation request body; *httpapi.API implements it.
+// Remediator runs remediation requests and alerts; *httpapi.API
+// implements it.
 type Remediator interface {
 	Remediate(ctx context.Context, body io.Reader) httpapi.Result
+	Alert(ctx context.Context, body []byte, queryScript string) httpapi.Result
 }
 
 // Settings configure the adapter.
@@ -39,8 +39,6 @@ type Settings struct {
 	// HTTPBudget bounds HTTP functions below the front end's 230 s.
 	// Default 200 s.
 	HTTPBudget time.Duration
-	// Alert maps alerts to requests.
-	Alert alert.Settings
 	// ScheduledRequest is the request body the timer function runs; nil
 	// when none is configured.
 	ScheduledRequest []byte
@@ -51,7 +49,6 @@ type Host struct {
 	run      Remediator
 	settings Settings
 	log      *slog.Logger
-	replays  *replayCache
 }
 
 // New returns a Host.
@@ -62,7 +59,7 @@ func New(run Remediator, s Settings, log *slog.Logger) *Host {
 	if s.HTTPBudget <= 0 {
 		s.HTTPBudget = 200 * time.Second
 	}
-	return &Host{run: run, settings: s, log: log, replays: newReplayCache(24 * time.Hour)}
+	return &Host{run: run, settings: s, log: log}
 }
 
 // Handler routes the host's calls.
@@ -166,26 +163,8 @@ func (h *Host) remediate(ctx context.Context, c call) answer {
 }
 
 func (h *Host) alert(ctx context.Context, c call) answer {
-	m, err := alert.Map(c.body, c.query("script_policy_id"), h.settings.Alert)
-	var ae *alert.Error
-	switch {
-	case errors.As(err, &ae):
-		return answer{status: ae.Status, body: errorBody("alert_not_actionable", ae.Message)}
-	case err != nil:
-		return answer{status: http.StatusBadRequest, body: errorBody("invalid_request", err.Error())}
-	case m.Ignored:
-		return answer{status: http.StatusOK, body: map[string]string{"status": "ignored", "reason": m.Reason, "alert_id": m.AlertID}}
-	}
-	// Action groups and Logic Apps re-send on retry: one delivery, one run.
-	return h.replays.do(ctx, m.Key, func() answer {
-		body, _ := json.Marshal(m.Request)
-		r := h.run.Remediate(ctx, bytes.NewReader(body))
-		if s, ok := r.Body.(*remediate.Summary); ok {
-			s.Warnings = append(s.Warnings, m.Warnings...)
-			s.Warnings = append(s.Warnings, "devices from the alert's "+m.Source+" (rule "+m.AlertRule+")")
-		}
-		return answer{status: r.Status, headers: r.Headers, body: r.Body}
-	})
+	r := h.run.Alert(ctx, c.body, c.query("script_policy_id"))
+	return answer{status: r.Status, headers: r.Headers, body: r.Body}
 }
 
 // schedule serves the timer function: it runs SCHEDULED_REQUEST and always

@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
+	"github.com/remediator/remediator/internal/alert"
 	"github.com/remediator/remediator/internal/credential"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -34,17 +36,28 @@ type Credentials interface {
 	Prepare(ctx context.Context, tenant string) (context.Context, error)
 }
 
-// API serves the remediation endpoints.
-type API struct {
-	runner Runner
-	limits remediate.Limits
-	creds  Credentials
-	log    *slog.Logger
+// Options configure the API.
+type Options struct {
+	// Limits bound requests.
+	Limits remediate.Limits
+	// Credentials, when set, resolve each run's tenant first; nil is no
+	// authentication (simulators).
+	Credentials Credentials
+	// Alerts map Azure Monitor alerts to requests.
+	Alerts alert.Settings
 }
 
-// New returns the API; creds may be nil (no authentication, simulators).
-func New(runner Runner, limits remediate.Limits, creds Credentials, log *slog.Logger) *API {
-	return &API{runner: runner, limits: limits, creds: creds, log: log}
+// API serves the remediation endpoints.
+type API struct {
+	runner  Runner
+	opts    Options
+	log     *slog.Logger
+	replays *replayCache
+}
+
+// New returns the API.
+func New(runner Runner, opts Options, log *slog.Logger) *API {
+	return &API{runner: runner, opts: opts, log: log, replays: newReplayCache(24 * time.Hour)}
 }
 
 // Result is an answer: status, extra headers and the value sent as JSON.
@@ -58,6 +71,14 @@ type Result struct {
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/remediate", a.serveRemediate)
+	mux.HandleFunc("POST /api/alert", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+		res := Result{Status: http.StatusRequestEntityTooLarge, Body: errorBody("request_too_large", "the body is over 1 MiB", nil)}
+		if err == nil {
+			res = a.Alert(r.Context(), body, r.URL.Query().Get("script_policy_id"))
+		}
+		writeResult(w, res)
+	})
 	mux.HandleFunc("/api/remediate", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
 		WriteJSON(w, http.StatusMethodNotAllowed, errorBody("method_not_allowed", "use POST", nil))
@@ -66,7 +87,10 @@ func (a *API) Handler() http.Handler {
 }
 
 func (a *API) serveRemediate(w http.ResponseWriter, r *http.Request) {
-	res := a.Remediate(r.Context(), http.MaxBytesReader(w, r.Body, MaxBody))
+	writeResult(w, a.Remediate(r.Context(), http.MaxBytesReader(w, r.Body, MaxBody)))
+}
+
+func writeResult(w http.ResponseWriter, res Result) {
 	for k, v := range res.Headers {
 		w.Header().Set(k, v)
 	}
@@ -91,7 +115,7 @@ func (a *API) Remediate(ctx context.Context, body io.Reader) Result {
 	req, err := remediate.Decode(bytes.NewReader(raw))
 	var plan remediate.Plan
 	if err == nil {
-		plan, err = remediate.Validate(req, a.limits)
+		plan, err = remediate.Validate(req, a.opts.Limits)
 	}
 	var invalid *remediate.InvalidRequestError
 	switch {
@@ -100,14 +124,42 @@ func (a *API) Remediate(ctx context.Context, body io.Reader) Result {
 	case err != nil:
 		return Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", err.Error(), nil)}
 	}
-	if a.creds != nil {
+	if a.opts.Credentials != nil {
 		var cerr error
-		if ctx, cerr = a.creds.Prepare(ctx, plan.TenantID); cerr != nil {
+		if ctx, cerr = a.opts.Credentials.Prepare(ctx, plan.TenantID); cerr != nil {
 			return credentialFailure(cerr)
 		}
 	}
 	s := a.runner.Run(ctx, plan)
 	return Result{Status: s.HTTPStatus(), Body: s}
+}
+
+// Alert maps an Azure Monitor alert (common alert schema) to a run:
+// 200 {"status":"ignored"} for a resolved alert, 400/422 for an alert that
+// cannot be acted on (never 5xx: action groups retry those), else the
+// run's answer. Alert runs skip ineligible devices rather than refusing.
+// A re-sent alert (same alertId and firedDateTime) gets the first answer
+// again with Idempotent-Replayed: true and triggers nothing.
+func (a *API) Alert(ctx context.Context, body []byte, queryScript string) Result {
+	m, err := alert.Map(body, queryScript, a.opts.Alerts)
+	var ae *alert.Error
+	switch {
+	case errors.As(err, &ae):
+		return Result{Status: ae.Status, Body: errorBody("alert_not_actionable", ae.Message, nil)}
+	case err != nil:
+		return Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", err.Error(), nil)}
+	case m.Ignored:
+		return Result{Status: http.StatusOK, Body: map[string]string{"status": "ignored", "reason": m.Reason, "alert_id": m.AlertID}}
+	}
+	return a.replays.do(ctx, m.Key, func() Result {
+		req, _ := json.Marshal(m.Request)
+		r := a.Remediate(ctx, bytes.NewReader(req))
+		if s, ok := r.Body.(*remediate.Summary); ok {
+			s.Warnings = append(s.Warnings, m.Warnings...)
+			s.Warnings = append(s.Warnings, "devices from the alert's "+m.Source+" (rule "+m.AlertRule+")")
+		}
+		return r
+	})
 }
 
 func credentialFailure(err error) Result {

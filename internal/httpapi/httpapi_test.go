@@ -29,7 +29,7 @@ func setup(t *testing.T) (*httptest.Server, *intunesim.Running, *intunesim.Tenan
 	require.NoError(t, err)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	eng := remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log)
-	srv := httptest.NewServer(New(eng, remediate.Limits{MaxDevices: 50}, nil, log).Handler())
+	srv := httptest.NewServer(New(eng, Options{Limits: remediate.Limits{MaxDevices: 50}}, log).Handler())
 	t.Cleanup(srv.Close)
 	return srv, sim, tenant
 }
