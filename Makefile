@@ -4,7 +4,7 @@ BIN     := bin/handler
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: demo test vet fmt-check build size-check bench simulate serve run package clean
+.PHONY: demo test vet fmt-check build size-check bench simulate serve run package package-lambda clean
 
 ## demo: the main job against the embedded Intune simulator (no Azure account)
 demo:
@@ -60,6 +60,15 @@ package: build
 	for f in remediate alert schedule; do mkdir -p dist/app/$$f && cp $$f/function.json dist/app/$$f/; done
 	cd dist/app && rm -f ../remediator.zip && zip -qr ../remediator.zip .
 	@echo "dist/remediator.zip:" && unzip -l dist/remediator.zip | tail -n +4 | head -n -2
+
+## package-lambda: dist/lambda-{amd64,arm64}.zip, a `bootstrap` for the provided.al2023 runtime
+package-lambda:
+	for arch in amd64 arm64; do \
+		rm -rf dist/lambda-$$arch && mkdir -p dist/lambda-$$arch && \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o dist/lambda-$$arch/bootstrap ./handler && \
+		(cd dist/lambda-$$arch && rm -f ../lambda-$$arch.zip && zip -q ../lambda-$$arch.zip bootstrap) && \
+		echo "dist/lambda-$$arch.zip: $$(stat -c %s dist/lambda-$$arch.zip) bytes" || exit 1; \
+	done
 
 clean:
 	rm -rf bin dist

@@ -23,7 +23,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambda"
+
 	"github.com/remediator/remediator/internal/alert"
+	"github.com/remediator/remediator/internal/awslambda"
 	"github.com/remediator/remediator/internal/azure"
 	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/credential"
@@ -48,6 +51,9 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if port := getenv("FUNCTIONS_CUSTOMHANDLER_PORT"); port != "" {
 		return azureWorker(ctx, port, getenv, stderr)
+	}
+	if getenv("AWS_LAMBDA_RUNTIME_API") != "" {
+		return lambdaWorker(ctx, getenv, stderr)
 	}
 	cmd := "serve"
 	if len(args) > 0 {
@@ -83,7 +89,7 @@ func build(cfg config.Config, getenv func(string) string, log *slog.Logger) (*ht
 			TenantID: cfg.GraphTenantID, ClientID: cfg.GraphClientID, ClientSecret: getenv("GRAPH_CLIENT_SECRET"),
 			ManagedIdentityClientID: cfg.ManagedIdentityClientID,
 			VaultURL:                cfg.KeyVaultURL, SecretName: cfg.CredentialSecret,
-			AuthorityHost: cfg.AuthorityHost,
+			AuthorityHost: cfg.AuthorityHost, VaultCredential: cfg.KeyVaultCredential,
 		}, log)
 		if err != nil {
 			return nil, nil, err
@@ -176,15 +182,16 @@ func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, log *slog.
 	return nil
 }
 
-// azureWorker is the Azure Functions custom handler: it serves the host on
-// 127.0.0.1:port until the host stops it with SIGTERM.
-func azureWorker(ctx context.Context, port string, getenv func(string) string, stderr io.Writer) error {
+// deployed loads the configuration of a deployed worker (Microsoft Graph
+// unless GRAPH_BASE_URL says otherwise), checks the scheduled request at
+// start-up, and builds the API.
+func deployed(getenv func(string) string, stderr io.Writer) (config.Config, *httpapi.API, *slog.Logger, error) {
 	if getenv("GRAPH_BASE_URL") == "" {
 		getenv = withEnv(getenv, "GRAPH_BASE_URL", graph.DefaultBaseURL)
 	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
-		return err
+		return cfg, nil, nil, err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
 	if cfg.ScheduledRequest != nil {
@@ -193,10 +200,17 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 			_, err = remediate.Validate(req, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun})
 		}
 		if err != nil {
-			return fmt.Errorf("configuration: the scheduled request (SCHEDULED_REQUEST/SCHEDULED_REQUEST_FILE) is invalid: %w", err)
+			return cfg, nil, nil, fmt.Errorf("configuration: the scheduled request (SCHEDULED_REQUEST/SCHEDULED_REQUEST_FILE) is invalid: %w", err)
 		}
 	}
 	api, _, err := build(cfg, getenv, log)
+	return cfg, api, log, err
+}
+
+// azureWorker is the Azure Functions custom handler: it serves the host on
+// 127.0.0.1:port until the host stops it with SIGTERM.
+func azureWorker(ctx context.Context, port string, getenv func(string) string, stderr io.Writer) error {
+	cfg, api, log, err := deployed(getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -212,4 +226,17 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 	log.Info("custom handler listening", "addr", ln.Addr().String(), "graph_base_url", cfg.GraphBaseURL,
 		"write_rate", cfg.GraphWriteRate, "function_timeout", cfg.FunctionTimeout.String())
 	return serveUntil(ctx, ln, host.Handler(), log)
+}
+
+// lambdaWorker runs the AWS Lambda runtime loop. It returns only on a
+// configuration error: the runtime library ends the process itself.
+func lambdaWorker(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+	cfg, api, log, err := deployed(getenv, stderr)
+	if err != nil {
+		return err
+	}
+	h := awslambda.New(api, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest}, log)
+	log.Info("lambda runtime starting", "graph_base_url", cfg.GraphBaseURL, "write_rate", cfg.GraphWriteRate)
+	lambda.StartWithOptions(h.Invoke, lambda.WithContext(ctx), lambda.WithEnableSIGTERM())
+	return nil
 }

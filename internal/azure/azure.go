@@ -100,7 +100,7 @@ func (h *Host) forwarded(name string, fn function) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, httpapi.MaxBody))
 		if err != nil {
-			httpapi.WriteJSON(w, http.StatusRequestEntityTooLarge, errorBody("request_too_large", "the body is over 1 MiB"))
+			httpapi.WriteJSON(w, http.StatusRequestEntityTooLarge, httpapi.ErrorBody("request_too_large", "the body is over 1 MiB"))
 			return
 		}
 		a := h.invoke(r.Context(), fn, call{function: name, invocationID: r.Header.Get("X-Azure-Functions-InvocationId"),
@@ -129,7 +129,7 @@ func (h *Host) payload(name string, fn function) http.HandlerFunc {
 		}
 		var a answer
 		if err != nil {
-			a = answer{status: http.StatusBadRequest, body: errorBody("invalid_invocation", "the host's payload could not be read: "+err.Error())}
+			a = answer{status: http.StatusBadRequest, body: httpapi.ErrorBody("invalid_invocation", "the host's payload could not be read: "+err.Error())}
 		} else {
 			var body []byte
 			if req.Body != nil {
@@ -196,10 +196,4 @@ func (h *Host) schedule(w http.ResponseWriter, r *http.Request) {
 	h.audit("schedule", invocation, "timer", res.Status, res.Body, started, "past_due", ti.IsPastDue)
 	out, _ := json.Marshal(res.Body)
 	writeInvokeResponse(w, invokeResponse{Logs: []string{line(res.Status, res.Body), string(out)}, ReturnValue: res.Body})
-}
-
-func errorBody(code, msg string) httpapi.ErrorResponse {
-	var e httpapi.ErrorResponse
-	e.Error.Code, e.Error.Message = code, msg
-	return e
 }

@@ -66,6 +66,9 @@ type Config struct {
 	ManagedIdentityClientID string
 	// AuthorityHost overrides Microsoft Entra ID's host.
 	AuthorityHost string
+	// KeyVaultCredential is how keyvault mode reaches the vault:
+	// managed-identity or environment (AZURE_* app credential).
+	KeyVaultCredential string
 
 	// MaxFleetPercent refuses unconfirmed runs over this share of the
 	// tenant's Windows devices (100 = off).
@@ -172,6 +175,9 @@ func Load(getenv func(string) string) (Config, error) {
 			bad("GRAPH_AUTH", "\"none\" sends no token; it is only for simulators, not for %s", c.GraphBaseURL)
 		}
 	case "managed-identity":
+		if getenv("AWS_LAMBDA_RUNTIME_API") != "" {
+			bad("GRAPH_AUTH", "managed-identity is not available on AWS Lambda; use client-secret, or keyvault with KEY_VAULT_CREDENTIAL=environment")
+		}
 	case "client-secret":
 		c.GraphTenantID, c.GraphClientID = need("GRAPH_TENANT_ID", c.GraphAuth), need("GRAPH_CLIENT_ID", c.GraphAuth)
 		if getenv("GRAPH_CLIENT_SECRET") == "" {
@@ -185,6 +191,21 @@ func Load(getenv func(string) string) (Config, error) {
 		if u, err := url.Parse(c.KeyVaultURL); c.KeyVaultURL == "" || err != nil || u.Scheme != "https" || u.Host == "" {
 			bad("KEY_VAULT_URL", "%q must be the vault's https URL, e.g. https://my-vault.vault.azure.net", c.KeyVaultURL)
 		}
+		c.KeyVaultCredential = get("KEY_VAULT_CREDENTIAL")
+		switch c.KeyVaultCredential {
+		case "":
+			c.KeyVaultCredential = "managed-identity"
+			if getenv("AWS_LAMBDA_RUNTIME_API") != "" {
+				c.KeyVaultCredential = "environment"
+			}
+		case "managed-identity", "environment":
+		default:
+			bad("KEY_VAULT_CREDENTIAL", "%q must be managed-identity or environment", c.KeyVaultCredential)
+		}
+		if c.KeyVaultCredential == "environment" && (getenv("AZURE_TENANT_ID") == "" || getenv("AZURE_CLIENT_ID") == "" ||
+			(getenv("AZURE_CLIENT_SECRET") == "" && getenv("AZURE_CLIENT_CERTIFICATE_PATH") == "")) {
+			bad("KEY_VAULT_CREDENTIAL", "environment needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) for reading Key Vault")
+		}
 		c.CredentialSecret = get("GRAPH_CREDENTIAL_SECRET")
 		if !secretNameRE.MatchString(c.CredentialSecret) {
 			bad("GRAPH_CREDENTIAL_SECRET", "%q must be a Key Vault secret name (letters, digits and dashes)", c.CredentialSecret)
@@ -192,7 +213,11 @@ func Load(getenv func(string) string) (Config, error) {
 	default:
 		bad("GRAPH_AUTH", "%q must be one of managed-identity, client-secret, keyvault, none", c.GraphAuth)
 	}
-	c.ManagedIdentityClientID = get("AZURE_CLIENT_ID")
+	if c.KeyVaultCredential != "environment" {
+		// AZURE_CLIENT_ID selects a user-assigned identity, except where it
+		// is the app credential that reads Key Vault.
+		c.ManagedIdentityClientID = get("AZURE_CLIENT_ID")
+	}
 	if c.ManagedIdentityClientID != "" && !guidRE.MatchString(c.ManagedIdentityClientID) {
 		bad("AZURE_CLIENT_ID", "%q is not a client id (a GUID)", c.ManagedIdentityClientID)
 	}
@@ -264,8 +289,8 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.ScheduledRequest = b
 	}
-	if c.ScheduledRequest != nil && c.RemediationSchedule == "" {
-		bad("REMEDIATION_SCHEDULE", "must be set when a scheduled request is configured (the schedule function reads it)")
+	if c.ScheduledRequest != nil && c.RemediationSchedule == "" && getenv("AWS_LAMBDA_RUNTIME_API") == "" {
+		bad("REMEDIATION_SCHEDULE", "must be set when a scheduled request is configured (the schedule function reads it; on Lambda the EventBridge rule holds the schedule)")
 	}
 	c.AlertDeviceDimension = get("ALERT_DEVICE_DIMENSION")
 	if c.AlertDeviceDimension == "" {

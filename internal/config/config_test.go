@@ -138,3 +138,19 @@ func TestSafetySettings(t *testing.T) {
 	assert.Equal(t, map[string]time.Time{client: time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)}, c.ScriptPins)
 	assert.Zero(t, c.DeviceCooldown, "0 turns the cooldown off")
 }
+
+func TestLambdaSettings(t *testing.T) {
+	_, err := Load(env(map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "GRAPH_BASE_URL": "https://graph.microsoft.com/beta"}))
+	assert.ErrorContains(t, err, "managed-identity is not available on AWS Lambda")
+
+	kv := map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "GRAPH_BASE_URL": "https://graph.microsoft.com/beta",
+		"GRAPH_AUTH": "keyvault", "GRAPH_TENANT_ID": tenant, "GRAPH_CLIENT_ID": client, "KEY_VAULT_URL": "https://kv.vault.azure.net",
+		"GRAPH_CREDENTIAL_SECRET": "graph-app", "SCHEDULED_REQUEST": "{}"}
+	_, err = Load(env(kv))
+	assert.ErrorContains(t, err, "environment needs AZURE_TENANT_ID", "Key Vault is read with an app credential on Lambda")
+	kv["AZURE_TENANT_ID"], kv["AZURE_CLIENT_ID"], kv["AZURE_CLIENT_SECRET"] = tenant, client, "kv-reader-secret"
+	c, err := Load(env(kv))
+	require.NoError(t, err, "no REMEDIATION_SCHEDULE on Lambda: EventBridge holds the schedule")
+	assert.Equal(t, "environment", c.KeyVaultCredential)
+	assert.Empty(t, c.ManagedIdentityClientID, "AZURE_CLIENT_ID is the Key Vault reader here, not an identity")
+}

@@ -28,6 +28,11 @@ type Settings struct {
 	// AuthorityHost overrides Microsoft Entra ID's host (sovereign clouds,
 	// tests); "" is the public cloud.
 	AuthorityHost string
+	// VaultCredential is how keyvault mode reaches Key Vault:
+	// "managed-identity" (default, Azure) or "environment" (an app
+	// credential in AZURE_TENANT_ID, AZURE_CLIENT_ID and
+	// AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH: AWS Lambda).
+	VaultCredential string
 }
 
 // Open builds the Source a deployment's settings describe.
@@ -43,12 +48,15 @@ func Open(s Settings, log *slog.Logger) (*Source, error) {
 	case "client-secret":
 		cfg.Credential, err = azidentity.NewClientSecretCredential(s.TenantID, s.ClientID, s.ClientSecret,
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: cfg.Options, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery})
-	case "managed-identity", "keyvault":
-		opts := &azidentity.ManagedIdentityCredentialOptions{}
-		if s.ManagedIdentityClientID != "" {
-			opts.ID = azidentity.ClientID(s.ManagedIdentityClientID)
+	case "keyvault":
+		if s.VaultCredential == "environment" {
+			cfg.Credential, err = azidentity.NewEnvironmentCredential(&azidentity.EnvironmentCredentialOptions{
+				ClientOptions: cfg.Options, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery})
+			break
 		}
-		cfg.Credential, err = azidentity.NewManagedIdentityCredential(opts)
+		cfg.Credential, err = managedIdentity(s.ManagedIdentityClientID)
+	case "managed-identity":
+		cfg.Credential, err = managedIdentity(s.ManagedIdentityClientID)
 	default:
 		return nil, fmt.Errorf("credential: unknown mode %q", s.Mode)
 	}
@@ -72,6 +80,14 @@ func Open(s Settings, log *slog.Logger) (*Source, error) {
 		cfg.Vault = client
 	}
 	return New(cfg, log), nil
+}
+
+func managedIdentity(clientID string) (azcore.TokenCredential, error) {
+	opts := &azidentity.ManagedIdentityCredentialOptions{}
+	if clientID != "" {
+		opts.ID = azidentity.ClientID(clientID)
+	}
+	return azidentity.NewManagedIdentityCredential(opts)
 }
 
 // scopeFor is the token scope of the Graph cloud at base.

@@ -184,6 +184,9 @@ type ErrorResponse struct {
 	} `json:"error"`
 }
 
+// ErrorBody builds an ErrorResponse.
+func ErrorBody(code, msg string) ErrorResponse { return errorBody(code, msg, nil) }
+
 func errorBody(code, msg string, details []remediate.FieldError) ErrorResponse {
 	var e ErrorResponse
 	e.Error.Code, e.Error.Message, e.Error.Details = code, msg, details

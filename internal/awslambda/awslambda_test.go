@@ -1,0 +1,181 @@
+package awslambda
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/httpapi"
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+type fixture struct {
+	sim     *intunesim.Running
+	tenant  *intunesim.Tenant
+	script  string
+	handler lambda.Handler
+	logs    *strings.Builder
+}
+
+func setup(t *testing.T, scheduled []byte) *fixture {
+	t.Helper()
+	tenant := intunesim.Generate(31, intunesim.GenerateOptions{Devices: 200})
+	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sim.Close() })
+	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
+	require.NoError(t, err)
+	logs := &strings.Builder{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	api := httpapi.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), httpapi.Options{}, log)
+	h := New(api, Settings{ScheduledRequest: scheduled}, log)
+	return &fixture{sim: sim, tenant: tenant, script: tenant.RemediationScript().ID, handler: lambda.NewHandler(h.Invoke), logs: logs}
+}
+
+func (f *fixture) devices(n int) string {
+	var items []string
+	for _, d := range f.tenant.Windows(false) {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" && len(items) < n {
+			items = append(items, `{"device_id":"`+d.ID+`","script_policy_id":"`+f.script+`"}`)
+		}
+	}
+	return `{"managed_devices":[` + strings.Join(items, ",") + `]}`
+}
+
+// event fills a documented sample event.
+func event(t *testing.T, name string, kv ...string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile("../../testdata/lambda/" + name)
+	require.NoError(t, err)
+	return []byte(strings.NewReplacer(kv...).Replace(string(raw)))
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b[1 : len(b)-1])
+}
+
+func (f *fixture) invoke(t *testing.T, payload []byte) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: "req-1"})
+	return f.handler.Invoke(ctx, payload)
+}
+
+func httpResponse(t *testing.T, out []byte) events.APIGatewayV2HTTPResponse {
+	t.Helper()
+	var r events.APIGatewayV2HTTPResponse
+	require.NoError(t, json.Unmarshal(out, &r))
+	assert.Equal(t, "application/json", r.Headers["Content-Type"])
+	return r
+}
+
+func TestFunctionURLRemediate(t *testing.T) {
+	f := setup(t, nil)
+	out, err := f.invoke(t, event(t, "function_url_request.json", "{{BODY}}", jsonString(f.devices(3))))
+	require.NoError(t, err)
+	r := httpResponse(t, out)
+	require.Equal(t, 200, r.StatusCode, r.Body)
+	var s remediate.Summary
+	require.NoError(t, json.Unmarshal([]byte(r.Body), &s))
+	assert.Equal(t, 3, s.Counts.Succeeded)
+	assert.Equal(t, 3, f.sim.Counters().Triggers)
+	assert.Contains(t, f.logs.String(), `"aws_request_id":"req-1"`)
+	assert.Contains(t, f.logs.String(), `"caller":"arn:aws:iam::111122223333:user/automation"`)
+
+	out, err = f.invoke(t, event(t, "function_url_request.json", "{{BODY}}", jsonString(`{"managed_devices":[{"device_id":"x"}]}`)))
+	require.NoError(t, err, "a bad request is an HTTP 400, not an invocation error")
+	assert.Equal(t, 400, httpResponse(t, out).StatusCode)
+}
+
+func TestAPIGatewayAlertWithBase64Body(t *testing.T) {
+	f := setup(t, nil)
+	var dev intunesim.Device
+	for _, d := range f.tenant.Windows(false) {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" {
+			dev = d
+			break
+		}
+	}
+	raw, err := os.ReadFile("../../testdata/alerts/log_alert_v2_fired.json")
+	require.NoError(t, err)
+	alert := strings.NewReplacer("{{DEVICE_1}}", dev.ID, `"scriptPolicyId": "{{SCRIPT}}"`, `"other": "x"`).Replace(string(raw))
+	body := base64.StdEncoding.EncodeToString([]byte(alert))
+	out, err := f.invoke(t, event(t, "apigw_v2_request.json", "{{BODY}}", body, "{{SCRIPT}}", f.script))
+	require.NoError(t, err)
+	r := httpResponse(t, out)
+	require.Equal(t, 200, r.StatusCode, r.Body)
+	assert.Equal(t, 1, f.sim.TriggerCount(dev.ID, f.script), "the script came from the query string")
+
+	out, err = f.invoke(t, event(t, "apigw_v2_request.json", "{{BODY}}", body, "{{SCRIPT}}", f.script))
+	require.NoError(t, err)
+	r = httpResponse(t, out)
+	assert.Equal(t, "true", r.Headers["Idempotent-Replayed"])
+	assert.Equal(t, 1, f.sim.TriggerCount(dev.ID, f.script))
+
+	out, err = f.invoke(t, event(t, "apigw_v2_request.json", "{{BODY}}", "%%%", "{{SCRIPT}}", f.script))
+	require.NoError(t, err)
+	assert.Equal(t, 400, httpResponse(t, out).StatusCode)
+}
+
+func TestRoutes(t *testing.T) {
+	f := setup(t, nil)
+	get := strings.NewReplacer(`"method": "POST"`, `"method": "GET"`, `"rawPath": "/remediate"`, `"rawPath": "/runs/abc123"`)
+	out, err := f.invoke(t, []byte(get.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
+	require.NoError(t, err)
+	r := httpResponse(t, out)
+	assert.Equal(t, 404, r.StatusCode)
+	assert.Contains(t, r.Body, "unknown_run")
+
+	wrong := strings.NewReplacer(`"method": "POST"`, `"method": "GET"`)
+	out, err = f.invoke(t, []byte(wrong.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
+	require.NoError(t, err)
+	r = httpResponse(t, out)
+	assert.Equal(t, 405, r.StatusCode)
+	assert.Equal(t, "POST", r.Headers["Allow"])
+
+	other := strings.NewReplacer(`"rawPath": "/remediate"`, `"rawPath": "/admin"`)
+	out, err = f.invoke(t, []byte(other.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
+	require.NoError(t, err)
+	assert.Equal(t, 404, httpResponse(t, out).StatusCode)
+}
+
+func TestScheduledEvent(t *testing.T) {
+	f := setup(t, nil)
+	f2 := setup(t, []byte(f.devices(2)))
+	out, err := f2.invoke(t, event(t, "eventbridge_scheduled.json"))
+	require.NoError(t, err)
+	var s remediate.Summary
+	require.NoError(t, json.Unmarshal(out, &s))
+	assert.Equal(t, 2, s.Counts.Total)
+	assert.Contains(t, f2.logs.String(), `"function":"schedule"`)
+
+	_, err = f.invoke(t, event(t, "eventbridge_scheduled.json"))
+	assert.ErrorContains(t, err, "no SCHEDULED_REQUEST")
+}
+
+func TestUnknownEventsAreClearErrors(t *testing.T) {
+	f := setup(t, nil)
+	for _, payload := range [][]byte{event(t, "sqs_event.json"), []byte(`"just a string"`), []byte(`{}`), []byte(`[1,2]`)} {
+		_, err := f.invoke(t, payload)
+		assert.Error(t, err, "%s", payload)
+	}
+	_, err := f.invoke(t, event(t, "sqs_event.json"))
+	assert.ErrorContains(t, err, "unsupported event")
+	assert.Zero(t, f.sim.Counters().Requests)
+}
