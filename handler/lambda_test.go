@@ -74,6 +74,8 @@ func newRuntimeAPI(t *testing.T) *runtimeAPI {
 }
 
 func (rt *runtimeAPI) add(event []byte, deadline time.Duration) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	rt.events = append(rt.events, event)
 	rt.deadlines = append(rt.deadlines, deadline)
 }
