@@ -4,7 +4,17 @@ BIN     := bin/handler
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: demo test vet fmt-check build size-check bench simulate serve run package package-lambda clean
+# Tools and the release toolchain, all through the Go module proxy.
+GOLANGCI_VERSION    := v2.15.0
+GOVULNCHECK_VERSION := v1.9.0
+VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
+# Releases and the vulnerability check use the patched Go release: the
+# installed go1.26.8 has standard-library vulnerabilities fixed in 1.26.10.
+RELEASE_GO          := go1.26.10
+TOOLS               := $(CURDIR)/.tools
+FUZZTIME            ?= 60s
+
+.PHONY: demo test vet fmt-check build size-check bench simulate serve run package package-lambda lint tools fuzz soak clean
 
 ## demo: the main job against the embedded Intune simulator (no Azure account)
 demo:
@@ -24,7 +34,7 @@ fmt-check:
 
 ## build: the release binary (linux/amd64, static, stripped) in bin/
 build:
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./handler
+	GOTOOLCHAIN=$(RELEASE_GO) CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./handler
 	@$(MAKE) --no-print-directory size-check
 
 size-check:
@@ -65,10 +75,44 @@ package: build
 package-lambda:
 	for arch in amd64 arm64; do \
 		rm -rf dist/lambda-$$arch && mkdir -p dist/lambda-$$arch && \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o dist/lambda-$$arch/bootstrap ./handler && \
+		GOTOOLCHAIN=$(RELEASE_GO) CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o dist/lambda-$$arch/bootstrap ./handler && \
 		(cd dist/lambda-$$arch && rm -f ../lambda-$$arch.zip && zip -q ../lambda-$$arch.zip bootstrap) && \
 		echo "dist/lambda-$$arch.zip: $$(stat -c %s dist/lambda-$$arch.zip) bytes" || exit 1; \
 	done
+
+## lint: gofmt, go vet, golangci-lint (.golangci.yml) and govulncheck against the Go vulnerability
+## database, all installed from the module proxy into .tools/ (no other network needed)
+lint: fmt-check vet tools
+	$(TOOLS)/golangci-lint run ./...
+	GOTOOLCHAIN=$(RELEASE_GO) $(TOOLS)/govulncheck -db file://$(TOOLS)/vulndb ./...
+
+tools: $(TOOLS)/golangci-lint $(TOOLS)/govulncheck $(TOOLS)/vulndb/index/db.json
+
+$(TOOLS)/golangci-lint:
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
+$(TOOLS)/govulncheck:
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+
+# The vulnerability database comes as the golang.org/x/vulndb module; its
+# indexdb command builds the file database govulncheck reads.
+$(TOOLS)/vulndb/index/db.json:
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION)
+	dir=$$(cd $(TOOLS) && GOFLAGS=-mod=mod $(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/.*"Dir": "\(.*\)",/\1/p'); \
+	rm -rf $(TOOLS)/vulndb && $(TOOLS)/indexdb -vulns $$dir/data/osv -out $(TOOLS)/vulndb
+
+## fuzz: every fuzz target for FUZZTIME each (default 60s)
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZTIME) ./internal/remediate
+	$(GO) test -run '^$$' -fuzz '^FuzzRemediateNeverAServerError$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $(FUZZTIME) ./internal/azure
+	$(GO) test -run '^$$' -fuzz '^FuzzMap$$' -fuzztime $(FUZZTIME) ./internal/alert
+	$(GO) test -run '^$$' -fuzz '^FuzzRetryAfter$$' -fuzztime $(FUZZTIME) ./internal/pace
+	$(GO) test -run '^$$' -fuzz '^FuzzErrorBody$$' -fuzztime $(FUZZTIME) ./internal/graph
+
+## soak: 10,000 devices through random faults and a deadline (a benchmark, so make test stays fast)
+soak:
+	$(GO) test -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -timeout 20m ./internal/remediate
 
 clean:
 	rm -rf bin dist

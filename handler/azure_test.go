@@ -72,7 +72,7 @@ func freePort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port
 }
@@ -92,7 +92,8 @@ func startWorker(t *testing.T, env ...string) *worker {
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-w.done:
+		case err := <-w.done:
+			_ = err // a stopped worker's exit status is not what the test checks
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
 		}
@@ -152,7 +153,13 @@ func (f *tenantFixture) request(devs []intunesim.Device, extra string) string {
 	return `{"managed_devices":[` + strings.Join(items, ",") + `]` + extra + `}`
 }
 
-func hostPost(t *testing.T, url, body string, headers ...string) (*http.Response, []byte) {
+// hostReply is what a test needs of an answer (the body is read and closed).
+type hostReply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func hostPost(t *testing.T, url, body string, headers ...string) (hostReply, []byte) {
 	t.Helper()
 	req, err := http.NewRequest("POST", url, strings.NewReader(body))
 	require.NoError(t, err)
@@ -168,7 +175,7 @@ func hostPost(t *testing.T, url, body string, headers ...string) (*http.Response
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	return resp, b
+	return hostReply{resp.StatusCode, resp.Header}, b
 }
 
 func summaryOf(t *testing.T, b []byte) remediate.Summary {

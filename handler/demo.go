@@ -26,7 +26,7 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	defer sim.Close()
+	defer func() { _ = sim.Close() }()
 	cfg, err := config.Load(withEnv(getenv, "GRAPH_BASE_URL", sim.URL, "GRAPH_AUTH", "none"))
 	if err != nil {
 		return err
@@ -35,7 +35,7 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
@@ -47,7 +47,12 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	body := sampleRequest(tenant, 30, 4, 3, 2)
 	fmt.Fprintf(stderr, "demo: simulated tenant of %d devices at %s; sending %d device entries to POST /api/remediate at %.0f triggers/s...\n",
 		len(tenant.Devices), sim.URL, strings.Count(body, "device_id"), cfg.GraphWriteRate)
-	resp, err := http.Post("http://"+ln.Addr().String()+"/api/remediate", "application/json", strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/api/remediate", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		defer sim.Close()
+		defer func() { _ = sim.Close() }()
 		if cfg, err = config.Load(withEnv(getenv, "GRAPH_BASE_URL", sim.URL, "GRAPH_AUTH", "none")); err != nil {
 			return err
 		}
@@ -152,7 +152,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", cfg.Port))
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", cfg.Port))
 	if err != nil {
 		return err
 	}
@@ -219,7 +219,7 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 		HTTPBudget:       cfg.HTTPResponseBudget,
 		ScheduledRequest: cfg.ScheduledRequest,
 	}, log)
-	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:"+port)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	defer sim.Close()
+	defer func() { _ = sim.Close() }()
 	fmt.Fprintf(stdout, "Intune simulator: GRAPH_BASE_URL=%s GRAPH_AUTH=none\n", sim.URL)
 	fmt.Fprintf(stdout, "%d devices (%d Windows); remediation script %s\n", len(tenant.Devices), len(tenant.Windows(false)), tenant.RemediationScript().ID)
 	fmt.Fprintf(stdout, "sample request: %s\n", sampleRequest(tenant, 3, 1, 1, 1))

@@ -134,11 +134,9 @@ var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.9999999", "200
 // never an error: a timer must not fail over a timestamp it only logs.
 func (t *lenientTime) UnmarshalJSON(b []byte) error {
 	var s string
-	if json.Unmarshal(b, &s) != nil || s == "" {
-		return nil
-	}
+	_ = json.Unmarshal(b, &s) // not a string: the time stays zero
 	for _, layout := range timeLayouts {
-		if v, err := time.Parse(layout, s); err == nil {
+		if v, err := time.Parse(layout, s); s != "" && err == nil {
 			t.Time = v
 			return nil
 		}

@@ -3,7 +3,7 @@ package intunesim
 import (
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -47,29 +47,30 @@ func deviceProps(d *Device) map[string]any {
 	}
 }
 
-// selectProps applies $select. It returns an error naming an unknown
-// property, as Graph does.
-func selectProps(props map[string]any, sel string) (map[string]any, error) {
+// selectProps applies $select. For an unknown property it returns Graph's
+// message naming it, and nil.
+func selectProps(props map[string]any, sel string) (map[string]any, string) {
 	if sel == "" {
-		return props, nil
+		return props, ""
 	}
 	out := make(map[string]any, 8)
 	for _, name := range strings.Split(sel, ",") {
 		name = strings.TrimSpace(name)
 		v, ok := props[name]
 		if !ok || strings.HasPrefix(name, "@") {
-			return nil, fmt.Errorf("Could not find a property named '%s' on type 'microsoft.graph.managedDevice'.", name)
+			return nil, "Could not find a property named '" + name + "' on type 'microsoft.graph.managedDevice'."
 		}
 		out[name] = v
 	}
-	return out, nil
+	return out, ""
 }
 
 func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ []byte) {
 	q := r.URL.Query()
 	match, err := parseFilter(q.Get("$filter"), !s.opts.StrictFilters)
 	if err != nil {
-		if fe, ok := err.(*filterError); ok && fe.status == http.StatusInternalServerError {
+		var fe *filterError
+		if errors.As(err, &fe) && fe.status == http.StatusInternalServerError {
 			writeIntuneError(w, r, fe.status, "InternalError", "An internal server error has occurred")
 			return
 		}
@@ -116,9 +117,9 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request, context strin
 	end := min(offset+size, n)
 	page := make([]map[string]any, 0, end-offset)
 	for i := offset; i < end; i++ {
-		sel, err := selectProps(item(i), q.Get("$select"))
-		if err != nil {
-			writeError(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+		sel, bad := selectProps(item(i), q.Get("$select"))
+		if sel == nil {
+			writeError(w, r, http.StatusBadRequest, "BadRequest", bad)
 			return
 		}
 		page = append(page, sel)
@@ -159,9 +160,9 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, id string, co
 		writeError(w, r, http.StatusNotFound, "ResourceNotFound", "Resource '"+id+"' does not exist or one of its queried reference-property objects are not present.")
 		return
 	}
-	props, err := selectProps(deviceProps(d), r.URL.Query().Get("$select"))
-	if err != nil {
-		writeError(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+	props, bad := selectProps(deviceProps(d), r.URL.Query().Get("$select"))
+	if props == nil {
+		writeError(w, r, http.StatusBadRequest, "BadRequest", bad)
 		return
 	}
 	props["@odata.context"] = graphRoot + "deviceManagement/managedDevices/$entity"

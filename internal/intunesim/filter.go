@@ -260,13 +260,13 @@ func tokenize(src string) ([]string, error) {
 	var toks []string
 	for i := 0; i < len(src); {
 		c := src[i]
-		switch {
-		case c == ' ' || c == '\t':
+		switch c {
+		case ' ', '\t':
 			i++
-		case c == '(' || c == ')' || c == ',':
+		case '(', ')', ',':
 			toks = append(toks, string(c))
 			i++
-		case c == '\'':
+		case '\'':
 			j := i + 1
 			for ; j < len(src); j++ {
 				if src[j] == '\'' {

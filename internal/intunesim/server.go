@@ -142,7 +142,7 @@ type Running struct {
 
 // Start serves s on addr (use "127.0.0.1:0" for any free port) until Close.
 func Start(s *Server, addr string) (*Running, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -531,10 +531,11 @@ func TestWriteLimitUnderConcurrentClients(t *testing.T) {
 		if rec.Method != "POST" {
 			continue
 		}
-		if rec.Status == 204 {
+		switch rec.Status {
+		case 204:
 			perApp[rec.App] = append(perApp[rec.App], rec.Time)
 			all = append(all, rec.Time)
-		} else if rec.Status == 429 {
+		case 429:
 			throttled++
 		}
 	}
