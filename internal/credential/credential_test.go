@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
@@ -256,4 +257,30 @@ func TestScopeAndHosts(t *testing.T) {
 	assert.False(t, isVaultHost("127.0.0.1"))
 	assert.True(t, isEntraHost("https://login.microsoftonline.com/"))
 	assert.False(t, isEntraHost("https://127.0.0.1:4443"))
+}
+
+func TestSlowKeyVaultStopsAtTheCallersDeadline(t *testing.T) {
+	src, v, _, _ := setup(t)
+	v.set("graph-app", azsecrets.Secret{Value: str(secret)})
+	slow := New(Config{Mode: "keyvault", Scope: src.cfg.Scope, TenantID: tenant, ClientID: client, SecretName: "graph-app",
+		VaultURL: src.cfg.VaultURL, Vault: slowVault{}}, src.log)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := slow.Prepare(ctx, "")
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, 503, ce.Status)
+	assert.Contains(t, ce.Message, `"graph-app"`)
+}
+
+// slowVault answers only when the caller gives up.
+type slowVault struct{}
+
+func (slowVault) GetSecret(ctx context.Context, _, _ string, _ *azsecrets.GetSecretOptions) (azsecrets.GetSecretResponse, error) {
+	select {
+	case <-ctx.Done():
+		return azsecrets.GetSecretResponse{}, ctx.Err()
+	case <-time.After(time.Minute):
+		return azsecrets.GetSecretResponse{}, errors.New("too late")
+	}
 }
