@@ -32,9 +32,11 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 
-## build: the release binary (linux/amd64, static, stripped) in bin/
+## build: the release binary (linux/amd64, static, stripped) in bin/. The lambda.norpc tag leaves
+## out aws-lambda-go's net/rpc mode, whose reflection would keep all of the Graph SDK's models in the
+## binary (85 MB instead of 10 MB).
 build:
-	GOTOOLCHAIN=$(RELEASE_GO) CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./handler
+	GOTOOLCHAIN=$(RELEASE_GO) CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o $(BIN) ./handler
 	@$(MAKE) --no-print-directory size-check
 
 size-check:
