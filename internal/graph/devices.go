@@ -105,6 +105,19 @@ func (c *Client) Devices(ctx context.Context, ids []string) ([]Lookup, error) {
 	return out, nil
 }
 
+// nextPage is the request for an @odata.nextLink (an absolute URL).
+func nextPage(next string) (*abs.RequestInformation, error) {
+	u, err := url.Parse(next)
+	if err != nil || !strings.HasPrefix(u.Scheme, "http") {
+		return nil, fmt.Errorf("graph: bad @odata.nextLink %q", next)
+	}
+	ri := abs.NewRequestInformation()
+	ri.Method = abs.GET
+	ri.SetUri(*u)
+	ri.Headers.Add("Accept", "application/json")
+	return ri, nil
+}
+
 // Page is one page of a device list.
 type Page struct {
 	Devices []Device
@@ -136,14 +149,10 @@ func (c *Client) ListDevices(ctx context.Context, filter string, top int, next s
 			return Page{}, fmt.Errorf("graph: building the device list request: %w", err)
 		}
 	} else {
-		u, err := url.Parse(next)
-		if err != nil || !strings.HasPrefix(u.Scheme, "http") {
-			return Page{}, fmt.Errorf("graph: bad @odata.nextLink %q", next)
+		var err error
+		if ri, err = nextPage(next); err != nil {
+			return Page{}, err
 		}
-		ri = abs.NewRequestInformation()
-		ri.Method = abs.GET
-		ri.SetUri(*u)
-		ri.Headers.Add("Accept", "application/json")
 	}
 	body, err := c.sendBytes(ctx, ri)
 	if err != nil {

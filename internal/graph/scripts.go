@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	abs "github.com/microsoft/kiota-abstractions-go"
@@ -61,16 +59,13 @@ func (c *Client) GroupDevices(ctx context.Context, groupID, next string) (GroupP
 			map[string]string{"baseurl": c.adapter.GetBaseUrl(), "group%2Did": groupID})
 		ri.QueryParameters["%24select"] = "id,deviceId,displayName"
 		ri.QueryParameters["%24top"] = "999"
+		ri.Headers.Add("Accept", "application/json")
 	} else {
-		u, err := url.Parse(next)
-		if err != nil || !strings.HasPrefix(u.Scheme, "http") {
-			return GroupPage{}, fmt.Errorf("graph: bad @odata.nextLink %q", next)
+		var err error
+		if ri, err = nextPage(next); err != nil {
+			return GroupPage{}, err
 		}
-		ri = abs.NewRequestInformation()
-		ri.Method = abs.GET
-		ri.SetUri(*u)
 	}
-	ri.Headers.Add("Accept", "application/json")
 	body, err := c.sendBytes(ctx, ri)
 	if err != nil {
 		return GroupPage{}, err
