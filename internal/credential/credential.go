@@ -39,6 +39,7 @@ type Error struct {
 	RetryAfter time.Duration
 }
 
+// Error returns the message; it names vaults, secrets and tenants, never a value.
 func (e *Error) Error() string { return e.Message }
 
 // SecretGetter reads a Key Vault secret; *azsecrets.Client implements it.

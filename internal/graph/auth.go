@@ -48,7 +48,9 @@ func (b bearer) AuthenticateRequest(ctx context.Context, ri *abs.RequestInformat
 // tokenError marks a failure to get a token: nothing was sent.
 type tokenError struct{ err error }
 
+// Error describes the failure to get a token.
 func (e *tokenError) Error() string { return "no Graph token: " + e.err.Error() }
+// Unwrap returns the credential's error.
 func (e *tokenError) Unwrap() error { return e.err }
 
 // withReauth runs call, and once more after a 401 with a freshly resolved

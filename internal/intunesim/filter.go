@@ -14,6 +14,7 @@ type filterError struct {
 	msg    string
 }
 
+// Error returns the message.
 func (e *filterError) Error() string { return e.msg }
 
 type predicate func(*Device) bool

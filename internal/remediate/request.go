@@ -67,6 +67,7 @@ type InvalidRequestError struct {
 	Details []FieldError
 }
 
+// Error lists every problem on one line.
 func (e *InvalidRequestError) Error() string {
 	parts := make([]string, len(e.Details))
 	for i, d := range e.Details {
