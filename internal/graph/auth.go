@@ -50,6 +50,7 @@ type tokenError struct{ err error }
 
 // Error describes the failure to get a token.
 func (e *tokenError) Error() string { return "no Graph token: " + e.err.Error() }
+
 // Unwrap returns the credential's error.
 func (e *tokenError) Unwrap() error { return e.err }
 
