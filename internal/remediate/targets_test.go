@@ -1,9 +1,16 @@
 package remediate
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +20,7 @@ import (
 
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/pace"
 )
 
 // targetPlan builds a plan from a request body with targets.
@@ -327,4 +335,63 @@ func BenchmarkResolveFilter100k(b *testing.B) {
 	b.ReportMetric(elapsed.Seconds(), "seconds")
 	b.ReportMetric(peakRSSMB(), "peak_rss_MB")
 	b.ReportMetric(baseline, "simulator_rss_MB")
+}
+
+// BenchmarkResolveFilter100kSeparateSimulator is the same resolution with
+// the simulator in its own process (`handler simulate`), so the peak
+// memory reported is remediator's alone.
+//
+//	go test -run '^$' -bench ResolveFilter100kSeparate -benchtime 1x ./internal/remediate
+func BenchmarkResolveFilter100kSeparateSimulator(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "handler")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../handler").CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	_ = ln.Close()
+	cmd := exec.Command(bin, "simulate", "--devices", "100000", "--port", port, "--write-limit", "1000000")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var base, script string
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() && (base == "" || script == "") {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "Intune simulator: GRAPH_BASE_URL="); ok {
+			base = strings.Fields(rest)[0]
+		}
+		if i := strings.Index(line, "remediation script "); i >= 0 {
+			script = strings.TrimSpace(line[i+len("remediation script "):])
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	gc, err := graph.New(graph.Config{BaseURL: base})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng := New(gc, pace.New(5000, 1e6), Config{}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	p := Plan{DryRun: true, ValidateDevices: true, Targets: []Selection{{Selector: Selector{ScriptPolicyID: script, Filter: "userId eq 'ignored'"}, Field: "targets[0]"}}}
+	resetPeak()
+	b.ResetTimer()
+	started := time.Now()
+	s := eng.Run(context.Background(), p)
+	elapsed := time.Since(started)
+	b.StopTimer()
+	if s.ResolvedDeviceCount == 0 {
+		b.Fatalf("nothing resolved: %+v", s.Error)
+	}
+	b.ReportMetric(float64(s.ResolvedDeviceCount), "devices_resolved")
+	b.ReportMetric(float64(gc.Calls()), "graph_calls")
+	b.ReportMetric(elapsed.Seconds(), "seconds")
+	b.ReportMetric(peakRSSMB(), "peak_rss_MB")
 }
