@@ -43,9 +43,10 @@ size-check:
 	@size=$$(stat -c %s $(BIN)); echo "$(BIN): $$size bytes"; \
 	if [ $$size -ge 20971520 ]; then echo "$(BIN) is over 20 MB"; exit 1; fi
 
-## bench: the engine benchmark (2,000 devices at the compressed write limit) and the simulator's own
+## bench: the engine (2,000 devices at the compressed write limit), target resolution over 100,000
+## devices, and the simulator's own throughput
 bench:
-	$(GO) test -run '^$$' -bench Remediate2000 -benchtime 1x ./internal/remediate
+	$(GO) test -run '^$$' -bench 'Remediate2000|ResolveFilter100k' -benchtime 1x ./internal/remediate
 	$(GO) test -run '^$$' -bench Simulator -benchtime 3s -cpu 1 ./internal/intunesim
 
 ## simulate: the Intune simulator alone on 127.0.0.1:8081
