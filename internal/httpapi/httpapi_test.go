@@ -19,7 +19,8 @@ import (
 	"github.com/remediator/remediator/internal/remediate"
 )
 
-func setup(t *testing.T) (*httptest.Server, *intunesim.Running, *intunesim.Tenant) {
+// newAPI returns the API over a real engine and a simulated tenant.
+func newAPI(t *testing.T, opts Options) (*API, *intunesim.Running, *intunesim.Tenant) {
 	t.Helper()
 	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: 200})
 	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
@@ -28,8 +29,14 @@ func setup(t *testing.T) (*httptest.Server, *intunesim.Running, *intunesim.Tenan
 	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
 	require.NoError(t, err)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	eng := remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log)
-	srv := httptest.NewServer(New(eng, Options{Limits: remediate.Limits{MaxDevices: 50}}, log).Handler())
+	return New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), opts, log), sim, tenant
+}
+
+// setup serves newAPI on loopback.
+func setup(t *testing.T) (*httptest.Server, *intunesim.Running, *intunesim.Tenant) {
+	t.Helper()
+	api, sim, tenant := newAPI(t, Options{Limits: remediate.Limits{MaxDevices: 50}})
+	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	return srv, sim, tenant
 }

@@ -3,8 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -14,9 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/graph"
-	"github.com/remediator/remediator/internal/intunesim"
-	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
 )
 
@@ -82,14 +77,7 @@ func TestOpenAPI(t *testing.T) {
 		assert.NoError(t, err, "property %s", prop)
 	}
 
-	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: 50})
-	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sim.Close() })
-	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
-	require.NoError(t, err)
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	api := New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), Options{}, log)
+	api, _, _ := newAPI(t, Options{})
 
 	// The examples name scripts the simulated tenant lacks: it is the shape
 	// that must be accepted (not a 400), and the answer a documented one.
