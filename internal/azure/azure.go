@@ -30,6 +30,7 @@ import (
 type Remediator interface {
 	Remediate(ctx context.Context, body io.Reader) httpapi.Result
 	Alert(ctx context.Context, body []byte, queryScript string) httpapi.Result
+	Run(ctx context.Context, id string, page int, follow bool) httpapi.Result
 }
 
 // Settings configure the adapter.
@@ -42,6 +43,9 @@ type Settings struct {
 	// ScheduledRequest is the request body the timer function runs; nil
 	// when none is configured.
 	ScheduledRequest []byte
+	// Worker works the queue functions (worker, poison); nil when no run
+	// storage is configured.
+	Worker Worker
 }
 
 // Host serves the custom-handler protocol.
@@ -73,6 +77,10 @@ func (h *Host) Handler() http.Handler {
 	mux.HandleFunc("POST /remediate", h.payload("remediate", h.remediate))
 	mux.HandleFunc("POST /alert", h.payload("alert", h.alert))
 	mux.HandleFunc("POST /schedule", h.schedule)
+	mux.HandleFunc("GET /api/runs/{id}", h.forwarded("runs", h.runStatus))
+	mux.HandleFunc("POST /runs", h.payload("runs", h.runStatus))
+	mux.HandleFunc("POST /worker", h.queue("worker", Worker.Work))
+	mux.HandleFunc("POST /poison", h.queue("poison", Worker.Poison))
 	return mux
 }
 
@@ -80,6 +88,8 @@ func (h *Host) Handler() http.Handler {
 type call struct {
 	function     string
 	invocationID string
+	id           string // route parameter {id}
+	url          string // the URL the caller used
 	body         []byte
 	query        func(string) string
 	header       func(string) string
@@ -104,7 +114,7 @@ func (h *Host) forwarded(name string, fn function) http.HandlerFunc {
 			return
 		}
 		a := h.invoke(r.Context(), fn, call{function: name, invocationID: r.Header.Get("X-Azure-Functions-InvocationId"),
-			body: body, query: r.URL.Query().Get, header: r.Header.Get})
+			id: r.PathValue("id"), url: forwardedURL(r), body: body, query: r.URL.Query().Get, header: r.Header.Get})
 		for k, v := range a.headers {
 			w.Header().Set(k, v)
 		}
@@ -136,7 +146,7 @@ func (h *Host) payload(name string, fn function) http.HandlerFunc {
 				body = []byte(*req.Body)
 			}
 			a = h.invoke(r.Context(), fn, call{function: name, invocationID: r.Header.Get("X-Azure-Functions-InvocationId"),
-				body: body, query: req.Query.get, header: req.Headers.get})
+				id: req.Params.get("id"), url: req.URL, body: body, query: req.Query.get, header: req.Headers.get})
 		}
 		out, _ := json.Marshal(a.body)
 		headers := map[string]string{"Content-Type": "application/json"}
@@ -151,6 +161,7 @@ func (h *Host) payload(name string, fn function) http.HandlerFunc {
 func (h *Host) invoke(ctx context.Context, fn function, c call) answer {
 	ctx, cancel := context.WithTimeout(ctx, min(h.settings.FunctionTimeout, h.settings.HTTPBudget))
 	defer cancel()
+	ctx = httpapi.WithCall(ctx, httpapi.Call{IdempotencyKey: c.header("Idempotency-Key"), BaseURL: origin(c.url), Code: c.query("code")})
 	started := time.Now()
 	a := fn(ctx, c)
 	h.audit(c.function, c.invocationID, c.header("X-MS-CLIENT-PRINCIPAL-NAME"), a.status, a.body, started)

@@ -24,6 +24,30 @@ type Device struct {
 	ManagementState  string    `json:"managementState"`
 	LastSyncDateTime time.Time `json:"lastSyncDateTime"`
 	AzureADDeviceID  string    `json:"azureADDeviceId"`
+	// ActionResults are the device's remote actions as Intune records
+	// them (only read by single-device lookups).
+	ActionResults []ActionResult `json:"deviceActionResults,omitempty"`
+}
+
+// ActionResult is one deviceActionResult of a managed device. Intune keeps
+// the last action of each kind.
+type ActionResult struct {
+	ActionName    string    `json:"actionName"`
+	ActionState   string    `json:"actionState"`
+	StartDateTime time.Time `json:"startDateTime"`
+}
+
+// OnDemandRemediationSince reports whether Intune recorded an on-demand
+// remediation of the device started at or after t. The exact actionName
+// Intune uses is not documented (community reports differ), so any action
+// named like a remediation counts.
+func (d *Device) OnDemandRemediationSince(t time.Time) bool {
+	for _, a := range d.ActionResults {
+		if strings.Contains(strings.ToLower(a.ActionName), "remediation") && !a.StartDateTime.Before(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // deviceFields is the $select of every device read.
@@ -54,7 +78,7 @@ func (c *Client) Devices(ctx context.Context, ids []string) ([]Lookup, error) {
 	batch := core.NewBatchRequest(c.adapter)
 	itemIDs := make([]string, len(ids))
 	cfg := &devicemanagement.ManagedDevicesManagedDeviceItemRequestBuilderGetRequestConfiguration{
-		QueryParameters: &devicemanagement.ManagedDevicesManagedDeviceItemRequestBuilderGetQueryParameters{Select: deviceFields},
+		QueryParameters: &devicemanagement.ManagedDevicesManagedDeviceItemRequestBuilderGetQueryParameters{Select: append(deviceFields[:len(deviceFields):len(deviceFields)], "deviceActionResults")},
 	}
 	for i, id := range ids {
 		ri, err := c.dm.ManagedDevices().ByManagedDeviceId(id).ToGetRequestInformation(ctx, cfg)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/remediator/remediator/internal/alert"
@@ -45,19 +46,32 @@ type Options struct {
 	Credentials Credentials
 	// Alerts map Azure Monitor alerts to requests.
 	Alerts alert.Settings
+	// Runs, when set, takes runs that do not fit one answer (mode async,
+	// or auto beyond the time left); nil keeps every run synchronous.
+	Runs Runs
+	// Replays keeps answers by idempotency key (Idempotency-Key, an
+	// alert's id and fired time). Default: in this process.
+	Replays Replays
+	// IdempotencyTTL is how long answers are kept. Default 24 h.
+	IdempotencyTTL time.Duration
 }
 
 // API serves the remediation endpoints.
 type API struct {
-	runner  Runner
-	opts    Options
-	log     *slog.Logger
-	replays *replayCache
+	runner Runner
+	opts   Options
+	log    *slog.Logger
 }
 
 // New returns the API.
 func New(runner Runner, opts Options, log *slog.Logger) *API {
-	return &API{runner: runner, opts: opts, log: log, replays: newReplayCache(24 * time.Hour)}
+	if opts.Replays == nil {
+		opts.Replays = NewMemoryReplays()
+	}
+	if opts.IdempotencyTTL <= 0 {
+		opts.IdempotencyTTL = 24 * time.Hour
+	}
+	return &API{runner: runner, opts: opts, log: log}
 }
 
 // Result is an answer: status, extra headers and the value sent as JSON.
@@ -79,6 +93,15 @@ func (a *API) Handler() http.Handler {
 		}
 		writeResult(w, res)
 	})
+	mux.HandleFunc("GET /api/runs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		page, follow, res := StatusQuery(r.URL.Query().Get)
+		if res == nil {
+			ctx := WithCall(r.Context(), Call{BaseURL: baseURL(r), Code: r.URL.Query().Get("code")})
+			r := a.Run(ctx, r.PathValue("id"), page, follow)
+			res = &r
+		}
+		writeResult(w, *res)
+	})
 	mux.HandleFunc("/api/remediate", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
 		WriteJSON(w, http.StatusMethodNotAllowed, errorBody("method_not_allowed", "use POST", nil))
@@ -87,7 +110,40 @@ func (a *API) Handler() http.Handler {
 }
 
 func (a *API) serveRemediate(w http.ResponseWriter, r *http.Request) {
-	writeResult(w, a.Remediate(r.Context(), http.MaxBytesReader(w, r.Body, MaxBody)))
+	ctx := WithCall(r.Context(), Call{IdempotencyKey: r.Header.Get("Idempotency-Key"), BaseURL: baseURL(r), Code: r.URL.Query().Get("code")})
+	writeResult(w, a.Remediate(ctx, http.MaxBytesReader(w, r.Body, MaxBody)))
+}
+
+// baseURL is the scheme and host a request was sent to.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// StatusQuery reads the page and follow parameters of GET runs/{id}; res
+// is a 400 when one is malformed.
+func StatusQuery(get func(string) string) (page int, follow bool, res *Result) {
+	bad := func(field, msg string) (int, bool, *Result) {
+		return 0, false, &Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", field+": "+msg, []remediate.FieldError{{Field: field, Message: msg}})}
+	}
+	if v := get("page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return bad("page", "must be a page number from 0")
+		}
+		page = n
+	}
+	if v := get("follow"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return bad("follow", "must be true or false")
+		}
+		follow = b
+	}
+	return page, follow, nil
 }
 
 func writeResult(w http.ResponseWriter, res Result) {
@@ -98,10 +154,11 @@ func writeResult(w http.ResponseWriter, res Result) {
 }
 
 // Remediate decodes, validates and runs a request read from body: 200, 424
-// or 422 with a summary; 400 or 413 for a bad request; 403 or 503 (with
-// Retry-After) when no Graph credential can be had for the run's tenant,
-// in which case nothing is triggered. Adapters that do not speak HTTP
-// directly call this.
+// or 422 with a summary; 202 with Location and Retry-After for a run handed
+// to workers; 400 or 413 for a bad request; 403 or 503 (with Retry-After)
+// when no Graph credential can be had for the run's tenant, in which case
+// nothing is triggered. A repeated Idempotency-Key (see WithCall) gets the
+// first answer again. Adapters that do not speak HTTP directly call this.
 func (a *API) Remediate(ctx context.Context, body io.Reader) Result {
 	raw, err := io.ReadAll(io.LimitReader(body, MaxBody+1))
 	var tooBig *http.MaxBytesError
@@ -112,6 +169,14 @@ func (a *API) Remediate(ctx context.Context, body io.Reader) Result {
 	if err != nil {
 		return Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", "reading the body: "+err.Error(), nil)}
 	}
+	key := callOf(ctx).IdempotencyKey
+	if key == "" {
+		return a.remediate(ctx, raw)
+	}
+	return a.idempotent(ctx, "remediate:"+key, raw, func() Result { return a.remediate(ctx, raw) })
+}
+
+func (a *API) remediate(ctx context.Context, raw []byte) Result {
 	req, err := remediate.Decode(bytes.NewReader(raw))
 	var plan remediate.Plan
 	if err == nil {
@@ -130,8 +195,31 @@ func (a *API) Remediate(ctx context.Context, body io.Reader) Result {
 			return credentialFailure(cerr)
 		}
 	}
-	s := a.runner.Run(ctx, plan)
+	prep, ok := a.runner.(Preparer)
+	if a.opts.Runs == nil || !ok {
+		if plan.Mode == remediate.ModeAsync {
+			return Result{Status: http.StatusBadRequest, Body: errorBody("invalid_request", "mode: this deployment runs synchronously only (no run storage is configured)",
+				[]remediate.FieldError{{Field: "mode", Message: "async needs run storage"}})}
+		}
+		s := a.runner.Run(ctx, plan)
+		return Result{Status: s.HTTPStatus(), Body: s}
+	}
+	p := prep.Prepare(ctx, plan)
+	if s := p.Done(); s != nil {
+		return Result{Status: s.HTTPStatus(), Body: s}
+	}
+	if plan.Mode == remediate.ModeAsync || plan.Mode == remediate.ModeAuto && !fits(ctx, p.Estimated()) {
+		return a.submit(ctx, p, plan)
+	}
+	s := p.Execute()
 	return Result{Status: s.HTTPStatus(), Body: s}
+}
+
+// fits reports whether triggers estimated to take d can be answered
+// synchronously: within four fifths of the time ctx has left.
+func fits(ctx context.Context, d time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return !ok || d <= time.Until(dl)*4/5
 }
 
 // Alert maps an Azure Monitor alert (common alert schema) to a run:
@@ -151,7 +239,7 @@ func (a *API) Alert(ctx context.Context, body []byte, queryScript string) Result
 	case m.Ignored:
 		return Result{Status: http.StatusOK, Body: map[string]string{"status": "ignored", "reason": m.Reason, "alert_id": m.AlertID}}
 	}
-	return a.replays.do(ctx, m.Key, func() Result {
+	return a.idempotent(ctx, "alert:"+m.Key, nil, func() Result {
 		req, _ := json.Marshal(m.Request)
 		r := a.Remediate(ctx, bytes.NewReader(req))
 		if s, ok := r.Body.(*remediate.Summary); ok {

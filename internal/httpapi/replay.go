@@ -6,56 +6,55 @@ import (
 	"time"
 )
 
-// replayCache makes repeated deliveries of one alert return the first
-// delivery's answer instead of triggering the devices again. It lives in
-// the process; durable idempotency comes with run storage.
-type replayCache struct {
-	ttl     time.Duration
+// MemoryReplays is a process-local Replays: answers survive only as long
+// as the process. Deployments with storage use the durable one.
+type MemoryReplays struct {
 	mu      sync.Mutex
-	entries map[string]*replayEntry
+	entries map[string]*memReplay
 }
 
-type replayEntry struct {
-	done    chan struct{}
-	result  Result
+type memReplay struct {
+	stored  *Stored
 	expires time.Time
 }
 
-func newReplayCache(ttl time.Duration) *replayCache {
-	return &replayCache{ttl: ttl, entries: map[string]*replayEntry{}}
+// NewMemoryReplays returns an empty MemoryReplays.
+func NewMemoryReplays() *MemoryReplays { return &MemoryReplays{entries: map[string]*memReplay{}} }
+
+// Begin implements Replays.
+func (m *MemoryReplays) Begin(_ context.Context, key string, ttl time.Duration) (*Stored, error) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, e := range m.entries {
+		if now.After(e.expires) {
+			delete(m.entries, k)
+		}
+	}
+	if e, ok := m.entries[key]; ok {
+		if e.stored == nil {
+			return nil, ErrInProgress
+		}
+		return e.stored, nil
+	}
+	m.entries[key] = &memReplay{expires: now.Add(ttl)}
+	return nil, nil
 }
 
-// do runs fn once per key within the TTL; later calls with the key wait for
-// the first and return its answer marked Idempotent-Replayed.
-func (c *replayCache) do(ctx context.Context, key string, fn func() Result) Result {
-	if key == "" {
-		return fn()
+// Finish implements Replays.
+func (m *MemoryReplays) Finish(_ context.Context, key string, s Stored) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[key]; ok {
+		e.stored = &s
 	}
-	now := time.Now()
-	c.mu.Lock()
-	for k, e := range c.entries {
-		if !e.expires.IsZero() && now.After(e.expires) {
-			delete(c.entries, k)
-		}
-	}
-	if e, ok := c.entries[key]; ok {
-		c.mu.Unlock()
-		select {
-		case <-e.done:
-			r := e.result
-			r.Headers = map[string]string{"Idempotent-Replayed": "true"}
-			return r
-		case <-ctx.Done():
-			return Result{Status: 409, Body: errorBody("in_progress", "an earlier delivery of this alert is still being processed", nil)}
-		}
-	}
-	e := &replayEntry{done: make(chan struct{})}
-	c.entries[key] = e
-	c.mu.Unlock()
-	e.result = fn()
-	c.mu.Lock()
-	e.expires = time.Now().Add(c.ttl)
-	c.mu.Unlock()
-	close(e.done)
-	return e.result
+	return nil
+}
+
+// Abandon implements Replays.
+func (m *MemoryReplays) Abandon(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.entries, key)
+	return nil
 }

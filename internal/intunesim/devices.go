@@ -160,7 +160,9 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, id string, co
 		writeError(w, r, http.StatusNotFound, "ResourceNotFound", "Resource '"+id+"' does not exist or one of its queried reference-property objects are not present.")
 		return
 	}
-	props, bad := selectProps(deviceProps(d), r.URL.Query().Get("$select"))
+	all := deviceProps(d)
+	all["deviceActionResults"] = s.actionResults(d)
+	props, bad := selectProps(all, r.URL.Query().Get("$select"))
 	if props == nil {
 		writeError(w, r, http.StatusBadRequest, "BadRequest", bad)
 		return
@@ -204,4 +206,28 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request, body []byte, id
 	s.recordTrigger(d, sc)
 	setRequestIDs(w, r)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// actionResults renders deviceActionResults: like Intune, only the last
+// on-demand remediation of the device is kept, pending until its run
+// state is final.
+func (s *Server) actionResults(d *Device) []map[string]any {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last *runState
+	for k, st := range s.states {
+		if k.device == strings.ToLower(d.ID) && (last == nil || st.triggeredAt.After(last.triggeredAt)) {
+			last = st
+		}
+	}
+	if last == nil {
+		return []map[string]any{}
+	}
+	state, updated := "pending", last.triggeredAt
+	if s.finished(last, now) {
+		state, updated = "done", last.triggeredAt.Add(s.opts.RunStateDelay)
+	}
+	return []map[string]any{{"actionName": "initiateOnDemandProactiveRemediation", "actionState": state,
+		"startDateTime": rfc3339(last.triggeredAt), "lastUpdatedDateTime": rfc3339(updated)}}
 }

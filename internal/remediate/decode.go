@@ -29,6 +29,7 @@ var requestSchema = schema{
 	"dry_run":                 {kind: "bool"},
 	"tenant_id":               {kind: "string"},
 	"confirm_device_count":    {kind: "integer"},
+	"mode":                    {kind: "string"},
 	"targets": {kind: "array", sub: schema{
 		"script_policy_id":   {kind: "string"},
 		"filter":             {kind: "string"},

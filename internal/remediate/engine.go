@@ -30,6 +30,7 @@ type Graph interface {
 	ListDevices(ctx context.Context, filter string, top int, next string) (graph.Page, error)
 	GroupDevices(ctx context.Context, groupID, next string) (graph.GroupPage, error)
 	Script(ctx context.Context, id string) (graph.Script, error)
+	RunStates(ctx context.Context, scriptID, next string) (graph.RunStatePage, error)
 }
 
 // Config tunes the engine.
@@ -104,6 +105,30 @@ func New(g Graph, p *pace.Pacer, cfg Config, log *slog.Logger) *Engine {
 // in the summary. The run stops starting calls before the earlier of ctx's
 // deadline and plan.Invoke, keeping headroom to answer.
 func (e *Engine) Run(ctx context.Context, plan Plan) *Summary {
+	p := e.Prepare(ctx, plan)
+	if s := p.Done(); s != nil {
+		return s
+	}
+	return p.Execute()
+}
+
+// Prepared is a run resolved, validated and checked against the
+// deployment's policy, with nothing triggered yet: Execute triggers it
+// here, Queue hands its devices to workers (asynchronous runs).
+type Prepared struct {
+	e        *Engine
+	s        *Summary
+	r        *run
+	eligible []bool
+	started  time.Time
+	done     bool
+}
+
+// Prepare does everything a run does before its first trigger: allowlist,
+// target resolution, script checks, device validation, cooldown and caps.
+// Prepared.Done is the summary when nothing is left to trigger (a rejected
+// run or a dry run).
+func (e *Engine) Prepare(ctx context.Context, plan Plan) *Prepared {
 	started := time.Now()
 	s := &Summary{
 		RunID:                 newRunID(),
@@ -114,16 +139,21 @@ func (e *Engine) Run(ctx context.Context, plan Plan) *Summary {
 	}
 	r := &run{engine: e, plan: plan, throttle: &throttleLog{}}
 	r.runCtx, r.callCtx, r.cancel = e.deadlines(ctx, started, plan.Invoke)
-	defer r.cancel()
+	p := &Prepared{e: e, s: s, r: r, started: started}
+	end := func(s *Summary) *Prepared {
+		r.cancel()
+		p.done, p.s = true, s
+		return p
+	}
 
 	if d := e.allowlist(plan); d != nil {
-		return e.reject(s, r, started, http.StatusForbidden, "script_not_allowed", "a script is not on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS); nothing was triggered", d)
+		return end(e.reject(s, r, started, http.StatusForbidden, "script_not_allowed", "a script is not on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS); nothing was triggered", d))
 	}
 	var misses []DeviceResult
 	if len(plan.Targets) > 0 {
 		items, m, problems := r.resolve()
 		if problems != nil {
-			return e.reject(s, r, started, http.StatusUnprocessableEntity, "target_resolution_failed", "the targets could not be resolved; nothing was triggered", problems)
+			return end(e.reject(s, r, started, http.StatusUnprocessableEntity, "target_resolution_failed", "the targets could not be resolved; nothing was triggered", problems))
 		}
 		plan.Items, misses = mergeItems(plan.Items, items, &s.Warnings), m
 		r.plan = plan
@@ -134,47 +164,119 @@ func (e *Engine) Run(ctx context.Context, plan Plan) *Summary {
 			Outcome: NotAttempted, Reason: ReasonDeadline}
 	}
 	s.Devices = append(s.Devices, misses...)
-	eligible := make([]bool, len(s.Devices))
+	p.eligible = make([]bool, len(s.Devices))
 	for i := range plan.Items {
-		eligible[i] = true
+		p.eligible[i] = true
 	}
 	if status, code, msg, d := r.checkScripts(s); d != nil {
-		return e.reject(s, r, started, status, code, msg, d)
+		return end(e.reject(s, r, started, status, code, msg, d))
 	}
 	if plan.ValidateDevices || len(plan.Targets) > 0 {
-		if rejected := r.validate(s, eligible); rejected {
+		if rejected := r.validate(s, p.eligible); rejected {
 			s.Status = StatusRejected
-			return e.finish(s, r, started)
+			return end(e.finish(s, r, started))
 		}
 	}
-	r.applyCooldown(s, eligible)
-	for i := range eligible {
-		if eligible[i] && s.Devices[i].Outcome == NotAttempted {
+	r.applyCooldown(s, p.eligible)
+	for i := range p.eligible {
+		if p.eligible[i] && s.Devices[i].Outcome == NotAttempted {
 			s.ResolvedDeviceCount++
 		}
 	}
 	if status, code, msg := r.checkCaps(s); status != 0 {
 		if !plan.DryRun {
-			return e.reject(s, r, started, status, code, msg, nil)
+			return end(e.reject(s, r, started, status, code, msg, nil))
 		}
 		s.Warnings = append(s.Warnings, msg)
+	}
+	if rate := e.pacer.WriteRate(); rate > 0 {
+		s.EstimatedDurationMS = int64(float64(s.ResolvedDeviceCount) / rate * 1000)
 	}
 	if plan.DryRun {
 		s.Status = StatusPlanned
 		for i := range s.Devices {
-			if eligible[i] && s.Devices[i].Outcome == NotAttempted {
+			if p.eligible[i] && s.Devices[i].Outcome == NotAttempted {
 				s.Devices[i].Outcome, s.Devices[i].Reason = Planned, ""
 			}
 		}
-		if rate := e.pacer.WriteRate(); rate > 0 {
-			s.EstimatedDurationMS = int64(float64(s.ResolvedDeviceCount) / rate * 1000)
+		return end(e.finish(s, r, started))
+	}
+	return p
+}
+
+// Done is the final summary when nothing is left to trigger, else nil.
+func (p *Prepared) Done() *Summary {
+	if p.done {
+		return p.s
+	}
+	return nil
+}
+
+// Estimated is how long triggering the run's devices takes at the write
+// pace (0 when the pace is unlimited).
+func (p *Prepared) Estimated() time.Duration {
+	return time.Duration(p.s.EstimatedDurationMS) * time.Millisecond
+}
+
+// Execute triggers the prepared devices within the run's deadline and
+// returns the final summary.
+func (p *Prepared) Execute() *Summary {
+	if p.done {
+		return p.s
+	}
+	defer p.r.cancel()
+	p.done = true
+	p.r.triggerAll(p.s, p.eligible)
+	p.r.markCooldown(p.s)
+	return p.e.finish(p.s, p.r, p.started)
+}
+
+// Queue ends the synchronous part of the run for workers to carry on: it
+// returns the summary so far, in which the devices left to trigger are
+// not_attempted with reason queued, and their indexes in it.
+func (p *Prepared) Queue() (*Summary, []int) {
+	if p.done {
+		return p.s, nil
+	}
+	p.r.cancel()
+	p.done = true
+	var pending []int
+	for i := range p.s.Devices {
+		if p.eligible[i] && p.s.Devices[i].Outcome == NotAttempted {
+			p.s.Devices[i].Reason = ReasonQueued
+			pending = append(pending, i)
 		}
-		return e.finish(s, r, started)
+	}
+	p.s.Warnings = append(p.s.Warnings, p.r.warnings...)
+	p.s.Throttling = Throttling{ThrottledResponses: p.r.throttle.count(), WaitedMS: p.r.throttle.waited().Milliseconds()}
+	p.s.tally()
+	p.s.Status = StatusAccepted
+	return p.s, pending
+}
+
+// Trigger triggers items for a worker of an asynchronous run, within ctx's
+// deadline (less headroom), and returns one result per item, in order:
+// items the deadline left are not_attempted with reason deadline. Accepted
+// triggers are recorded in the cooldown store.
+func (e *Engine) Trigger(ctx context.Context, items []Item) ([]DeviceResult, Throttling) {
+	s := &Summary{Devices: make([]DeviceResult, len(items))}
+	r := &run{engine: e, plan: Plan{Items: items}, throttle: &throttleLog{}}
+	r.runCtx, r.callCtx, r.cancel = e.deadlines(ctx, time.Now(), 0)
+	defer r.cancel()
+	eligible := make([]bool, len(items))
+	for i, it := range items {
+		s.Devices[i] = DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection),
+			Outcome: NotAttempted, Reason: ReasonDeadline}
+		eligible[i] = true
 	}
 	r.triggerAll(s, eligible)
 	r.markCooldown(s)
-	return e.finish(s, r, started)
+	return s.Devices, Throttling{ThrottledResponses: r.throttle.count(), WaitedMS: r.throttle.waited().Milliseconds()}
 }
+
+// WriteRate is the engine's write pace in triggers per second (0 when
+// unlimited).
+func (e *Engine) WriteRate() float64 { return e.pacer.WriteRate() }
 
 // reject ends a run before anything is triggered: every device not yet
 // accounted for is not_attempted with reason run_rejected.
@@ -277,9 +379,10 @@ func (r *run) trigger(it Item, res *DeviceResult) {
 			return
 		}
 		res.Attempts++
+		sent := time.Now().UTC()
 		resp, err := e.graph.Trigger(r.callCtx, it.Collection, it.DeviceID, it.ScriptPolicyID)
 		if err == nil {
-			res.Outcome, res.Reason, res.Message = Succeeded, "", ""
+			res.Outcome, res.Reason, res.Message, res.TriggeredAt = Succeeded, "", "", sent
 			res.HTTPStatus, res.RequestID = resp.Status, resp.RequestID
 			return
 		}

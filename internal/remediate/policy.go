@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -121,27 +122,46 @@ func (r *run) checkCaps(s *Summary) (int, string, string) {
 }
 
 // Cooldown remembers when a device last had a script triggered, so runs
-// close together do not overwrite each other on the device. Implementations
-// must be safe for concurrent use.
+// close together do not overwrite each other on the device. It is asked
+// once per script of a run, so a table-backed store answers with one query.
+// Implementations must be safe for concurrent use.
 type Cooldown interface {
-	LastTriggered(deviceID, scriptID string) time.Time
-	Triggered(deviceID, scriptID string, at time.Time)
+	// Recent returns, by lower-case device id, the devices triggered with
+	// script (lower-case) at or after since.
+	Recent(ctx context.Context, scriptID string, since time.Time) (map[string]time.Time, error)
+	// Triggered records that the devices were triggered with their scripts.
+	Triggered(ctx context.Context, keys []CooldownKey, at time.Time) error
 }
 
+// CooldownKey is a device and a script, both lower-case.
+type CooldownKey struct{ DeviceID, ScriptID string }
+
 // applyCooldown skips devices triggered with the same script within the
-// cooldown period.
+// cooldown period. A store that cannot be read skips nothing and says so:
+// the cooldown protects devices from overlapping runs, it does not gate
+// remediation.
 func (r *run) applyCooldown(s *Summary, eligible []bool) {
 	cd, period := r.engine.cfg.Cooldown, r.engine.cfg.CooldownPeriod
 	if cd == nil || period <= 0 {
 		return
 	}
 	now := time.Now()
+	recent := map[string]map[string]time.Time{}
 	for i := range s.Devices {
 		d := &s.Devices[i]
 		if !eligible[i] || d.Outcome != NotAttempted {
 			continue
 		}
-		if last := cd.LastTriggered(d.DeviceID, d.ScriptPolicyID); !last.IsZero() && now.Sub(last) < period {
+		script := strings.ToLower(d.ScriptPolicyID)
+		seen, ok := recent[script]
+		if !ok {
+			var err error
+			if seen, err = cd.Recent(r.callCtx, script, now.Add(-period)); err != nil {
+				r.warn("the cooldown store could not be read (" + err.Error() + "); DEVICE_COOLDOWN was not applied")
+			}
+			recent[script] = seen
+		}
+		if last, ok := seen[strings.ToLower(d.DeviceID)]; ok && now.Sub(last) < period {
 			eligible[i] = false
 			d.Outcome, d.Reason = Skipped, ReasonCooldown
 			d.Message = fmt.Sprintf("triggered with this script at %s, within DEVICE_COOLDOWN (%s); a new run would overwrite the one in progress",
@@ -156,11 +176,17 @@ func (r *run) markCooldown(s *Summary) {
 	if cd == nil || r.engine.cfg.CooldownPeriod <= 0 {
 		return
 	}
-	now := time.Now()
+	var keys []CooldownKey
 	for _, d := range s.Devices {
 		if d.Outcome == Succeeded || d.Reason == ReasonMayHaveApplied {
-			cd.Triggered(d.DeviceID, d.ScriptPolicyID, now)
+			keys = append(keys, CooldownKey{strings.ToLower(d.DeviceID), strings.ToLower(d.ScriptPolicyID)})
 		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	if err := cd.Triggered(r.callCtx, keys, time.Now()); err != nil {
+		r.warn("the cooldown store could not be written (" + err.Error() + "); these triggers will not hold off the next run")
 	}
 }
 
@@ -169,27 +195,29 @@ func (r *run) markCooldown(s *Summary) {
 type MemoryCooldown struct {
 	ttl  time.Duration
 	mu   sync.Mutex
-	last map[string]time.Time
+	last map[CooldownKey]time.Time
 }
 
 // NewMemoryCooldown returns a MemoryCooldown.
 func NewMemoryCooldown(ttl time.Duration) *MemoryCooldown {
-	return &MemoryCooldown{ttl: ttl, last: map[string]time.Time{}}
+	return &MemoryCooldown{ttl: ttl, last: map[CooldownKey]time.Time{}}
 }
 
-func cooldownKey(deviceID, scriptID string) string {
-	return strings.ToLower(deviceID) + "|" + strings.ToLower(scriptID)
-}
-
-// LastTriggered implements Cooldown.
-func (m *MemoryCooldown) LastTriggered(deviceID, scriptID string) time.Time {
+// Recent implements Cooldown.
+func (m *MemoryCooldown) Recent(_ context.Context, scriptID string, since time.Time) (map[string]time.Time, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.last[cooldownKey(deviceID, scriptID)]
+	out := map[string]time.Time{}
+	for k, t := range m.last {
+		if k.ScriptID == scriptID && !t.Before(since) {
+			out[k.DeviceID] = t
+		}
+	}
+	return out, nil
 }
 
 // Triggered implements Cooldown.
-func (m *MemoryCooldown) Triggered(deviceID, scriptID string, at time.Time) {
+func (m *MemoryCooldown) Triggered(_ context.Context, keys []CooldownKey, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.last) > 10000 {
@@ -199,7 +227,10 @@ func (m *MemoryCooldown) Triggered(deviceID, scriptID string, at time.Time) {
 			}
 		}
 	}
-	m.last[cooldownKey(deviceID, scriptID)] = at
+	for _, k := range keys {
+		m.last[k] = at
+	}
+	return nil
 }
 
 var _ Cooldown = (*MemoryCooldown)(nil)

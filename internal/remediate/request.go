@@ -38,6 +38,9 @@ type Request struct {
 	// ConfirmDeviceCount confirms a run larger than MAX_FLEET_PERCENT of
 	// the tenant's Windows devices: it must equal the resolved count.
 	ConfirmDeviceCount *int `json:"confirm_device_count,omitempty"`
+	// Mode is sync, async or auto (default): auto answers 202 and hands
+	// the run to workers when it would not fit the synchronous budget.
+	Mode string `json:"mode,omitempty"`
 }
 
 // Selector picks devices for one script: by OData filter, by device name,
@@ -109,7 +112,16 @@ type Plan struct {
 	Targets []Selection
 	// ConfirmDeviceCount is the request's confirmation, nil if none.
 	ConfirmDeviceCount *int
+	// Mode is ModeSync, ModeAsync or ModeAuto.
+	Mode string
 }
+
+// Run modes.
+const (
+	ModeSync  = "sync"
+	ModeAsync = "async"
+	ModeAuto  = "auto"
+)
 
 // Selection is a validated Selector.
 type Selection struct {
@@ -138,6 +150,13 @@ func Validate(req Request, lim Limits) (Plan, error) {
 		ValidateDevices:       req.ValidateDeviceExists == nil || *req.ValidateDeviceExists,
 		DryRun:                req.DryRun,
 		TenantID:              req.TenantID,
+	}
+	switch plan.Mode = strings.ToLower(req.Mode); plan.Mode {
+	case "":
+		plan.Mode = ModeAuto
+	case ModeSync, ModeAsync, ModeAuto:
+	default:
+		add("mode", "%q is not a mode: use sync, async or auto", req.Mode)
 	}
 	if req.TenantID != "" && !guidRE.MatchString(req.TenantID) {
 		add("tenant_id", "%q is not a tenant id (a GUID)", req.TenantID)

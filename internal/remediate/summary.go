@@ -27,6 +27,8 @@ const (
 	ReasonMayHaveApplied  = "outcome_unknown"
 	ReasonStale           = "stale"
 	ReasonCooldown        = "cooldown"
+	ReasonQueued          = "queued" // asynchronous run: waiting for a worker
+	ReasonPoison          = "poison" // asynchronous run: its work item failed every delivery
 )
 
 // Run statuses.
@@ -36,6 +38,8 @@ const (
 	StatusFailed             = "failed"
 	StatusPlanned            = "planned"
 	StatusRejected           = "rejected"
+	StatusAccepted           = "accepted" // asynchronous run handed to workers
+	StatusRunning            = "running"  // asynchronous run with devices left
 )
 
 // DeviceResult is one device's line in the summary.
@@ -51,6 +55,11 @@ type DeviceResult struct {
 	ErrorCode      string  `json:"error_code,omitempty"`
 	RequestID      string  `json:"request_id,omitempty"`
 	Attempts       int     `json:"attempts"`
+	// TriggeredAt is when Intune accepted the trigger (asynchronous runs).
+	TriggeredAt time.Time `json:"triggered_at,omitzero"`
+	// FollowUp is what the scripts did on the device, when asked for
+	// (GET runs/{id}?follow=true).
+	FollowUp *FollowUp `json:"follow_up,omitempty"`
 }
 
 // Counts add up: Total is the sum of the others.
@@ -132,7 +141,7 @@ func (s *Summary) tally() {
 	}
 	s.Counts = c
 	switch {
-	case s.Status == StatusRejected || s.Status == StatusPlanned:
+	case s.Status == StatusRejected || s.Status == StatusPlanned || s.Status == StatusAccepted || s.Status == StatusRunning:
 	case c.Failed+c.NotAttempted == 0:
 		s.Status = StatusSucceeded
 	case c.Succeeded > 0:

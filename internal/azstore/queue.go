@@ -1,0 +1,37 @@
+package azstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+
+	"github.com/remediator/remediator/internal/runs"
+)
+
+// Queue is the work queue the worker function is triggered by. Messages
+// are base64 JSON, the encoding the queue trigger expects by default.
+type Queue struct {
+	client *azqueue.QueueClient
+	store  *Store
+}
+
+var _ runs.Queue = (*Queue)(nil)
+
+// Send implements runs.Queue.
+func (q *Queue) Send(ctx context.Context, m runs.Message, after time.Duration) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	opts := &azqueue.EnqueueMessageOptions{}
+	if after > 0 {
+		v := int32(min(after, 7*24*time.Hour-time.Minute) / time.Second)
+		opts.VisibilityTimeout = &v
+	}
+	q.store.ops.Add(1)
+	_, err = q.client.EnqueueMessage(ctx, base64.StdEncoding.EncodeToString(b), opts)
+	return err
+}

@@ -1,0 +1,261 @@
+package azstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/remediator/remediator/internal/runs"
+)
+
+// Store is the run table. A run is one partition: its meta row, one row per
+// chunk and one per device, keyed so that a page of devices is one range
+// query.
+type Store struct {
+	table *aztables.Client
+	ops   atomic.Int64
+}
+
+var _ runs.Store = (*Store)(nil)
+
+// Ops is the number of storage operations (requests) so far.
+func (s *Store) Ops() int64 { return s.ops.Load() }
+
+const (
+	metaKey = "meta"
+	// propChunk is the largest string property (64 KiB of UTF-16).
+	propChunk = 30000
+)
+
+func chunkKey(n int) string  { return fmt.Sprintf("c%06d", n) }
+func deviceKey(i int) string { return fmt.Sprintf("d%08d", i) }
+
+// entity is a row as the table sees it: keys and the value as JSON, split
+// over properties J0, J1... when long.
+func entity(pk, rk string, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	props := map[string]any{}
+	for i := 0; len(b) > 0 || i == 0; i++ {
+		n := min(len(b), propChunk)
+		props[fmt.Sprintf("J%d", i)] = string(b[:n])
+		b = b[n:]
+	}
+	return json.Marshal(aztables.EDMEntity{Entity: aztables.Entity{PartitionKey: pk, RowKey: rk}, Properties: props})
+}
+
+// value decodes an entity's JSON into v and returns its ETag.
+func value(raw []byte, v any) (string, string, error) {
+	var e aztables.EDMEntity
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return "", "", err
+	}
+	var sb strings.Builder
+	for i := 0; ; i++ {
+		p, ok := e.Properties[fmt.Sprintf("J%d", i)].(string)
+		if !ok {
+			break
+		}
+		sb.WriteString(p)
+	}
+	return e.RowKey, e.ETag, json.Unmarshal([]byte(sb.String()), v)
+}
+
+// stored forms of the run's rows.
+type (
+	metaRow struct {
+		runs.Meta
+	}
+	chunkRow struct {
+		runs.Chunk
+	}
+	deviceRow struct {
+		runs.Row
+	}
+)
+
+// CreateRun implements runs.Store: the device rows in transactions of 100,
+// then the chunks, then the meta row last, so a run that is readable is
+// complete.
+func (s *Store) CreateRun(ctx context.Context, m runs.Meta, rows []runs.Row, chunks []runs.Chunk) error {
+	var ents [][]byte
+	for _, r := range rows {
+		e, err := entity(m.RunID, deviceKey(r.Index), deviceRow{r})
+		if err != nil {
+			return err
+		}
+		ents = append(ents, e)
+	}
+	for _, c := range chunks {
+		e, err := entity(m.RunID, chunkKey(c.Number), chunkRow{c})
+		if err != nil {
+			return err
+		}
+		ents = append(ents, e)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for start := 0; start < len(ents); start += 100 {
+		batch := ents[start:min(start+100, len(ents))]
+		g.Go(func() error { return s.transact(gctx, batch, aztables.TransactionTypeInsertReplace, nil) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	e, err := entity(m.RunID, metaKey, metaRow{m})
+	if err != nil {
+		return err
+	}
+	s.ops.Add(1)
+	_, err = s.table.UpsertEntity(ctx, e, nil)
+	return err
+}
+
+func (s *Store) transact(ctx context.Context, ents [][]byte, kind aztables.TransactionType, first *azcore.ETag) error {
+	acts := make([]aztables.TransactionAction, len(ents))
+	for i, e := range ents {
+		acts[i] = aztables.TransactionAction{ActionType: kind, Entity: e}
+	}
+	if first != nil {
+		acts[0].ActionType, acts[0].IfMatch = aztables.TransactionTypeUpdateReplace, first
+	}
+	s.ops.Add(1)
+	_, err := s.table.SubmitTransaction(ctx, acts, nil)
+	return err
+}
+
+// Meta implements runs.Store.
+func (s *Store) Meta(ctx context.Context, id string) (runs.Meta, error) {
+	var m metaRow
+	if _, err := s.get(ctx, id, metaKey, &m); err != nil {
+		return runs.Meta{}, err
+	}
+	return m.Meta, nil
+}
+
+func (s *Store) get(ctx context.Context, pk, rk string, v any) (string, error) {
+	if !validKey(pk) {
+		return "", runs.ErrNotFound
+	}
+	s.ops.Add(1)
+	resp, err := s.table.GetEntity(ctx, pk, rk, nil)
+	if hasCode(err, http.StatusNotFound) {
+		return "", runs.ErrNotFound
+	}
+	if err != nil {
+		return "", err
+	}
+	_, etag, err := value(resp.Value, v)
+	return etag, err
+}
+
+// validKey keeps characters Azure Tables forbids in keys (and OData
+// quoting) out of lookups by caller-supplied ids.
+func validKey(k string) bool {
+	return k != "" && len(k) <= 128 && !strings.ContainsAny(k, "/\\#?'\t\n\r")
+}
+
+// Chunk implements runs.Store.
+func (s *Store) Chunk(ctx context.Context, id string, n int) (runs.Chunk, error) {
+	var c chunkRow
+	etag, err := s.get(ctx, id, chunkKey(n), &c)
+	if err != nil {
+		return runs.Chunk{}, err
+	}
+	c.Version = etag
+	return c.Chunk, nil
+}
+
+// Chunks implements runs.Store.
+func (s *Store) Chunks(ctx context.Context, id string) ([]runs.Chunk, error) {
+	var out []runs.Chunk
+	err := s.query(ctx, id, chunkKey(0), "d", func(raw []byte) error {
+		var c chunkRow
+		_, etag, err := value(raw, &c)
+		c.Version = etag
+		out = append(out, c.Chunk)
+		return err
+	})
+	return out, err
+}
+
+// Rows implements runs.Store.
+func (s *Store) Rows(ctx context.Context, id string, from, to int) ([]runs.Row, error) {
+	var out []runs.Row
+	err := s.query(ctx, id, deviceKey(from), deviceKey(to), func(raw []byte) error {
+		var r deviceRow
+		_, _, err := value(raw, &r)
+		out = append(out, r.Row)
+		return err
+	})
+	slices.SortFunc(out, func(a, b runs.Row) int { return a.Index - b.Index })
+	return out, err
+}
+
+// query reads the partition's rows with from <= RowKey < to.
+func (s *Store) query(ctx context.Context, pk, from, to string, each func([]byte) error) error {
+	if !validKey(pk) {
+		return runs.ErrNotFound
+	}
+	filter := fmt.Sprintf("PartitionKey eq '%s' and RowKey ge '%s' and RowKey lt '%s'", pk, from, to)
+	pager := s.table.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
+	for pager.More() {
+		s.ops.Add(1)
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		for _, raw := range page.Entities {
+			if err := each(raw); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Save implements runs.Store: one transaction that replaces the chunk row
+// only if its ETag is unchanged, and upserts the rows.
+func (s *Store) Save(ctx context.Context, id string, c *runs.Chunk, rows []runs.Row) error {
+	if len(rows) > 99 {
+		return fmt.Errorf("azstore: %d rows in one save, at most 99", len(rows))
+	}
+	ce, err := entity(id, chunkKey(c.Number), chunkRow{*c})
+	if err != nil {
+		return err
+	}
+	ents := [][]byte{ce}
+	for _, r := range rows {
+		e, err := entity(id, deviceKey(r.Index), deviceRow{r})
+		if err != nil {
+			return err
+		}
+		ents = append(ents, e)
+	}
+	etag := azcore.ETag(c.Version)
+	if err := s.transact(ctx, ents, aztables.TransactionTypeInsertReplace, &etag); err != nil {
+		// A failed transaction changes nothing; whether it failed on the
+		// ETag is read back rather than parsed from a multipart error.
+		if now, gerr := s.Chunk(ctx, id, c.Number); gerr == nil && now.Version != c.Version {
+			return runs.ErrConflict
+		}
+		return err
+	}
+	now, err := s.Chunk(ctx, id, c.Number)
+	if err != nil {
+		return fmt.Errorf("azstore: reading chunk %d back: %w", c.Number, err)
+	}
+	c.Version = now.Version
+	return nil
+}
+

@@ -1,0 +1,107 @@
+package azure
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/remediator/remediator/internal/httpapi"
+	"github.com/remediator/remediator/internal/runs"
+)
+
+// Worker carries out queued chunks of asynchronous runs; *runs.Service
+// implements it.
+type Worker interface {
+	Work(ctx context.Context, m runs.Message) error
+	Poison(ctx context.Context, m runs.Message) error
+}
+
+// workMargin is kept between the end of a worker's work and
+// functionTimeout, to record outcomes and queue the rest.
+const workMargin = 30 * time.Second
+
+// queue serves a queue-triggered function (payload mode): the message is
+// Data.msg, the delivery count Metadata.DequeueCount. 200 tells the host
+// the message is done; 500 makes it deliver the message again, and after
+// maxDequeueCount deliveries move it to the poison queue.
+func (h *Host) queue(name string, work func(Worker, context.Context, runs.Message) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		invocation := r.Header.Get("X-Azure-Functions-InvocationId")
+		started := time.Now()
+		var env envelope
+		err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&env)
+		var msg runs.Message
+		if err == nil {
+			raw, ok := env.binding("msg")
+			if !ok {
+				err = errors.New("no message binding in Data")
+			} else {
+				msg, err = decodeMessage(raw)
+			}
+		}
+		if err != nil {
+			// An unreadable message will never be readable: fail it, so
+			// the host moves it to the poison queue where it stays for
+			// inspection.
+			h.log.Error("queue message unreadable", "function", name, "invocation_id", invocation, "error", err.Error())
+			http.Error(w, "unreadable message: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		dequeue, _ := strconv.Atoi(string(bytes.Trim(env.Metadata["DequeueCount"], `"`)))
+		if h.settings.Worker == nil {
+			h.log.Error("queue message but no run storage is configured", "function", name, "invocation_id", invocation)
+			http.Error(w, "no run storage is configured", http.StatusInternalServerError)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), max(h.settings.FunctionTimeout-workMargin, h.settings.FunctionTimeout/2))
+		defer cancel()
+		err = work(h.settings.Worker, ctx, msg)
+		attrs := []any{"invocation_id", invocation, "function", name, "run_id", msg.RunID, "chunk", msg.Chunk,
+			"devices", len(msg.Items), "dequeue_count", dequeue, "duration_ms", time.Since(started).Milliseconds()}
+		if err != nil {
+			h.log.Error("invocation failed; the host will deliver the message again", append(attrs, "error", err.Error())...)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		h.log.Info("invocation", attrs...)
+		writeInvokeResponse(w, invokeResponse{Logs: []string{fmt.Sprintf("remediator %s: run %s chunk %d, %d devices", name, msg.RunID, msg.Chunk, len(msg.Items))}})
+	}
+}
+
+// decodeMessage reads a queue message as the host passes it: a JSON
+// object, a JSON string holding one, or (when the host did not decode it)
+// the base64 the queue holds.
+func decodeMessage(raw json.RawMessage) (runs.Message, error) {
+	var m runs.Message
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		raw = json.RawMessage(s)
+		if b, err := base64.StdEncoding.DecodeString(s); err == nil && json.Valid(b) {
+			raw = b
+		}
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return runs.Message{}, fmt.Errorf("reading the work item: %w", err)
+	}
+	if m.RunID == "" || len(m.Items) == 0 {
+		return runs.Message{}, errors.New("reading the work item: no run or no devices")
+	}
+	return m, nil
+}
+
+// runStatus serves GET runs/{id}, forwarded or in payload mode.
+func (h *Host) runStatus(ctx context.Context, c call) answer {
+	page, follow, bad := httpapi.StatusQuery(c.query)
+	if bad != nil {
+		return answer{status: bad.Status, body: bad.Body}
+	}
+	r := h.run.Run(ctx, c.id, page, follow)
+	return answer{status: r.Status, headers: r.Headers, body: r.Body}
+}

@@ -1,0 +1,92 @@
+// Package azurite starts Azurite, Microsoft's Azure Storage emulator, on
+// loopback for tests: the queues and tables tests use are the real
+// protocol, served by a real server. `make azurite` installs it under
+// .tools/azurite (make test and .ci/run do so first).
+package azurite
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Key is Azurite's well-known development account key.
+const Key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+// Binary finds the azurite command: $AZURITE, the copy `make azurite`
+// installs under the module's .tools, or azurite on PATH.
+func Binary() (string, error) {
+	if p := os.Getenv("AZURITE"); p != "" {
+		return p, nil
+	}
+	dir, err := os.Getwd()
+	for err == nil {
+		p := filepath.Join(dir, ".tools", "azurite", "node_modules", ".bin", "azurite")
+		if _, serr := os.Stat(p); serr == nil {
+			return p, nil
+		}
+		if _, serr := os.Stat(filepath.Join(dir, "go.mod")); serr == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return exec.LookPath("azurite")
+}
+
+func freePort(tb testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("azurite: no free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs a fresh in-memory Azurite for the test and returns its
+// connection string. The server stops when the test ends.
+func Start(tb testing.TB) string {
+	tb.Helper()
+	bin, err := Binary()
+	if err != nil {
+		tb.Fatalf("azurite not found (run `make azurite`, or set AZURITE): %v", err)
+	}
+	blob, queue, table := freePort(tb), freePort(tb), freePort(tb)
+	cmd := exec.Command(bin, "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
+		"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(blob),
+		"--queueHost", "127.0.0.1", "--queuePort", fmt.Sprint(queue),
+		"--tableHost", "127.0.0.1", "--tablePort", fmt.Sprint(table))
+	cmd.Dir = tb.TempDir() // where Azurite writes its debug and extent files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("azurite: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for _, port := range []int{queue, table} {
+		for {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+			if err == nil {
+				_ = c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("azurite did not listen on %d within 30 s", port)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"+
+		"QueueEndpoint=http://127.0.0.1:%d/devstoreaccount1;TableEndpoint=http://127.0.0.1:%d/devstoreaccount1;", Key, queue, table)
+}

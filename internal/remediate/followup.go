@@ -1,0 +1,120 @@
+package remediate
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/remediator/remediator/internal/graph"
+)
+
+// FollowUp is what a triggered device's scripts did, read back from
+// Intune's run states.
+type FollowUp struct {
+	// State is pending until Intune reports a run newer than the trigger,
+	// then no_issue, remediated, remediation_failed or script_error.
+	State                   string    `json:"state"`
+	DetectionState          string    `json:"detection_state,omitempty"`
+	RemediationState        string    `json:"remediation_state,omitempty"`
+	Output                  string    `json:"output,omitempty"`
+	Error                   string    `json:"error,omitempty"`
+	LastStateUpdateDateTime time.Time `json:"last_state_update_date_time,omitzero"`
+}
+
+// Follow-up states.
+const (
+	FollowPending           = "pending"
+	FollowNoIssue           = "no_issue"
+	FollowRemediated        = "remediated"
+	FollowRemediationFailed = "remediation_failed"
+	FollowScriptError       = "script_error"
+)
+
+// maxOutput is Intune's own cap on script output.
+const maxOutput = 2048
+
+// FollowUpOf interprets a run state for a trigger sent at triggered: a
+// state not updated since is still pending.
+func FollowUpOf(st graph.RunState, triggered time.Time) FollowUp {
+	f := FollowUp{State: FollowPending, LastStateUpdateDateTime: st.LastStateUpdateDateTime}
+	if !st.LastStateUpdateDateTime.After(triggered) {
+		return f
+	}
+	f.DetectionState, f.RemediationState = st.DetectionState, st.RemediationState
+	det, rem := strings.ToLower(st.DetectionState), strings.ToLower(st.RemediationState)
+	switch {
+	case det == "scripterror" || rem == "scripterror":
+		f.State = FollowScriptError
+		f.Error = firstNonEmpty(st.PreRemediationDetectionScriptError, st.RemediationScriptError, st.PostRemediationDetectionScriptError)
+	case rem == "remediationfailed":
+		f.State = FollowRemediationFailed
+		f.Error = firstNonEmpty(st.RemediationScriptError, st.PostRemediationDetectionScriptError)
+	case det == "fail" && rem == "success":
+		f.State = FollowRemediated
+		f.Output = firstNonEmpty(st.PostRemediationDetectionScriptOutput, st.PreRemediationDetectionScriptOutput)
+	case det == "success":
+		f.State = FollowNoIssue
+		f.Output = st.PreRemediationDetectionScriptOutput
+	default:
+		f.State = FollowPending
+	}
+	f.Output, f.Error = clip(f.Output), clip(f.Error)
+	return f
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func clip(s string) string {
+	if len(s) > maxOutput {
+		return s[:maxOutput]
+	}
+	return s
+}
+
+// RunStates reads a script's run states, paced and retried like every
+// read, calling each for every page until it returns false. It returns the
+// error that stopped it early, if any.
+func (e *Engine) RunStates(ctx context.Context, scriptID string, each func([]graph.RunState) bool) error {
+	r := e.reader(ctx)
+	defer r.cancel()
+	next := ""
+	for {
+		var p graph.RunStatePage
+		err := r.read(func() error {
+			var err error
+			p, err = e.graph.RunStates(r.callCtx, scriptID, next)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if !each(p.States) || p.NextLink == "" {
+			return nil
+		}
+		next = p.NextLink
+	}
+}
+
+// Lookup reads devices by id ($batch, paced and retried): the devices
+// found, and the errors of those that were not.
+func (e *Engine) Lookup(ctx context.Context, ids []string) (map[string]*graph.Device, map[string]*graph.Error) {
+	r := e.reader(ctx)
+	defer r.cancel()
+	found, errs := map[string]*graph.Device{}, map[string]*graph.Error{}
+	r.batchLookup(ids, found, errs)
+	return found, errs
+}
+
+// reader is a run that only reads, bounded by ctx.
+func (e *Engine) reader(ctx context.Context) *run {
+	r := &run{engine: e, throttle: &throttleLog{}}
+	r.runCtx, r.callCtx, r.cancel = e.deadlines(ctx, time.Now(), 0)
+	return r
+}

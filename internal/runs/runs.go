@@ -1,0 +1,108 @@
+// Package runs carries remediation runs beyond one invocation: a run too
+// long to answer synchronously is written to a Store and cut into chunks of
+// at most 200 devices that a Queue hands to workers (in Azure, a queue
+// trigger). Workers record every device's outcome as they go, so a killed
+// worker loses nothing and a redelivered chunk re-triggers no device the run
+// already triggered. Status reads the run back, page by page, and can
+// follow the devices' scripts to their results.
+package runs
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// MaxChunk is the most work items one queue message carries (a message of
+// 200 items is ~25 KB, under the queue's 64 KB).
+const MaxChunk = 200
+
+// ErrNotFound is returned by a Store for an unknown run.
+var ErrNotFound = errors.New("runs: no such run")
+
+// ErrConflict is returned by Store.Save when the chunk changed since it was
+// read: another worker holds it.
+var ErrConflict = errors.New("runs: the chunk was changed by another worker")
+
+// WorkItem is one device of a chunk: its index in the run's summary and what
+// to trigger.
+type WorkItem struct {
+	Index      int    `json:"i"`
+	DeviceID   string `json:"d"`
+	ScriptID   string `json:"s"`
+	Collection string `json:"c"`
+}
+
+// Message is the body of a queue message: work items of one chunk of one
+// run.
+type Message struct {
+	RunID string     `json:"run"`
+	Chunk int        `json:"chunk"`
+	Items []WorkItem `json:"items"`
+}
+
+// Meta is a run's header.
+type Meta struct {
+	RunID    string
+	TenantID string
+	Created  time.Time
+	// Devices is the number of devices in the summary; Chunks the number
+	// of chunks workers carry.
+	Devices, Chunks int
+	// Base counts the devices that were final before any worker ran
+	// (skipped, not found...).
+	Base remediate.Counts
+	// Summary is the run's summary without devices, as JSON.
+	Summary []byte
+}
+
+// Row is one device's line of a run.
+type Row struct {
+	Index int
+	remediate.DeviceResult
+	// ClaimedAt is set just before the trigger is sent and cleared when a
+	// trigger was not sent after all; a row claimed without an outcome
+	// belongs to a worker that stopped mid-call.
+	ClaimedAt time.Time
+}
+
+// final reports whether the row has its outcome.
+func (r Row) final() bool {
+	return r.Outcome != remediate.NotAttempted || r.Reason != remediate.ReasonQueued
+}
+
+// Chunk is the progress of one chunk: Open devices still to do, and the
+// counts of those done. Version changes with every Save (optimistic
+// concurrency between workers).
+type Chunk struct {
+	Number   int
+	Devices  int
+	Open     int
+	Counts   remediate.Counts
+	Throttle remediate.Throttling
+	Finished time.Time
+	Version  string
+}
+
+// Store keeps runs. Implementations: MemoryStore here, Azure Tables in
+// package azstore.
+type Store interface {
+	CreateRun(ctx context.Context, m Meta, rows []Row, chunks []Chunk) error
+	Meta(ctx context.Context, runID string) (Meta, error)
+	Chunks(ctx context.Context, runID string) ([]Chunk, error)
+	Chunk(ctx context.Context, runID string, n int) (Chunk, error)
+	// Rows returns the rows with from <= Index < to, in order.
+	Rows(ctx context.Context, runID string, from, to int) ([]Row, error)
+	// Save writes rows (at most 99) and chunk together, if chunk.Version
+	// is still the stored one (else ErrConflict), and sets chunk.Version
+	// to the new one.
+	Save(ctx context.Context, runID string, chunk *Chunk, rows []Row) error
+}
+
+// Queue sends chunks to workers; after delays the message becomes visible
+// that much later.
+type Queue interface {
+	Send(ctx context.Context, m Message, after time.Duration) error
+}

@@ -1,0 +1,365 @@
+package runs_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/azstore"
+	"github.com/remediator/remediator/internal/azurite"
+	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/runs"
+)
+
+// testQueue plays the queue trigger: messages wait until the test
+// delivers them.
+type testQueue struct {
+	mu   sync.Mutex
+	msgs []runs.Message
+	sent int
+}
+
+func (q *testQueue) Send(_ context.Context, m runs.Message, _ time.Duration) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.msgs = append(q.msgs, m)
+	q.sent++
+	return nil
+}
+
+func (q *testQueue) pop() (runs.Message, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.msgs) == 0 {
+		return runs.Message{}, false
+	}
+	// Lowest chunk first: Submit sends concurrently, tests want an order.
+	first := 0
+	for i, m := range q.msgs {
+		if m.Chunk < q.msgs[first].Chunk {
+			first = i
+		}
+	}
+	m := q.msgs[first]
+	q.msgs = append(q.msgs[:first], q.msgs[first+1:]...)
+	return m, true
+}
+
+type fixture struct {
+	svc    *runs.Service
+	engine *remediate.Engine
+	client *graph.Client
+	queue  *testQueue
+	sim    *intunesim.Running
+	tenant *intunesim.Tenant
+	script string
+}
+
+// stores runs a test against the in-memory store and against Azure Tables
+// served by Azurite.
+func stores(t *testing.T, test func(t *testing.T, newStore func() runs.Store)) {
+	t.Run("memory", func(t *testing.T) { test(t, func() runs.Store { return runs.NewMemoryStore() }) })
+	t.Run("azure-tables", func(t *testing.T) {
+		conn := azurite.Start(t)
+		test(t, func() runs.Store {
+			st, _, err := azstore.Open(context.Background(), azstore.Config{ConnectionString: conn, Table: "runs", Queue: "work"})
+			require.NoError(t, err)
+			return st
+		})
+	})
+}
+
+func newFixture(t testing.TB, store runs.Store, devices int, simOpts intunesim.Options, opts runs.Options) *fixture {
+	t.Helper()
+	tenant := intunesim.Generate(7, intunesim.GenerateOptions{Devices: devices})
+	if simOpts.WriteLimit == 0 {
+		simOpts.WriteLimit, simOpts.ReadLimit, simOpts.Window = 1_000_000, 1_000_000, time.Second
+		simOpts.TenantWriteLimit, simOpts.TenantReadLimit = 1_000_000, 1_000_000
+	}
+	sim, err := intunesim.Start(intunesim.New(tenant, simOpts), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sim.Close() })
+	gc, err := graph.New(graph.Config{BaseURL: sim.URL, CallTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	eng := remediate.New(gc, pace.New(100_000, 100_000), remediate.Config{Concurrency: 16, Headroom: 50 * time.Millisecond,
+		BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}, log)
+	q := &testQueue{}
+	if opts.RecordMargin == 0 {
+		opts.RecordMargin = 20 * time.Millisecond
+	}
+	return &fixture{svc: runs.New(store, q, eng, opts, log), engine: eng, client: gc, queue: q, sim: sim, tenant: tenant,
+		script: tenant.RemediationScript().ID}
+}
+
+// submit prepares a run of every eligible Windows device (a targets
+// filter, resolved like a real request) and hands it to the queue.
+func (f *fixture) submit(t testing.TB) (*remediate.Summary, []int) {
+	t.Helper()
+	req := remediate.Request{Targets: []remediate.Selector{{ScriptPolicyID: f.script, Filter: "operatingSystem eq 'Windows'"}}, Mode: "async"}
+	plan, err := remediate.Validate(req, remediate.Limits{})
+	require.NoError(t, err)
+	return f.submitPlan(t, plan)
+}
+
+// submitN submits a run of exactly n eligible devices, listed.
+func (f *fixture) submitN(t testing.TB, n int) (*remediate.Summary, []int) {
+	t.Helper()
+	plan := remediate.Plan{Mode: remediate.ModeAsync}
+	for _, d := range f.tenant.Windows(false) {
+		if len(plan.Items) < n && !d.CoManaged && d.JoinType != "azureADRegistered" {
+			plan.Items = append(plan.Items, remediate.Item{Collection: graph.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: f.script})
+		}
+	}
+	require.Len(t, plan.Items, n)
+	return f.submitPlan(t, plan)
+}
+
+func (f *fixture) submitPlan(t testing.TB, plan remediate.Plan) (*remediate.Summary, []int) {
+	t.Helper()
+	p := f.engine.Prepare(context.Background(), plan)
+	require.Nil(t, p.Done(), "nothing rejects this run")
+	s, pending := p.Queue()
+	require.NoError(t, f.svc.Submit(context.Background(), s, pending, ""))
+	return s, pending
+}
+
+// drain delivers messages, each invocation under budget, until none is
+// left; it returns the number of invocations.
+func (f *fixture) drain(t testing.TB, budget time.Duration) int {
+	t.Helper()
+	n := 0
+	for {
+		m, ok := f.queue.pop()
+		if !ok {
+			return n
+		}
+		n++
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		err := f.svc.Work(ctx, m)
+		cancel()
+		require.NoError(t, err)
+		require.Less(t, n, 100_000, "the run does not converge")
+	}
+}
+
+// allPages reads every page of a finished run.
+func (f *fixture) allPages(t testing.TB, id string, follow bool) ([]remediate.DeviceResult, runs.Status) {
+	t.Helper()
+	var devs []remediate.DeviceResult
+	var first runs.Status
+	for page := 0; ; page++ {
+		st, err := f.svc.Status(context.Background(), id, page, follow)
+		require.NoError(t, err)
+		if page == 0 {
+			first = st
+		}
+		devs = append(devs, st.Summary.Devices...)
+		if page+1 >= st.PageCount {
+			return devs, first
+		}
+	}
+}
+
+// exactlyOnce checks every device of the summary appears once and each
+// succeeded device was triggered exactly once.
+func (f *fixture) exactlyOnce(t testing.TB, s *remediate.Summary, devs []remediate.DeviceResult) {
+	t.Helper()
+	require.Len(t, devs, len(s.Devices))
+	seen := map[string]bool{}
+	for i, d := range devs {
+		key := d.DeviceID + d.ScriptPolicyID
+		require.False(t, seen[key], "device %s twice", d.DeviceID)
+		seen[key] = true
+		assert.Equal(t, s.Devices[i].DeviceID, d.DeviceID, "devices keep the summary's order")
+		want := 0
+		if d.Outcome == remediate.Succeeded {
+			want = 1
+		}
+		if !assert.Equal(t, want, f.sim.TriggerCount(d.DeviceID, d.ScriptPolicyID), "device %s (%s/%s)", d.DeviceID, d.Outcome, d.Reason) {
+			return
+		}
+	}
+}
+
+func TestAsyncRunCompletesExactlyOnce(t *testing.T) {
+	stores(t, func(t *testing.T, newStore func() runs.Store) {
+		store := newStore()
+		_, memory := store.(*runs.MemoryStore)
+		f := newFixture(t, store, 40_000, intunesim.Options{}, runs.Options{PageSize: 2500})
+		f.engine = remediate.New(f.client, pace.New(5000, 100_000), remediate.Config{Concurrency: 16, Headroom: 10 * time.Millisecond}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		f.svc = runs.New(store, f.queue, f.engine, runs.Options{PageSize: 2500, RecordMargin: 10 * time.Millisecond}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		s, pending := f.submitN(t, 20_000)
+		require.Len(t, pending, 20_000)
+
+		st, err := f.svc.Status(context.Background(), s.RunID, 0, false)
+		require.NoError(t, err)
+		assert.False(t, st.Done)
+		assert.Equal(t, len(pending), st.Queued)
+		assert.Equal(t, remediate.StatusRunning, st.Summary.Status)
+		assert.GreaterOrEqual(t, st.RetryAfter, 5*time.Second)
+
+		// Short invocations (100 devices' worth at the pace): chunks
+		// continue across many of them. Azurite answers in milliseconds,
+		// not microseconds, so its invocations are longer.
+		budget := 60 * time.Millisecond
+		if !memory {
+			budget = 5 * time.Second
+		}
+		invocations := f.drain(t, budget)
+		if memory {
+			assert.Greater(t, invocations, 100, "chunks were continued in new messages")
+		} else {
+			assert.GreaterOrEqual(t, invocations, 100)
+		}
+
+		devs, st := f.allPages(t, s.RunID, false)
+		require.True(t, st.Done)
+		assert.Equal(t, 8, st.PageCount)
+		assert.Equal(t, len(s.Devices), st.Summary.Counts.Total)
+		assert.Equal(t, len(pending), st.Summary.Counts.Succeeded)
+		assert.Equal(t, remediate.StatusSucceeded, st.Summary.Status)
+		f.exactlyOnce(t, s, devs)
+		for _, d := range devs {
+			if d.Outcome == remediate.Succeeded {
+				assert.False(t, d.TriggeredAt.IsZero())
+			}
+		}
+		_, err = f.svc.Status(context.Background(), s.RunID, 8, false)
+		assert.ErrorIs(t, err, runs.ErrNoPage)
+		_, err = f.svc.Status(context.Background(), "nosuchrun", 0, false)
+		assert.ErrorIs(t, err, runs.ErrNotFound)
+	})
+}
+
+// dyingStore fails every outcome save after the first few: the worker
+// "dies" between sending triggers and recording them.
+type dyingStore struct {
+	runs.Store
+	mu    sync.Mutex
+	saves int
+	after int
+}
+
+func (d *dyingStore) Save(ctx context.Context, id string, c *runs.Chunk, rows []runs.Row) error {
+	d.mu.Lock()
+	d.saves++
+	n := d.saves
+	d.mu.Unlock()
+	if n > d.after && n%2 == 0 { // claims are odd saves, outcomes even
+		return context.Canceled
+	}
+	return d.Store.Save(ctx, id, c, rows)
+}
+
+func TestKilledWorkerRedeliveredLosesAndRepeatsNothing(t *testing.T) {
+	stores(t, func(t *testing.T, newStore func() runs.Store) {
+		store := newStore()
+		dying := &dyingStore{Store: store, after: 4}
+		f := newFixture(t, dying, 600, intunesim.Options{}, runs.Options{ClaimLease: time.Nanosecond, SliceSize: 20})
+		s, pending := f.submit(t)
+		m, ok := f.queue.pop()
+		require.True(t, ok)
+		err := f.svc.Work(context.Background(), m)
+		require.Error(t, err, "the worker died recording a slice")
+		triggered := f.sim.Counters().Triggers
+		require.Positive(t, triggered)
+
+		// The host redelivers the message to a healthy worker.
+		dying.after = 1 << 30
+		f.queue.mu.Lock()
+		f.queue.msgs = append([]runs.Message{m}, f.queue.msgs...)
+		f.queue.mu.Unlock()
+		f.drain(t, time.Minute)
+
+		devs, st := f.allPages(t, s.RunID, false)
+		require.True(t, st.Done)
+		assert.Equal(t, len(pending), st.Summary.Counts.Succeeded)
+		f.exactlyOnce(t, s, devs)
+		recovered := 0
+		for _, d := range devs {
+			if d.Message != "" && d.Outcome == remediate.Succeeded {
+				recovered++
+			}
+		}
+		assert.Equal(t, 20, recovered, "the slice whose outcomes were lost was recovered from Intune's action record, not triggered again")
+	})
+}
+
+func TestHeldClaimsAreNotTriggeredTwice(t *testing.T) {
+	f := newFixture(t, runs.NewMemoryStore(), 300, intunesim.Options{}, runs.Options{ClaimLease: time.Hour, SliceSize: 20})
+	dying := &dyingStore{Store: runs.NewMemoryStore(), after: 0}
+	f.svc = runs.New(dying, f.queue, f.engine, runs.Options{ClaimLease: time.Hour, SliceSize: 20}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	_, _ = f.submit(t)
+	m, _ := f.queue.pop()
+	require.Error(t, f.svc.Work(context.Background(), m))
+	before := f.sim.Counters().Triggers
+	// Redelivered while the claims are young (the first worker may still
+	// be running): the claimed devices are held, not sent.
+	dying.after = 1 << 30
+	require.NoError(t, f.svc.Work(context.Background(), m))
+	assert.Equal(t, before+len(m.Items)-20, f.sim.Counters().Triggers)
+	held, ok := f.queue.pop()
+	require.True(t, ok, "held devices go back to the queue")
+	assert.Len(t, held.Items, 20)
+}
+
+func TestPoisonMessageFailsItsDevices(t *testing.T) {
+	stores(t, func(t *testing.T, newStore func() runs.Store) {
+		f := newFixture(t, newStore(), 500, intunesim.Options{}, runs.Options{ChunkSize: 50})
+		s, pending := f.submit(t)
+		poison, ok := f.queue.pop()
+		require.True(t, ok)
+		require.NoError(t, f.svc.Poison(context.Background(), poison))
+		require.NoError(t, f.svc.Poison(context.Background(), poison), "a poison message seen twice changes nothing")
+		f.drain(t, time.Minute)
+		devs, st := f.allPages(t, s.RunID, false)
+		require.True(t, st.Done)
+		assert.Equal(t, len(poison.Items), st.Summary.Counts.Failed)
+		assert.Equal(t, len(pending)-len(poison.Items), st.Summary.Counts.Succeeded)
+		assert.Equal(t, remediate.StatusPartiallySucceeded, st.Summary.Status)
+		f.exactlyOnce(t, s, devs)
+		for _, it := range poison.Items {
+			assert.Equal(t, remediate.ReasonPoison, devs[it.Index].Reason)
+			assert.Equal(t, remediate.Failed, devs[it.Index].Outcome)
+		}
+	})
+}
+
+func TestFollowUpReportsScriptResults(t *testing.T) {
+	f := newFixture(t, runs.NewMemoryStore(), 200, intunesim.Options{RunStateDelay: 300 * time.Millisecond}, runs.Options{})
+	s, _ := f.submit(t)
+	f.drain(t, time.Minute)
+	devs, _ := f.allPages(t, s.RunID, true)
+	for _, d := range devs {
+		if d.Outcome == remediate.Succeeded {
+			require.NotNil(t, d.FollowUp)
+			assert.Equal(t, remediate.FollowPending, d.FollowUp.State, "the scripts have not reported yet")
+		} else {
+			assert.Nil(t, d.FollowUp)
+		}
+	}
+	time.Sleep(400 * time.Millisecond)
+	devs, _ = f.allPages(t, s.RunID, true)
+	states := map[string]int{}
+	for _, d := range devs {
+		if d.Outcome != remediate.Succeeded {
+			continue
+		}
+		states[d.FollowUp.State]++
+		// The simulator's outcomes carry the names remediator reports.
+		assert.Equal(t, intunesim.FinalOutcome(d.DeviceID, d.ScriptPolicyID), d.FollowUp.State, d.DeviceID)
+		assert.True(t, d.FollowUp.LastStateUpdateDateTime.After(d.TriggeredAt))
+	}
+	assert.Zero(t, states[remediate.FollowPending])
+	assert.Greater(t, len(states), 2, "the simulator's outcomes vary: %v", states)
+}

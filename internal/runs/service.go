@@ -1,0 +1,295 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// Engine is what workers need of the remediation engine;
+// *remediate.Engine implements it.
+type Engine interface {
+	Trigger(ctx context.Context, items []remediate.Item) ([]remediate.DeviceResult, remediate.Throttling)
+	Lookup(ctx context.Context, ids []string) (map[string]*graph.Device, map[string]*graph.Error)
+	RunStates(ctx context.Context, scriptID string, each func([]graph.RunState) bool) error
+	WriteRate() float64
+}
+
+// Credentials resolve a run's tenant credential for a worker, as for the
+// request that started the run; *credential.Source implements it.
+type Credentials interface {
+	Prepare(ctx context.Context, tenant string) (context.Context, error)
+}
+
+// Options tune a Service.
+type Options struct {
+	// ChunkSize is the number of devices per queue message, at most
+	// MaxChunk (the default).
+	ChunkSize int
+	// SliceSize is the number of devices a worker claims, triggers and
+	// records at a time (one storage transaction each way). Default 32:
+	// about 4 s of triggers at Intune's pace.
+	SliceSize int
+	// ClaimLease is how long a claimed device is left to the worker that
+	// claimed it before another treats that worker as gone. It must exceed
+	// the time one slice can take. Default 5 min.
+	ClaimLease time.Duration
+	// PageSize is the number of devices per status page. Default 1,000.
+	PageSize int
+	// RecordMargin is the time a worker keeps, beyond a slice's triggers,
+	// to record it before its deadline. Default 5 s.
+	RecordMargin time.Duration
+	// Credentials, when set, are resolved for each chunk.
+	Credentials Credentials
+}
+
+// Service submits runs, works their chunks and reports their status.
+type Service struct {
+	store  Store
+	queue  Queue
+	engine Engine
+	opts   Options
+	log    *slog.Logger
+}
+
+// New returns a Service.
+func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger) *Service {
+	if opts.ChunkSize <= 0 || opts.ChunkSize > MaxChunk {
+		opts.ChunkSize = MaxChunk
+	}
+	if opts.SliceSize <= 0 {
+		opts.SliceSize = 32
+	}
+	opts.SliceSize = min(opts.SliceSize, 99, opts.ChunkSize)
+	if opts.ClaimLease <= 0 {
+		opts.ClaimLease = 5 * time.Minute
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 1000
+	}
+	if opts.RecordMargin <= 0 {
+		opts.RecordMargin = 5 * time.Second
+	}
+	return &Service{store: store, queue: queue, engine: engine, opts: opts, log: log}
+}
+
+// Submit writes a prepared run (the summary and the indexes of its devices
+// left to trigger, from remediate.Prepared.Queue) and queues its chunks.
+// When it returns nil, every device is in the store and every chunk in the
+// queue.
+func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, pending []int, tenant string) error {
+	header := *sum
+	header.Devices = nil
+	head, err := json.Marshal(&header)
+	if err != nil {
+		return fmt.Errorf("runs: encoding the run: %w", err)
+	}
+	m := Meta{RunID: sum.RunID, TenantID: tenant, Created: time.Now().UTC(), Devices: len(sum.Devices), Summary: head}
+	rows := make([]Row, len(sum.Devices))
+	isPending := make([]bool, len(sum.Devices))
+	for _, i := range pending {
+		isPending[i] = true
+	}
+	for i, d := range sum.Devices {
+		rows[i] = Row{Index: i, DeviceResult: d}
+		if !isPending[i] {
+			addCount(&m.Base, d.Outcome)
+		}
+	}
+	var msgs []Message
+	var chunks []Chunk
+	for start := 0; start < len(pending); start += s.opts.ChunkSize {
+		idx := pending[start:min(start+s.opts.ChunkSize, len(pending))]
+		msg := Message{RunID: sum.RunID, Chunk: len(chunks), Items: make([]WorkItem, len(idx))}
+		for j, i := range idx {
+			d := sum.Devices[i]
+			msg.Items[j] = WorkItem{Index: i, DeviceID: d.DeviceID, ScriptID: d.ScriptPolicyID, Collection: d.Collection}
+		}
+		chunks = append(chunks, Chunk{Number: len(chunks), Devices: len(idx), Open: len(idx)})
+		msgs = append(msgs, msg)
+	}
+	m.Chunks = len(chunks)
+	if err := s.store.CreateRun(ctx, m, rows, chunks); err != nil {
+		return fmt.Errorf("runs: storing run %s: %w", m.RunID, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, msg := range msgs {
+		g.Go(func() error { return s.queue.Send(gctx, msg, 0) })
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("runs: queueing run %s: %w", m.RunID, err)
+	}
+	s.log.Info("run queued", "run_id", m.RunID, "devices", m.Devices, "queued", len(pending), "chunks", m.Chunks)
+	return nil
+}
+
+func addCount(c *remediate.Counts, o remediate.Outcome) {
+	c.Total++
+	switch o {
+	case remediate.Succeeded:
+		c.Succeeded++
+	case remediate.Failed:
+		c.Failed++
+	case remediate.Skipped:
+		c.Skipped++
+	case remediate.NotAttempted:
+		c.NotAttempted++
+	case remediate.Planned:
+		c.Planned++
+	}
+}
+
+func addCounts(a *remediate.Counts, b remediate.Counts) {
+	a.Total += b.Total
+	a.Succeeded += b.Succeeded
+	a.Failed += b.Failed
+	a.Skipped += b.Skipped
+	a.NotAttempted += b.NotAttempted
+	a.Planned += b.Planned
+}
+
+// Status is a run's state for GET runs/{id}: Done with the final summary
+// (one page of devices), or running with the progress so far.
+type Status struct {
+	Done bool
+	// Summary is the run's summary; its Devices are the requested page.
+	Summary *remediate.Summary
+	// Queued is the number of devices workers have yet to do.
+	Queued     int
+	Page       int
+	PageCount  int
+	RetryAfter time.Duration
+}
+
+// Status reads run id: its counts, and page (0-based) of its devices. With
+// follow, triggered devices on the page get their scripts' results from
+// Intune's run states.
+func (s *Service) Status(ctx context.Context, id string, page int, follow bool) (Status, error) {
+	m, err := s.store.Meta(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	var sum remediate.Summary
+	if err := json.Unmarshal(m.Summary, &sum); err != nil {
+		return Status{}, fmt.Errorf("runs: run %s is unreadable: %w", id, err)
+	}
+	chunks, err := s.store.Chunks(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{Summary: &sum, Page: page, PageCount: max(1, (m.Devices+s.opts.PageSize-1)/s.opts.PageSize)}
+	counts := m.Base
+	var finished time.Time
+	for _, c := range chunks {
+		addCounts(&counts, c.Counts)
+		st.Queued += c.Open
+		sum.Throttling.ThrottledResponses += c.Throttle.ThrottledResponses
+		sum.Throttling.WaitedMS += c.Throttle.WaitedMS
+		if c.Finished.After(finished) {
+			finished = c.Finished
+		}
+	}
+	counts.NotAttempted += st.Queued
+	counts.Total += st.Queued
+	sum.Counts = counts
+	st.Done = st.Queued == 0
+	if st.Done {
+		sum.Status = finalStatus(counts)
+		if finished.IsZero() {
+			finished = m.Created
+		}
+		sum.FinishedAt = finished
+		sum.DurationMS = finished.Sub(sum.StartedAt).Milliseconds()
+	} else {
+		sum.Status = remediate.StatusRunning
+		st.RetryAfter = s.retryAfter(st.Queued)
+	}
+	if page < 0 || page >= st.PageCount {
+		return st, fmt.Errorf("%w: page %d of %d", ErrNoPage, page, st.PageCount)
+	}
+	rows, err := s.store.Rows(ctx, id, page*s.opts.PageSize, min((page+1)*s.opts.PageSize, m.Devices))
+	if err != nil {
+		return Status{}, err
+	}
+	sum.Devices = make([]remediate.DeviceResult, len(rows))
+	for i, r := range rows {
+		sum.Devices[i] = r.DeviceResult
+	}
+	if follow {
+		if err := s.follow(ctx, sum.Devices); err != nil {
+			sum.Warnings = append(sum.Warnings, "follow-up incomplete: "+err.Error())
+		}
+	}
+	return st, nil
+}
+
+// ErrNoPage is returned by Status for a page past the last.
+var ErrNoPage = errors.New("runs: no such page")
+
+// finalStatus mirrors the synchronous summary's status.
+func finalStatus(c remediate.Counts) string {
+	switch {
+	case c.Failed+c.NotAttempted == 0:
+		return remediate.StatusSucceeded
+	case c.Succeeded > 0:
+		return remediate.StatusPartiallySucceeded
+	}
+	return remediate.StatusFailed
+}
+
+// retryAfter suggests when to poll again: the time the queued devices take
+// at the write pace, between 5 and 60 s.
+func (s *Service) retryAfter(queued int) time.Duration {
+	d := 20 * time.Second
+	if rate := s.engine.WriteRate(); rate > 0 {
+		d = time.Duration(float64(queued) / rate * float64(time.Second))
+	}
+	return min(max(d, 5*time.Second), 60*time.Second)
+}
+
+// follow reads the run states of the scripts the triggered devices ran,
+// one list per script, and stops as soon as every device is found.
+func (s *Service) follow(ctx context.Context, devs []remediate.DeviceResult) error {
+	want := map[string]map[string]int{} // script → device → index
+	for i, d := range devs {
+		if d.Outcome != remediate.Succeeded {
+			continue
+		}
+		sc := strings.ToLower(d.ScriptPolicyID)
+		if want[sc] == nil {
+			want[sc] = map[string]int{}
+		}
+		want[sc][strings.ToLower(d.DeviceID)] = i
+		devs[i].FollowUp = &remediate.FollowUp{State: remediate.FollowPending}
+	}
+	var errs []error
+	for sc, byDevice := range want {
+		left := len(byDevice)
+		err := s.engine.RunStates(ctx, sc, func(states []graph.RunState) bool {
+			for _, st := range states {
+				i, ok := byDevice[strings.ToLower(st.ManagedDevice.ID)]
+				if !ok {
+					continue
+				}
+				f := remediate.FollowUpOf(st, devs[i].TriggeredAt)
+				devs[i].FollowUp = &f
+				left--
+			}
+			return left > 0
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("script %s: %w", sc, err))
+		}
+	}
+	return errors.Join(errs...)
+}

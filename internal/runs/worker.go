@@ -1,0 +1,286 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// clockSkew is allowed between this process's clock and Intune's when a
+// device's last on-demand action is compared with a claim.
+const clockSkew = time.Minute
+
+// Work carries out one queue message. Devices the run already finished are
+// skipped; devices claimed by a worker that stopped mid-call are looked up
+// in Intune's action record before anything is sent again. What the
+// deadline (ctx) leaves is queued again as a new message of the same chunk.
+// An error means the message should be delivered again.
+func (s *Service) Work(ctx context.Context, msg Message) error {
+	m, err := s.store.Meta(ctx, msg.RunID)
+	if errors.Is(err, ErrNotFound) {
+		s.log.Warn("work for an unknown run dropped", "run_id", msg.RunID, "chunk", msg.Chunk, "devices", len(msg.Items))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if s.opts.Credentials != nil {
+		if ctx, err = s.opts.Credentials.Prepare(ctx, m.TenantID); err != nil {
+			return fmt.Errorf("runs: credential for run %s: %w", msg.RunID, err)
+		}
+	}
+	c, rows, err := s.load(ctx, msg)
+	if err != nil {
+		return err
+	}
+	todo, held := s.sort(ctx, msg, c, rows)
+	if err := s.saveRecovered(ctx, msg.RunID, c, rows); err != nil {
+		return err
+	}
+	for len(todo) > 0 && ctx.Err() == nil {
+		n := min(s.opts.SliceSize, len(todo))
+		if !s.timeFor(ctx, n) {
+			break
+		}
+		slice := todo[:n]
+		if err := s.claim(ctx, msg.RunID, c, rows, slice); err != nil {
+			if errors.Is(err, ErrConflict) {
+				break // another worker has the chunk: hand the rest back below
+			}
+			return err
+		}
+		sent := s.trigger(ctx, msg.RunID, c, rows, slice)
+		if sent != nil {
+			return sent
+		}
+		todo = todo[n:]
+	}
+	rest := append(todo, held...)
+	if len(rest) == 0 {
+		return nil
+	}
+	after := time.Duration(0)
+	if len(held) > 0 {
+		after = s.opts.ClaimLease
+	}
+	next := Message{RunID: msg.RunID, Chunk: msg.Chunk, Items: rest}
+	if err := s.queue.Send(context.WithoutCancel(ctx), next, after); err != nil {
+		return fmt.Errorf("runs: queueing the rest of chunk %d of run %s: %w", msg.Chunk, msg.RunID, err)
+	}
+	s.log.Info("chunk continued in a new message", "run_id", msg.RunID, "chunk", msg.Chunk, "devices", len(rest), "held", len(held))
+	return nil
+}
+
+// load reads the chunk and the rows of msg's items, by index.
+func (s *Service) load(ctx context.Context, msg Message) (*Chunk, map[int]*Row, error) {
+	c, err := s.store.Chunk(ctx, msg.RunID, msg.Chunk)
+	if err != nil {
+		return nil, nil, err
+	}
+	lo, hi := msg.Items[0].Index, msg.Items[0].Index
+	for _, it := range msg.Items {
+		lo, hi = min(lo, it.Index), max(hi, it.Index)
+	}
+	list, err := s.store.Rows(ctx, msg.RunID, lo, hi+1)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := map[int]bool{}
+	for _, it := range msg.Items {
+		want[it.Index] = true
+	}
+	rows := map[int]*Row{}
+	for i := range list {
+		if want[list[i].Index] {
+			rows[list[i].Index] = &list[i]
+		}
+	}
+	for _, it := range msg.Items {
+		if rows[it.Index] == nil {
+			return nil, nil, fmt.Errorf("runs: run %s has no device %d", msg.RunID, it.Index)
+		}
+	}
+	return &c, rows, nil
+}
+
+// sort splits msg's items: done ones are dropped, claims younger than the
+// lease are held for later, older claims are resolved from Intune's action
+// record (recovered as succeeded when the trigger took effect), the rest
+// are to do.
+func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]*Row) (todo, held []WorkItem) {
+	var stale []WorkItem
+	now := time.Now()
+	for _, it := range msg.Items {
+		r := rows[it.Index]
+		switch {
+		case r.final():
+		case r.ClaimedAt.IsZero():
+			todo = append(todo, it)
+		case now.Sub(r.ClaimedAt) < s.opts.ClaimLease:
+			held = append(held, it)
+		default:
+			stale = append(stale, it)
+		}
+	}
+	if len(stale) == 0 {
+		return todo, held
+	}
+	ids := make([]string, len(stale))
+	for i, it := range stale {
+		ids[i] = it.DeviceID
+	}
+	found, errs := s.engine.Lookup(ctx, ids)
+	for _, it := range stale {
+		r := rows[it.Index]
+		d := found[it.DeviceID]
+		switch {
+		case d != nil && d.OnDemandRemediationSince(r.ClaimedAt.Add(-clockSkew)):
+			r.Outcome, r.Reason, r.HTTPStatus = remediate.Succeeded, "", 204
+			r.TriggeredAt = r.ClaimedAt
+			r.Message = "the worker stopped before recording Intune's answer; Intune's action record shows the trigger took effect"
+			c.Open--
+			addCount(&c.Counts, remediate.Succeeded)
+		case d != nil || errs[it.DeviceID] != nil && errs[it.DeviceID].Status == 404:
+			r.ClaimedAt = time.Time{} // not triggered: do it now
+			todo = append(todo, it)
+		default:
+			held = append(held, it) // cannot tell yet: never risk a second trigger
+		}
+	}
+	return todo, held
+}
+
+// saveRecovered records devices sort resolved.
+func (s *Service) saveRecovered(ctx context.Context, run string, c *Chunk, rows map[int]*Row) error {
+	var changed []Row
+	for _, r := range rows {
+		if r.Outcome == remediate.Succeeded && strings.HasPrefix(r.Message, "the worker stopped") && r.Attempts == 0 {
+			r.Attempts = 1
+			changed = append(changed, *r)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	return s.saveAll(ctx, run, c, changed)
+}
+
+// timeFor reports whether a slice of n triggers fits in ctx's deadline at
+// the write pace, with room to record it.
+func (s *Service) timeFor(ctx context.Context, n int) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return true
+	}
+	need := s.opts.RecordMargin
+	if rate := s.engine.WriteRate(); rate > 0 {
+		need += time.Duration(float64(n) / rate * float64(time.Second))
+	}
+	return time.Until(dl) > need
+}
+
+// claim marks the slice's rows as being triggered now.
+func (s *Service) claim(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) error {
+	now := time.Now().UTC()
+	out := make([]Row, len(slice))
+	for i, it := range slice {
+		rows[it.Index].ClaimedAt = now
+		out[i] = *rows[it.Index]
+	}
+	return s.store.Save(ctx, run, c, out)
+}
+
+// trigger sends the slice's triggers and records the outcomes; devices the
+// deadline left unsent are unclaimed and stay to do.
+func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) error {
+	items := make([]remediate.Item, len(slice))
+	for i, it := range slice {
+		items[i] = remediate.Item{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptID, Collection: graph.Collection(it.Collection)}
+	}
+	results, th := s.engine.Trigger(ctx, items)
+	out := make([]Row, len(slice))
+	for i, it := range slice {
+		r := rows[it.Index]
+		res := results[i]
+		res.DeviceName = r.DeviceName
+		if res.Outcome == remediate.NotAttempted {
+			// Not sent: back to the queue with the rest.
+			r.ClaimedAt = time.Time{}
+		} else {
+			r.DeviceResult = res
+			c.Open--
+			addCount(&c.Counts, res.Outcome)
+		}
+		out[i] = *r
+	}
+	c.Throttle.ThrottledResponses += th.ThrottledResponses
+	c.Throttle.WaitedMS += th.WaitedMS
+	if c.Open == 0 {
+		c.Finished = time.Now().UTC()
+	}
+	// Recording must not be cut short by the deadline that ended the
+	// triggers: the outcomes are what makes redelivery safe.
+	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.store.Save(rec, run, c, out); err != nil {
+		return fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
+	}
+	return nil
+}
+
+// saveAll saves rows in as many transactions as it takes, the chunk with
+// each.
+func (s *Service) saveAll(ctx context.Context, run string, c *Chunk, rows []Row) error {
+	slices.SortFunc(rows, func(a, b Row) int { return a.Index - b.Index })
+	for start := 0; start < len(rows) || start == 0; start += 99 {
+		if err := s.store.Save(ctx, run, c, rows[start:min(start+99, len(rows))]); err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			break
+		}
+	}
+	return nil
+}
+
+// Poison accounts for a message the queue gave up on (moved to the poison
+// queue after maxDequeueCount failed deliveries): its devices not yet done
+// fail with reason poison, so the run ends and no device is lost.
+func (s *Service) Poison(ctx context.Context, msg Message) error {
+	if _, err := s.store.Meta(ctx, msg.RunID); errors.Is(err, ErrNotFound) {
+		s.log.Warn("poison message for an unknown run dropped", "run_id", msg.RunID, "chunk", msg.Chunk)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	c, rows, err := s.load(ctx, msg)
+	if err != nil {
+		return err
+	}
+	var out []Row
+	for _, it := range msg.Items {
+		r := rows[it.Index]
+		if r.final() {
+			continue
+		}
+		r.Outcome, r.Reason = remediate.Failed, remediate.ReasonPoison
+		r.Message = "this device's work item failed on every delivery and was moved to the poison queue; the run did not trigger it"
+		if !r.ClaimedAt.IsZero() {
+			r.Message = "this device's work item failed on every delivery and was moved to the poison queue; a trigger may have been sent at " + r.ClaimedAt.Format(time.RFC3339)
+		}
+		c.Open--
+		addCount(&c.Counts, remediate.Failed)
+		out = append(out, *r)
+	}
+	if c.Open == 0 {
+		c.Finished = time.Now().UTC()
+	}
+	s.log.Error("poison message accounted for", "run_id", msg.RunID, "chunk", msg.Chunk, "devices_failed", len(out))
+	return s.saveAll(ctx, msg.RunID, c, out)
+}
