@@ -13,17 +13,26 @@ VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 RELEASE_GO          := go1.26.10
 TOOLS               := $(CURDIR)/.tools
 FUZZTIME            ?= 60s
+# Azurite, the Azure Storage emulator the run-store tests use, from npm.
+AZURITE_VERSION     := 3.35.0
+AZURITE             := $(TOOLS)/azurite/node_modules/.bin/azurite
 
-.PHONY: demo test vet fmt-check build size-check bench simulate serve run package package-lambda lint tools fuzz soak clean
+.PHONY: azurite demo test vet fmt-check build size-check bench simulate serve run package package-lambda lint tools fuzz soak clean
 
 ## demo: the main job against the embedded Intune simulator (no Azure account)
 demo:
 	$(GO) build -o $(BIN) ./handler
 	./$(BIN) demo
 
-## test: what CI runs — formatting, vet, every test with the race detector
-test: fmt-check vet
-	$(GO) test -race -count=1 ./...
+## test: what CI runs — formatting, vet, every test with the race detector (Azurite installed first)
+test: fmt-check vet azurite
+	AZURITE=$(AZURITE) $(GO) test -race -count=1 ./...
+
+## azurite: install Azurite under .tools (needs Node.js and npm)
+azurite: $(AZURITE)
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt-get install nodejs npm)"; exit 1; }
+	npm install --no-audit --no-fund --silent --prefix $(TOOLS)/azurite azurite@$(AZURITE_VERSION)
 
 vet:
 	$(GO) vet ./...
@@ -47,6 +56,7 @@ size-check:
 ## devices, and the simulator's own throughput
 bench:
 	$(GO) test -run '^$$' -bench 'Remediate2000|ResolveFilter100k' -benchtime 1x ./internal/remediate
+	$(GO) test -run '^$$' -bench 'AsyncRun100k' -benchtime 1x ./internal/runs
 	$(GO) test -run '^$$' -bench Simulator -benchtime 3s -cpu 1 ./internal/intunesim
 
 ## simulate: the Intune simulator alone on 127.0.0.1:8081

@@ -27,14 +27,16 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 		return err
 	}
 	defer func() { _ = sim.Close() }()
-	cfg, err := config.Load(withEnv(getenv, "GRAPH_BASE_URL", sim.URL, "GRAPH_AUTH", "none"))
+	getenv = withEnv(getenv, "GRAPH_BASE_URL", sim.URL, "GRAPH_AUTH", "none", "AzureWebJobsStorage", "")
+	cfg, err := config.Load(getenv)
 	if err != nil {
 		return err
 	}
-	api, gc, err := build(cfg, getenv, newLogger(stderr, slog.LevelWarn))
+	d, err := build(ctx, cfg, getenv, newLogger(stderr, slog.LevelWarn), runtimeLocal)
 	if err != nil {
 		return err
 	}
+	api, gc := d.api, d.graph
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

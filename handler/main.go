@@ -25,8 +25,11 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
 	"github.com/remediator/remediator/internal/alert"
 	"github.com/remediator/remediator/internal/awslambda"
+	"github.com/remediator/remediator/internal/azstore"
 	"github.com/remediator/remediator/internal/azure"
 	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/credential"
@@ -35,6 +38,7 @@ import (
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/runs"
 )
 
 func main() {
@@ -77,10 +81,27 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// build wires the credentials, the Graph client, the pacer, the engine and
-// the HTTP API. The client secret is read from getenv here and handed to
-// the credential, never stored in the configuration.
-func build(cfg config.Config, getenv func(string) string, log *slog.Logger) (*httpapi.API, *graph.Client, error) {
+// Runtimes build distinguishes: where runs that outlive an answer can be
+// kept.
+const (
+	runtimeLocal  = "local"  // serve, demo: in-process store and workers
+	runtimeAzure  = "azure"  // Functions host: Azure Storage, or synchronous only
+	runtimeLambda = "lambda" // no queue trigger: synchronous only
+)
+
+// deps is what build wires.
+type deps struct {
+	api   *httpapi.API
+	graph *graph.Client
+	// runs is the asynchronous side, nil when runs are synchronous only.
+	runs *runs.Service
+}
+
+// build wires the credentials, the Graph client, the pacer, the engine, the
+// run store and the HTTP API. Secrets (the client secret, the storage
+// connection string) are read from getenv here and handed on, never stored
+// in the configuration.
+func build(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, runtime string) (deps, error) {
 	gcfg := graph.Config{BaseURL: cfg.GraphBaseURL, CallTimeout: cfg.GraphCallTimeout}
 	var creds httpapi.Credentials
 	if cfg.GraphAuth != "none" {
@@ -92,15 +113,19 @@ func build(cfg config.Config, getenv func(string) string, log *slog.Logger) (*ht
 			AuthorityHost: cfg.AuthorityHost, VaultCredential: cfg.KeyVaultCredential,
 		}, log)
 		if err != nil {
-			return nil, nil, err
+			return deps{}, err
 		}
 		gcfg.Tokens, creds = src, src
 	}
 	gc, err := graph.New(gcfg)
 	if err != nil {
-		return nil, nil, err
+		return deps{}, err
 	}
-	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate), remediate.Config{
+	st, err := openStorage(ctx, cfg, getenv, log, runtime)
+	if err != nil {
+		return deps{}, err
+	}
+	ecfg := remediate.Config{
 		Concurrency:     cfg.MaxConcurrency,
 		MaxDevices:      cfg.MaxDevicesPerRun,
 		MaxFleetPercent: cfg.MaxFleetPercent,
@@ -108,12 +133,79 @@ func build(cfg config.Config, getenv func(string) string, log *slog.Logger) (*ht
 		ScriptPins:      cfg.ScriptPins,
 		Cooldown:        remediate.NewMemoryCooldown(max(cfg.DeviceCooldown, time.Minute)),
 		CooldownPeriod:  cfg.DeviceCooldown,
-	}, log)
-	return httpapi.New(engine, httpapi.Options{
-		Limits:      remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
-		Credentials: creds,
-		Alerts:      alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
-	}, log), gc, nil
+	}
+	opts := httpapi.Options{
+		Limits:         remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
+		Credentials:    creds,
+		Alerts:         alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
+		IdempotencyTTL: cfg.IdempotencyTTL,
+	}
+	if st.durable != nil {
+		ecfg.Cooldown, opts.Replays = st.durable, st.durable
+	}
+	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate), ecfg, log)
+	d := deps{graph: gc}
+	if st.store != nil {
+		var wcreds runs.Credentials
+		if creds != nil {
+			wcreds = creds
+		}
+		d.runs = runs.New(st.store, st.queue, engine, runs.Options{ClaimLease: cfg.FunctionTimeout, PageSize: cfg.RunPageSize, Credentials: wcreds}, log)
+		opts.Runs = d.runs
+		if st.local != nil {
+			st.local.Start(ctx, d.runs)
+		}
+	}
+	d.api = httpapi.New(engine, opts, log)
+	return d, nil
+}
+
+// storage is where runs, keys and cooldowns are kept.
+type storage struct {
+	store   runs.Store
+	queue   runs.Queue
+	durable *azstore.Store    // nil without Azure Storage
+	local   *runs.MemoryQueue // in-process workers (local runtime)
+}
+
+// openStorage opens Azure Storage when AzureWebJobsStorage (or its
+// identity-based form) is set. Without it, local runs keep runs in memory;
+// under the Functions host, runs stay synchronous: a run kept in memory
+// would be lost when the host recycles the worker.
+func openStorage(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, runtime string) (storage, error) {
+	conn := getenv("AzureWebJobsStorage")
+	if runtime != runtimeLambda && (conn != "" || cfg.StorageAccountName != "") {
+		acfg := azstore.Config{ConnectionString: conn, AccountName: cfg.StorageAccountName,
+			TableServiceURI: cfg.StorageTableURI, QueueServiceURI: cfg.StorageQueueURI,
+			Table: cfg.RunsTable, Queue: cfg.RemediationQueue}
+		if conn == "" {
+			var mi *azidentity.ManagedIdentityCredentialOptions
+			if id := getenv("AzureWebJobsStorage__clientId"); id != "" {
+				mi = &azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(id)}
+			}
+			cred, err := azidentity.NewManagedIdentityCredential(mi)
+			if err != nil {
+				return storage{}, fmt.Errorf("storage: managed identity for AzureWebJobsStorage__accountName: %w", err)
+			}
+			acfg.Credential = cred
+		}
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		st, q, err := azstore.Open(octx, acfg)
+		if err != nil {
+			return storage{}, fmt.Errorf("storage: %w", err)
+		}
+		log.Info("asynchronous runs kept in Azure Storage", "table", cfg.RunsTable, "queue", cfg.RemediationQueue)
+		return storage{store: st, queue: q, durable: st}, nil
+	}
+	switch runtime {
+	case runtimeLocal:
+		q := runs.NewMemoryQueue(2, log)
+		return storage{store: runs.NewMemoryStore(), queue: q, local: q}, nil
+	case runtimeAzure:
+		log.Warn("AzureWebJobsStorage is not set: asynchronous runs are off (mode async is refused, auto runs synchronously); an in-memory store would lose runs when the host recycles the worker")
+	}
+	return storage{}, nil
 }
 
 // withEnv overrides some settings of getenv.
@@ -148,10 +240,11 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		log.Info("GRAPH_BASE_URL is not set: using the embedded Intune simulator", "graph_base_url", sim.URL,
 			"sample_request", sampleRequest(sim.Tenant(), 3, 0, 0, 0))
 	}
-	api, _, err := build(cfg, getenv, log)
+	d, err := build(ctx, cfg, getenv, log, runtimeLocal)
 	if err != nil {
 		return err
 	}
+	api := d.api
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", cfg.Port))
 	if err != nil {
 		return err
@@ -185,13 +278,13 @@ func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, log *slog.
 // deployed loads the configuration of a deployed worker (Microsoft Graph
 // unless GRAPH_BASE_URL says otherwise), checks the scheduled request at
 // start-up, and builds the API.
-func deployed(getenv func(string) string, stderr io.Writer) (config.Config, *httpapi.API, *slog.Logger, error) {
+func deployed(ctx context.Context, getenv func(string) string, stderr io.Writer, runtime string) (config.Config, deps, *slog.Logger, error) {
 	if getenv("GRAPH_BASE_URL") == "" {
 		getenv = withEnv(getenv, "GRAPH_BASE_URL", graph.DefaultBaseURL)
 	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
-		return cfg, nil, nil, err
+		return cfg, deps{}, nil, err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
 	if cfg.ScheduledRequest != nil {
@@ -200,25 +293,29 @@ func deployed(getenv func(string) string, stderr io.Writer) (config.Config, *htt
 			_, err = remediate.Validate(req, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun})
 		}
 		if err != nil {
-			return cfg, nil, nil, fmt.Errorf("configuration: the scheduled request (SCHEDULED_REQUEST/SCHEDULED_REQUEST_FILE) is invalid: %w", err)
+			return cfg, deps{}, nil, fmt.Errorf("configuration: the scheduled request (SCHEDULED_REQUEST/SCHEDULED_REQUEST_FILE) is invalid: %w", err)
 		}
 	}
-	api, _, err := build(cfg, getenv, log)
-	return cfg, api, log, err
+	d, err := build(ctx, cfg, getenv, log, runtime)
+	return cfg, d, log, err
 }
 
 // azureWorker is the Azure Functions custom handler: it serves the host on
 // 127.0.0.1:port until the host stops it with SIGTERM.
 func azureWorker(ctx context.Context, port string, getenv func(string) string, stderr io.Writer) error {
-	cfg, api, log, err := deployed(getenv, stderr)
+	cfg, d, log, err := deployed(ctx, getenv, stderr, runtimeAzure)
 	if err != nil {
 		return err
 	}
-	host := azure.New(api, azure.Settings{
+	settings := azure.Settings{
 		FunctionTimeout:  cfg.FunctionTimeout,
 		HTTPBudget:       cfg.HTTPResponseBudget,
 		ScheduledRequest: cfg.ScheduledRequest,
-	}, log)
+	}
+	if d.runs != nil {
+		settings.Worker = d.runs
+	}
+	host := azure.New(d.api, settings, log)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:"+port)
 	if err != nil {
 		return err
@@ -231,11 +328,11 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 // lambdaWorker runs the AWS Lambda runtime loop. It returns only on a
 // configuration error: the runtime library ends the process itself.
 func lambdaWorker(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
-	cfg, api, log, err := deployed(getenv, stderr)
+	cfg, d, log, err := deployed(ctx, getenv, stderr, runtimeLambda)
 	if err != nil {
 		return err
 	}
-	h := awslambda.New(api, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest}, log)
+	h := awslambda.New(d.api, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest}, log)
 	log.Info("lambda runtime starting", "graph_base_url", cfg.GraphBaseURL, "write_rate", cfg.GraphWriteRate)
 	lambda.StartWithOptions(h.Invoke, lambda.WithContext(ctx), lambda.WithEnableSIGTERM())
 	return nil

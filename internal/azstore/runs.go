@@ -258,4 +258,3 @@ func (s *Store) Save(ctx context.Context, id string, c *runs.Chunk, rows []runs.
 	c.Version = now.Version
 	return nil
 }
-

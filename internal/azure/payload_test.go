@@ -79,18 +79,33 @@ func TestAppLayout(t *testing.T) {
 	raw, err := os.ReadFile("../../host.json")
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(raw, &host))
+	var queues struct {
+		Extensions struct {
+			Queues struct {
+				BatchSize, NewBatchThreshold, MaxDequeueCount int
+			} `json:"queues"`
+		} `json:"extensions"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &queues))
+	q := queues.Extensions.Queues
+	assert.Equal(t, 1, q.BatchSize, "one chunk at a time per instance: the write pace is per process")
+	assert.Zero(t, q.NewBatchThreshold)
+	assert.Equal(t, 5, q.MaxDequeueCount)
 	assert.Equal(t, "00:05:00", host.FunctionTimeout, "mirror FUNCTION_TIMEOUT's default (5m)")
 	assert.Equal(t, "bin/handler", host.CustomHandler.Description.DefaultExecutablePath)
 	assert.True(t, host.CustomHandler.EnableForwardingHTTPRequest)
 
 	type binding struct {
-		Type, Direction, Name, AuthLevel, Route, Schedule string
-		Methods                                           []string
+		Type, Direction, Name, AuthLevel, Route, Schedule, QueueName, Connection string
+		Methods                                                                  []string
 	}
 	for fn, trigger := range map[string]binding{
 		"remediate": {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "remediate", Methods: []string{"post"}},
 		"alert":     {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "alert", Methods: []string{"post"}},
 		"schedule":  {Type: "timerTrigger", Direction: "in", Name: "timer", Schedule: "%REMEDIATION_SCHEDULE%"},
+		"runs":      {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "runs/{id}", Methods: []string{"get"}},
+		"worker":    {Type: "queueTrigger", Direction: "in", Name: "msg", QueueName: "%REMEDIATION_QUEUE%", Connection: "AzureWebJobsStorage"},
+		"poison":    {Type: "queueTrigger", Direction: "in", Name: "msg", QueueName: "%REMEDIATION_QUEUE%-poison", Connection: "AzureWebJobsStorage"},
 	} {
 		raw, err := os.ReadFile("../../" + fn + "/function.json")
 		require.NoError(t, err, fn)

@@ -41,6 +41,17 @@ type Config struct {
 	// FunctionTimeout mirrors host.json functionTimeout: every invocation
 	// ends before it.
 	FunctionTimeout time.Duration
+	// StorageAccountName is AzureWebJobsStorage__accountName (identity-
+	// based storage); the connection string AzureWebJobsStorage is a
+	// secret and is read where the store is opened, never kept here.
+	StorageAccountName, StorageTableURI, StorageQueueURI string
+	// RemediationQueue is the work queue of asynchronous runs; RunsTable
+	// the table of runs, idempotency keys and cooldowns.
+	RemediationQueue, RunsTable string
+	// IdempotencyTTL is how long answers are kept for Idempotency-Key.
+	IdempotencyTTL time.Duration
+	// RunPageSize is the number of devices per page of GET runs/{id}.
+	RunPageSize int
 	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end
 	// limit.
 	HTTPResponseBudget time.Duration
@@ -267,6 +278,22 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.HTTPResponseBudget > 230*time.Second {
 		bad("HTTP_RESPONSE_BUDGET", "%s is over the 230 s after which Azure's front end drops HTTP responses", c.HTTPResponseBudget)
 	}
+	c.StorageAccountName = get("AzureWebJobsStorage__accountName")
+	c.StorageTableURI, c.StorageQueueURI = get("AzureWebJobsStorage__tableServiceUri"), get("AzureWebJobsStorage__queueServiceUri")
+	c.RemediationQueue = get("REMEDIATION_QUEUE")
+	if c.RemediationQueue == "" {
+		c.RemediationQueue = "remediation-work"
+	} else if !queueNameRE.MatchString(c.RemediationQueue) {
+		bad("REMEDIATION_QUEUE", "%q is not a queue name (3-63 lower-case letters, digits and single hyphens)", c.RemediationQueue)
+	}
+	c.RunsTable = get("RUNS_TABLE")
+	if c.RunsTable == "" {
+		c.RunsTable = "remediatorruns"
+	} else if !tableNameRE.MatchString(c.RunsTable) {
+		bad("RUNS_TABLE", "%q is not a table name (3-63 letters and digits, starting with a letter)", c.RunsTable)
+	}
+	c.IdempotencyTTL = durOf("IDEMPOTENCY_TTL", 24*time.Hour)
+	c.RunPageSize = intOf("RUN_PAGE_SIZE", 1000, 1, 5000)
 	c.RemediationSchedule = get("REMEDIATION_SCHEDULE")
 	if c.RemediationSchedule != "" {
 		if n := len(strings.Fields(c.RemediationSchedule)); n != 5 && n != 6 {
@@ -319,6 +346,11 @@ func Load(getenv func(string) string) (Config, error) {
 }
 
 var secretNameRE = regexp.MustCompile(`^[0-9A-Za-z-]{1,90}$`)
+
+var (
+	queueNameRE = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
+	tableNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{2,62}$`)
+)
 
 var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 

@@ -22,7 +22,21 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, Config{GraphAuth: "none", MaxConcurrency: 8, GraphWriteRate: 8, GraphReadRate: 80,
 		MaxDevicesPerRun: 5000, GraphCallTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, Port: 8080,
 		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, AlertDeviceDimension: "DeviceId",
-		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute}, c)
+		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute,
+		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, RunPageSize: 1000}, c)
+}
+
+func TestStorageNames(t *testing.T) {
+	_, err := Load(env(map[string]string{"REMEDIATION_QUEUE": "Work_Items", "RUNS_TABLE": "runs-table", "RUN_PAGE_SIZE": "0"}))
+	require.Error(t, err)
+	for _, field := range []string{"REMEDIATION_QUEUE", "RUNS_TABLE", "RUN_PAGE_SIZE"} {
+		assert.Contains(t, err.Error(), field)
+	}
+	c, err := Load(env(map[string]string{"REMEDIATION_QUEUE": "tenant-a-work", "RUNS_TABLE": "runsA", "IDEMPOTENCY_TTL": "2h"}))
+	require.NoError(t, err)
+	assert.Equal(t, "tenant-a-work", c.RemediationQueue)
+	assert.Equal(t, "runsA", c.RunsTable)
+	assert.Equal(t, 2*time.Hour, c.IdempotencyTTL)
 }
 
 func TestSimulatorSettings(t *testing.T) {

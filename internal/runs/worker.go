@@ -55,11 +55,16 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 			}
 			return err
 		}
-		sent := s.trigger(ctx, msg.RunID, c, rows, slice)
-		if sent != nil {
-			return sent
+		unsent, err := s.trigger(ctx, msg.RunID, c, rows, slice)
+		if err != nil {
+			return err
 		}
 		todo = todo[n:]
+		if len(unsent) > 0 {
+			// The deadline came mid-slice: what was not sent goes on.
+			todo = append(unsent, todo...)
+			break
+		}
 	}
 	rest := append(todo, held...)
 	if len(rest) == 0 {
@@ -197,14 +202,15 @@ func (s *Service) claim(ctx context.Context, run string, c *Chunk, rows map[int]
 }
 
 // trigger sends the slice's triggers and records the outcomes; devices the
-// deadline left unsent are unclaimed and stay to do.
-func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) error {
+// deadline left unsent are unclaimed and returned, still to do.
+func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) ([]WorkItem, error) {
 	items := make([]remediate.Item, len(slice))
 	for i, it := range slice {
 		items[i] = remediate.Item{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptID, Collection: graph.Collection(it.Collection)}
 	}
 	results, th := s.engine.Trigger(ctx, items)
 	out := make([]Row, len(slice))
+	var unsent []WorkItem
 	for i, it := range slice {
 		r := rows[it.Index]
 		res := results[i]
@@ -212,6 +218,7 @@ func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[in
 		if res.Outcome == remediate.NotAttempted {
 			// Not sent: back to the queue with the rest.
 			r.ClaimedAt = time.Time{}
+			unsent = append(unsent, it)
 		} else {
 			r.DeviceResult = res
 			c.Open--
@@ -229,9 +236,9 @@ func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[in
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.store.Save(rec, run, c, out); err != nil {
-		return fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
+		return nil, fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
 	}
-	return nil
+	return unsent, nil
 }
 
 // saveAll saves rows in as many transactions as it takes, the chunk with
@@ -260,6 +267,10 @@ func (s *Service) Poison(ctx context.Context, msg Message) error {
 		return err
 	}
 	c, rows, err := s.load(ctx, msg)
+	if errors.Is(err, ErrNotFound) {
+		s.log.Error("poison message names no chunk of its run; dropped", "run_id", msg.RunID, "chunk", msg.Chunk)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

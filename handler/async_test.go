@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/azurite"
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// queueHost plays the Functions host's queue triggers against Azurite:
+// it dequeues a message, posts it to the function in payload mode, deletes
+// it on 200, lets it reappear on failure, and after maxDequeueCount
+// deliveries moves it to the poison queue, whose function it then calls.
+type queueHost struct {
+	work, poison *azqueue.QueueClient
+	maxDequeue   int64
+}
+
+func newQueueHost(t *testing.T, conn, queue string) *queueHost {
+	t.Helper()
+	svc, err := azqueue.NewServiceClientFromConnectionString(conn, nil)
+	require.NoError(t, err)
+	return &queueHost{work: svc.NewQueueClient(queue), poison: svc.NewQueueClient(queue + "-poison"), maxDequeue: 5}
+}
+
+// pump delivers messages of q to function until q stays empty; it returns
+// the number of invocations.
+func (h *queueHost) pump(t *testing.T, w *worker, q *azqueue.QueueClient, function string) int {
+	t.Helper()
+	ctx := context.Background()
+	invocations, empty := 0, 0
+	for empty < 3 {
+		vis := int32(2)
+		resp, err := q.DequeueMessage(ctx, &azqueue.DequeueMessageOptions{VisibilityTimeout: &vis})
+		require.NoError(t, err)
+		if len(resp.Messages) == 0 {
+			empty++
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		empty = 0
+		m := resp.Messages[0]
+		text, err := base64.StdEncoding.DecodeString(*m.MessageText)
+		require.NoError(t, err, "the queue trigger expects base64 messages")
+		envelope, _ := json.Marshal(map[string]any{
+			"Data":     map[string]any{"msg": string(text)},
+			"Metadata": map[string]any{"DequeueCount": *m.DequeueCount, "Id": *m.MessageID, "sys": map[string]any{"MethodName": function}},
+		})
+		invocations++
+		reply, body := hostPost(t, w.url+"/"+function, string(envelope))
+		switch {
+		case reply.StatusCode == 200:
+			_, err = q.DeleteMessage(ctx, *m.MessageID, *m.PopReceipt, nil)
+			require.NoError(t, err)
+		case *m.DequeueCount >= h.maxDequeue && q == h.work:
+			_, err = h.poison.EnqueueMessage(ctx, *m.MessageText, nil)
+			require.NoError(t, err)
+			_, err = q.DeleteMessage(ctx, *m.MessageID, *m.PopReceipt, nil)
+			require.NoError(t, err)
+		default:
+			t.Logf("%s failed (delivery %d): %s", function, *m.DequeueCount, body)
+		}
+		require.Less(t, invocations, 5000, "the queue does not drain")
+	}
+	return invocations
+}
+
+func get(t *testing.T, url string) (hostReply, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return hostReply{resp.StatusCode, resp.Header}, b
+}
+
+type runPage struct {
+	remediate.Summary
+	Page      int    `json:"page"`
+	PageCount int    `json:"page_count"`
+	NextPage  string `json:"next_page"`
+	Queued    int    `json:"queued"`
+}
+
+func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
+	conn := azurite.Start(t)
+	f := newTenant(t, 3000, intunesim.Options{})
+	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "RUN_PAGE_SIZE=500")
+	w := startWorker(t, env...)
+	devs := f.eligible(0, 1200)
+	body := f.request(devs, `,"mode":"async"`)
+
+	reply, b := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711")
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	var acc struct {
+		RunID     string `json:"run_id"`
+		Status    string `json:"status"`
+		StatusURL string `json:"status_url"`
+		Queued    int    `json:"queued"`
+	}
+	require.NoError(t, json.Unmarshal(b, &acc))
+	assert.Equal(t, "accepted", acc.Status)
+	assert.Equal(t, 1200, acc.Queued)
+	loc := reply.Header.Get("Location")
+	assert.Equal(t, w.url+"/api/runs/"+acc.RunID, loc, "an absolute status URL, as Logic Apps requires")
+	assert.NotEmpty(t, reply.Header.Get("Retry-After"))
+	assert.Zero(t, f.sim.Counters().Triggers, "nothing is triggered before a worker runs")
+
+	reply, b = get(t, loc)
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	assert.Equal(t, loc, reply.Header.Get("Location"))
+	assert.NotEmpty(t, reply.Header.Get("Retry-After"))
+
+	host := newQueueHost(t, conn, "work")
+	invocations := host.pump(t, w, host.work, "worker")
+	assert.GreaterOrEqual(t, invocations, 6, "1,200 devices are six chunks")
+
+	var devices []remediate.DeviceResult
+	for page, url := 0, loc; url != ""; page++ {
+		reply, b = get(t, url)
+		require.Equal(t, 200, reply.StatusCode, "%s", b)
+		var p runPage
+		require.NoError(t, json.Unmarshal(b, &p))
+		assert.Equal(t, page, p.Page)
+		assert.Equal(t, 3, p.PageCount)
+		assert.Equal(t, remediate.StatusSucceeded, p.Status)
+		assert.Equal(t, 1200, p.Counts.Succeeded)
+		devices = append(devices, p.Devices...)
+		url = p.NextPage
+	}
+	require.Len(t, devices, 1200)
+	for i, d := range devices {
+		assert.Equal(t, devs[i].ID, d.DeviceID)
+		assert.Equal(t, remediate.Succeeded, d.Outcome)
+		require.Equal(t, 1, f.sim.TriggerCount(d.DeviceID, f.script), d.DeviceID)
+	}
+	reply, _ = get(t, loc+"?page=3")
+	assert.Equal(t, 400, reply.StatusCode)
+	reply, _ = get(t, w.url+"/api/runs/0123456789abcdef01234567")
+	assert.Equal(t, 404, reply.StatusCode)
+
+	// The same key again, from a restarted worker: the first answer,
+	// nothing triggered, nothing queued.
+	_ = w.cmd.Process.Kill()
+	<-w.done
+	w = startWorker(t, env...)
+	reply, b = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711")
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	assert.Equal(t, "true", reply.Header.Get("Idempotent-Replayed"))
+	assert.Contains(t, string(b), acc.RunID)
+	assert.Equal(t, 1200, f.sim.Counters().Triggers)
+	assert.Zero(t, host.pump(t, w, host.work, "worker"), "a replay queues nothing")
+	reply, b = hostPost(t, w.url+"/api/remediate", f.request(devs[:1], `,"mode":"async"`), "Idempotency-Key", "change-4711")
+	assert.Equal(t, 422, reply.StatusCode, "%s", b)
+	assert.Contains(t, string(b), "idempotency_key_reused")
+
+	// Follow-up through the runs function.
+	reply, b = get(t, loc+"?follow=true")
+	require.Equal(t, 200, reply.StatusCode)
+	var p runPage
+	require.NoError(t, json.Unmarshal(b, &p))
+	for _, d := range p.Devices {
+		require.NotNil(t, d.FollowUp, d.DeviceID)
+		assert.Contains(t, []string{"pending", "no_issue", "remediated", "remediation_failed", "script_error"}, d.FollowUp.State)
+	}
+}
+
+func TestAzurePoisonMessagesFailTheirDevices(t *testing.T) {
+	conn := azurite.Start(t)
+	f := newTenant(t, 1000, intunesim.Options{})
+	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work")...)
+	devs := f.eligible(0, 250)
+	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"mode":"async"`))
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+
+	// Every delivery of one chunk fails (its message is corrupted in the
+	// queue): after maxDequeueCount the host moves it to the poison queue.
+	host := newQueueHost(t, conn, "work")
+	ctx := context.Background()
+	vis := int32(0)
+	resp, err := host.work.DequeueMessage(ctx, &azqueue.DequeueMessageOptions{VisibilityTimeout: &vis})
+	require.NoError(t, err)
+	require.Len(t, resp.Messages, 1)
+	good := *resp.Messages[0].MessageText
+	_, err = host.work.DeleteMessage(ctx, *resp.Messages[0].MessageID, *resp.Messages[0].PopReceipt, nil)
+	require.NoError(t, err)
+	var msg struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	raw, _ := base64.StdEncoding.DecodeString(good)
+	require.NoError(t, json.Unmarshal(raw, &msg))
+	poisoned := len(msg.Items)
+	// The worker fails this delivery: the run id points nowhere readable.
+	bad := base64.StdEncoding.EncodeToString([]byte(strings.Replace(string(raw), `"chunk":`, `"chunk":9`, 1)))
+	_, err = host.work.EnqueueMessage(ctx, bad, nil)
+	require.NoError(t, err)
+	host.pump(t, w, host.work, "worker")
+	// The poison function gets the original message of the chunk.
+	_, err = host.poison.EnqueueMessage(ctx, good, nil)
+	require.NoError(t, err)
+	host.pump(t, w, host.poison, "poison")
+
+	var acc struct {
+		RunID string `json:"run_id"`
+	}
+	require.NoError(t, json.Unmarshal(b, &acc))
+	reply, b = get(t, w.url+"/api/runs/"+acc.RunID)
+	require.Equal(t, 424, reply.StatusCode, "failed devices make the run's answer 424, as a synchronous one: %s", b)
+	var p runPage
+	require.NoError(t, json.Unmarshal(b, &p))
+	assert.Equal(t, poisoned, p.Counts.Failed)
+	assert.Equal(t, 250-poisoned, p.Counts.Succeeded)
+	reasons := map[string]int{}
+	for _, d := range p.Devices {
+		reasons[d.Reason]++
+	}
+	assert.Equal(t, poisoned, reasons["poison"], fmt.Sprint(reasons))
+	assert.Contains(t, w.logs.String(), `"function":"poison"`)
+}
