@@ -156,7 +156,8 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	// The same key again, from a restarted worker: the first answer,
 	// nothing triggered, nothing queued.
 	_ = w.cmd.Process.Kill()
-	<-w.done
+	err := <-w.done
+	require.Error(t, err, "killed, not exited")
 	w = startWorker(t, env...)
 	reply, b = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711")
 	require.Equal(t, 202, reply.StatusCode, "%s", b)

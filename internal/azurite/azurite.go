@@ -5,6 +5,7 @@
 package azurite
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -43,11 +44,11 @@ func Binary() (string, error) {
 }
 
 func freePort(tb testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("azurite: no free port: %v", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 
@@ -60,7 +61,7 @@ func Start(tb testing.TB) string {
 		tb.Fatalf("azurite not found (run `make azurite`, or set AZURITE): %v", err)
 	}
 	blob, queue, table := freePort(tb), freePort(tb), freePort(tb)
-	cmd := exec.Command(bin, "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
+	cmd := exec.CommandContext(context.Background(), bin, "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
 		"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(blob),
 		"--queueHost", "127.0.0.1", "--queuePort", fmt.Sprint(queue),
 		"--tableHost", "127.0.0.1", "--tablePort", fmt.Sprint(table))
@@ -76,7 +77,8 @@ func Start(tb testing.TB) string {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, port := range []int{queue, table} {
 		for {
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+			d := net.Dialer{Timeout: time.Second}
+			c, err := d.DialContext(context.Background(), "tcp", fmt.Sprintf("127.0.0.1:%d", port))
 			if err == nil {
 				_ = c.Close()
 				break
