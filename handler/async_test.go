@@ -232,3 +232,66 @@ func TestAzurePoisonMessagesFailTheirDevices(t *testing.T) {
 	assert.Equal(t, poisoned, reasons["poison"], fmt.Sprint(reasons))
 	assert.Contains(t, w.logs.String(), `"function":"poison"`)
 }
+
+func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
+	conn := azurite.Start(t)
+	f := newTenant(t, 1000, intunesim.Options{Latency: 10 * time.Millisecond})
+	// 40 triggers/s: the chunk of 200 takes five seconds, time enough to
+	// kill the worker in the middle of it. FUNCTION_TIMEOUT is also the
+	// claim lease.
+	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "GRAPH_WRITE_RATE=40", "FUNCTION_TIMEOUT=10s")
+	w := startWorker(t, env...)
+	devs := f.eligible(0, 200)
+	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"mode":"async"`))
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	var acc struct {
+		RunID string `json:"run_id"`
+	}
+	require.NoError(t, json.Unmarshal(b, &acc))
+
+	host := newQueueHost(t, conn, "work")
+	ctx := context.Background()
+	vis := int32(12) // the host's lease on a message it is working
+	resp, err := host.work.DequeueMessage(ctx, &azqueue.DequeueMessageOptions{VisibilityTimeout: &vis})
+	require.NoError(t, err)
+	require.Len(t, resp.Messages, 1)
+	m := resp.Messages[0]
+	text, _ := base64.StdEncoding.DecodeString(*m.MessageText)
+	envelope, _ := json.Marshal(map[string]any{"Data": map[string]any{"msg": string(text)}, "Metadata": map[string]any{"DequeueCount": 1}})
+	go func() {
+		// The worker is killed under this call: its error is the point.
+		resp, err := http.Post(w.url+"/worker", "application/json", strings.NewReader(string(envelope)))
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for f.sim.Counters().Triggers < 60 {
+		require.True(t, time.Now().Before(deadline), "the worker did not trigger")
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, w.cmd.Process.Kill())
+	require.Error(t, <-w.done, "killed mid-chunk")
+	killedAt := f.sim.Counters().Triggers
+	require.Less(t, killedAt, 200, "the chunk was not finished")
+
+	// The host redelivers the message once its lease ends, to a new worker.
+	w = startWorker(t, env...)
+	time.Sleep(12 * time.Second)
+	host.pump(t, w, host.work, "worker")
+
+	reply, b = get(t, w.url+"/api/runs/"+acc.RunID)
+	require.Equal(t, 200, reply.StatusCode, "%s", b)
+	var p runPage
+	require.NoError(t, json.Unmarshal(b, &p))
+	assert.Equal(t, 200, p.Counts.Succeeded)
+	recovered := 0
+	for _, d := range p.Devices {
+		require.Equal(t, 1, f.sim.TriggerCount(d.DeviceID, f.script), "device %s triggered once, across the kill", d.DeviceID)
+		if strings.Contains(d.Message, "action record") {
+			recovered++
+		}
+	}
+	assert.Equal(t, 200, f.sim.Counters().Triggers)
+	t.Logf("killed after %d triggers; %d devices recovered from Intune's action record", killedAt, recovered)
+}

@@ -106,7 +106,10 @@ func (h *Handler) http(ctx context.Context, req events.APIGatewayV2HTTPRequest) 
 	switch {
 	case strings.HasSuffix(path, "/remediate"):
 		function = "remediate"
-		res = h.only(method, http.MethodPost, func() httpapi.Result { return h.run.Remediate(ctx, bytes.NewReader(body)) })
+		// Idempotency keys are kept per instance here: Lambda has no run
+		// storage (see README).
+		cctx := httpapi.WithCall(ctx, httpapi.Call{IdempotencyKey: headerOf(req.Headers, "Idempotency-Key")})
+		res = h.only(method, http.MethodPost, func() httpapi.Result { return h.run.Remediate(cctx, bytes.NewReader(body)) })
 	case strings.HasSuffix(path, "/alert"):
 		function = "alert"
 		res = h.only(method, http.MethodPost, func() httpapi.Result {
@@ -174,6 +177,17 @@ func response(res httpapi.Result) events.APIGatewayV2HTTPResponse {
 func requestID(ctx context.Context) string {
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		return lc.AwsRequestID
+	}
+	return ""
+}
+
+// headerOf reads a header case-insensitively (API Gateway lower-cases
+// them, Function URLs keep the caller's case).
+func headerOf(h map[string]string, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return v
+		}
 	}
 	return ""
 }

@@ -179,3 +179,28 @@ func TestUnknownEventsAreClearErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "unsupported event")
 	assert.Zero(t, f.sim.Counters().Requests)
 }
+
+func TestFunctionURLIdempotencyKeyAndNoAsync(t *testing.T) {
+	f := setup(t, nil)
+	withKey := func(body string) []byte {
+		ev := event(t, "function_url_request.json", "{{BODY}}", jsonString(body))
+		return []byte(strings.Replace(string(ev), `"headers": {`, `"headers": {"idempotency-key": "ticket-81",`, 1))
+	}
+	body := f.devices(2)
+	out, err := f.invoke(t, withKey(body))
+	require.NoError(t, err)
+	require.Equal(t, 200, httpResponse(t, out).StatusCode)
+	out, err = f.invoke(t, withKey(body))
+	require.NoError(t, err)
+	r := httpResponse(t, out)
+	assert.Equal(t, 200, r.StatusCode)
+	assert.Equal(t, "true", r.Headers["Idempotent-Replayed"])
+	assert.Equal(t, 2, f.sim.Counters().Triggers, "the repeated request triggered nothing")
+
+	async := strings.Replace(f.devices(1), `{"managed_devices"`, `{"mode":"async","managed_devices"`, 1)
+	out, err = f.invoke(t, event(t, "function_url_request.json", "{{BODY}}", jsonString(async)))
+	require.NoError(t, err)
+	r = httpResponse(t, out)
+	assert.Equal(t, 400, r.StatusCode, "Lambda keeps no runs: %s", r.Body)
+	assert.Contains(t, r.Body, `"mode"`)
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,7 +19,8 @@ import (
 // The status codes each operation can answer with (see Remediate and
 // Alert, and Summary.HTTPStatus).
 var returnable = map[string][]int{
-	"/remediate": {200, 400, 403, 413, 422, 424, 428, 503},
+	"/remediate": {200, 202, 400, 403, 409, 413, 422, 424, 428, 503},
+	"/runs/{id}": {200, 202, 400, 404, 424, 503},
 	"/alert":     {200, 400, 403, 409, 413, 422, 424, 428, 503},
 }
 
@@ -34,8 +36,9 @@ type swagger struct {
 		Responses map[string]map[string]any `json:"responses"`
 	} `json:"paths"`
 	Definitions map[string]struct {
-		Properties map[string]any `json:"properties"`
-		Example    any            `json:"example"`
+		Properties map[string]any   `json:"properties"`
+		AllOf      []map[string]any `json:"allOf"`
+		Example    any              `json:"example"`
 	} `json:"definitions"`
 }
 
@@ -86,6 +89,9 @@ func TestOpenAPI(t *testing.T) {
 	assert.NotEqual(t, 400, res.Status, "%+v", res.Body)
 	assert.Contains(t, returnable["/remediate"], res.Status)
 
+	res = api.Run(context.Background(), "0123456789abcdef01234567", 0, false)
+	assert.Contains(t, returnable["/runs/{id}"], res.Status)
+
 	alertExample, _ := json.Marshal(doc.Paths["/alert"]["post"].Parameters[1].Schema["example"])
 	res = api.Alert(context.Background(), alertExample, "")
 	assert.NotEqual(t, 400, res.Status, "%+v", res.Body)
@@ -98,4 +104,52 @@ func refs(raw []byte) []string {
 		out = append(out, part[:strings.Index(part, `"`)])
 	}
 	return out
+}
+
+// TestOpenAPIAsyncShapes: the asynchronous answers' documented properties
+// are the ones the handler writes.
+func TestOpenAPIAsyncShapes(t *testing.T) {
+	raw, err := os.ReadFile("../../openapi.json")
+	require.NoError(t, err)
+	var doc swagger
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	keys := func(v any) []string {
+		b, err := json.Marshal(v)
+		require.NoError(t, err)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(b, &m))
+		var out []string
+		for k := range m {
+			out = append(out, k)
+		}
+		slices.Sort(out)
+		return out
+	}
+	documented := func(name string) []string {
+		def := doc.Definitions[name]
+		props := def.Properties
+		if len(def.AllOf) == 2 {
+			props = def.AllOf[1]["properties"].(map[string]any)
+		}
+		var out []string
+		for k := range props {
+			out = append(out, k)
+		}
+		slices.Sort(out)
+		return out
+	}
+	assert.Equal(t, documented("Accepted"), keys(Accepted{EstimatedDurationMS: 1}))
+	assert.Equal(t, documented("FollowUp"), keys(remediate.FollowUp{State: "x", DetectionState: "x", RemediationState: "x", Output: "x", Error: "x",
+		LastStateUpdateDateTime: time.Now()}))
+	page := keys(RunPage{Summary: &remediate.Summary{}, NextPage: "x"})
+	for _, k := range documented("RunPage") {
+		assert.Contains(t, page, k)
+	}
+	running := keys(Running{Summary: &remediate.Summary{}})
+	for _, k := range documented("Running") {
+		assert.Contains(t, running, k)
+	}
+	for _, k := range []string{"triggered_at", "follow_up"} {
+		assert.Contains(t, doc.Definitions["DeviceResult"].Properties, k)
+	}
 }

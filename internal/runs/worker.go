@@ -183,11 +183,12 @@ func (s *Service) timeFor(ctx context.Context, n int) bool {
 	if !ok {
 		return true
 	}
-	need := s.opts.RecordMargin
+	left := time.Until(dl)
+	need := min(s.opts.RecordMargin, left/4)
 	if rate := s.engine.WriteRate(); rate > 0 {
 		need += time.Duration(float64(n) / rate * float64(time.Second))
 	}
-	return time.Until(dl) > need
+	return left > need
 }
 
 // claim marks the slice's rows as being triggered now.

@@ -1,0 +1,111 @@
+package azstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/azstore"
+	"github.com/remediator/remediator/internal/azurite"
+	"github.com/remediator/remediator/internal/httpapi"
+	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/runs"
+)
+
+func open(t *testing.T) *azstore.Store {
+	t.Helper()
+	st, _, err := azstore.Open(context.Background(), azstore.Config{ConnectionString: azurite.Start(t), Table: "remediatorruns", Queue: "remediation-work"})
+	require.NoError(t, err)
+	return st
+}
+
+func TestIdempotencyKeys(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	prev, err := st.Begin(ctx, "remediate:ticket-1", time.Hour)
+	require.NoError(t, err)
+	assert.Nil(t, prev, "a new key is reserved")
+	_, err = st.Begin(ctx, "remediate:ticket-1", time.Hour)
+	assert.ErrorIs(t, err, httpapi.ErrInProgress, "a second request waits for the first")
+
+	answer := httpapi.Stored{Status: 202, Headers: map[string]string{"Location": "https://x/api/runs/1"}, Body: json.RawMessage(`{"run_id":"1"}`), RequestHash: "h"}
+	require.NoError(t, st.Finish(ctx, "remediate:ticket-1", answer))
+	prev, err = st.Begin(ctx, "remediate:ticket-1", time.Hour)
+	require.NoError(t, err)
+	require.NotNil(t, prev)
+	assert.Equal(t, answer.Status, prev.Status)
+	assert.JSONEq(t, string(answer.Body), string(prev.Body))
+	assert.Equal(t, answer.Headers, prev.Headers)
+
+	// An answer too large for one table property is split and joined.
+	big := httpapi.Stored{Status: 200, Body: json.RawMessage(`"` + strings.Repeat("x", 200_000) + `"`)}
+	_, err = st.Begin(ctx, "alert:big", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, st.Finish(ctx, "alert:big", big))
+	prev, err = st.Begin(ctx, "alert:big", time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, len(big.Body), len(prev.Body))
+
+	// Abandoned keys run anew; expired keys are taken over.
+	_, err = st.Begin(ctx, "remediate:ticket-2", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, st.Abandon(ctx, "remediate:ticket-2"))
+	prev, err = st.Begin(ctx, "remediate:ticket-2", time.Millisecond)
+	require.NoError(t, err)
+	assert.Nil(t, prev)
+	require.NoError(t, st.Finish(ctx, "remediate:ticket-2", answer))
+	time.Sleep(1100 * time.Millisecond)
+	prev, err = st.Begin(ctx, "remediate:ticket-2", time.Hour)
+	require.NoError(t, err)
+	assert.Nil(t, prev, "an expired answer is not replayed")
+	assert.Positive(t, st.Ops())
+}
+
+func TestCooldownAcrossInstances(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	script := "a85696b5-3b72-442f-b948-8cb432a00b33"
+	now := time.Now().UTC().Truncate(time.Second)
+	keys := make([]remediate.CooldownKey, 150)
+	for i := range keys {
+		keys[i] = remediate.CooldownKey{DeviceID: fmt.Sprintf("dev-%03d", i), ScriptID: script}
+	}
+	require.NoError(t, st.Triggered(ctx, keys, now.Add(-2*time.Hour)))
+	require.NoError(t, st.Triggered(ctx, keys[:10], now))
+	recent, err := st.Recent(ctx, script, now.Add(-time.Hour))
+	require.NoError(t, err)
+	assert.Len(t, recent, 10, "only the devices triggered within the period")
+	for _, k := range keys[:10] {
+		assert.True(t, recent[k.DeviceID].Equal(now), k.DeviceID)
+	}
+	other, err := st.Recent(ctx, "87654321-4321-4321-4321-ba9876543210", now.Add(-24*time.Hour))
+	require.NoError(t, err)
+	assert.Empty(t, other)
+}
+
+func TestRunsStoreKeysAndConflicts(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	_, err := st.Meta(ctx, "no-such-run")
+	assert.ErrorIs(t, err, runs.ErrNotFound)
+	_, err = st.Meta(ctx, "bad'key")
+	assert.ErrorIs(t, err, runs.ErrNotFound, "ids that cannot be keys are unknown runs, not errors")
+
+	rows := []runs.Row{{Index: 0, DeviceResult: remediate.DeviceResult{DeviceID: "d0", Outcome: remediate.NotAttempted, Reason: remediate.ReasonQueued}}}
+	require.NoError(t, st.CreateRun(ctx, runs.Meta{RunID: "r1", Devices: 1, Chunks: 1, Summary: []byte(`{}`)}, rows, []runs.Chunk{{Number: 0, Devices: 1, Open: 1}}))
+	a, err := st.Chunk(ctx, "r1", 0)
+	require.NoError(t, err)
+	b := a
+	a.Open = 0
+	require.NoError(t, st.Save(ctx, "r1", &a, nil))
+	assert.ErrorIs(t, st.Save(ctx, "r1", &b, nil), runs.ErrConflict, "a second worker with a stale chunk is refused")
+	c, err := st.Chunk(ctx, "r1", 0)
+	require.NoError(t, err)
+	assert.Zero(t, c.Open)
+}
