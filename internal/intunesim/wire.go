@@ -161,4 +161,12 @@ func shortHash(s string) string {
 	return hex.EncodeToString(h[:6])
 }
 
-func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+// rfc3339 formats times the way Graph does: UTC with seven fractional
+// digits ("2026-11-27T06:00:01.1234567Z"), and "never" as
+// "0001-01-01T00:00:00Z".
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return "0001-01-01T00:00:00Z"
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.0000000Z07:00")
+}

@@ -21,37 +21,60 @@ import (
 )
 
 // testQueue plays the queue trigger: messages wait until the test
-// delivers them.
+// delivers them, and not before their visibility delay has passed.
 type testQueue struct {
 	mu   sync.Mutex
-	msgs []runs.Message
+	msgs []queued
 	sent int
 }
 
-func (q *testQueue) Send(_ context.Context, m runs.Message, _ time.Duration) error {
+type queued struct {
+	runs.Message
+	visible time.Time
+}
+
+func (q *testQueue) Send(_ context.Context, m runs.Message, after time.Duration) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.msgs = append(q.msgs, m)
+	q.msgs = append(q.msgs, queued{m, time.Now().Add(after)})
 	q.sent++
 	return nil
 }
 
+// pop takes the visible message of the lowest chunk (Submit sends
+// concurrently; tests want an order), waiting for one to become visible.
 func (q *testQueue) pop() (runs.Message, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.msgs) == 0 {
+			q.mu.Unlock()
+			return runs.Message{}, false
+		}
+		first, soonest := -1, q.msgs[0].visible
+		for i, m := range q.msgs {
+			if m.visible.Before(soonest) {
+				soonest = m.visible
+			}
+			if !m.visible.After(time.Now()) && (first < 0 || m.Chunk < q.msgs[first].Chunk) {
+				first = i
+			}
+		}
+		if first >= 0 {
+			m := q.msgs[first]
+			q.msgs = append(q.msgs[:first], q.msgs[first+1:]...)
+			q.mu.Unlock()
+			return m.Message, true
+		}
+		q.mu.Unlock()
+		time.Sleep(time.Until(soonest))
+	}
+}
+
+// peek returns the queued messages, visible or not.
+func (q *testQueue) peek() []queued {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.msgs) == 0 {
-		return runs.Message{}, false
-	}
-	// Lowest chunk first: Submit sends concurrently, tests want an order.
-	first := 0
-	for i, m := range q.msgs {
-		if m.Chunk < q.msgs[first].Chunk {
-			first = i
-		}
-	}
-	m := q.msgs[first]
-	q.msgs = append(q.msgs[:first], q.msgs[first+1:]...)
-	return m, true
+	return append([]queued(nil), q.msgs...)
 }
 
 type fixture struct {
@@ -96,6 +119,11 @@ func newFixture(t testing.TB, store runs.Store, devices int, simOpts intunesim.O
 	q := &testQueue{}
 	if opts.RecordMargin == 0 {
 		opts.RecordMargin = 20 * time.Millisecond
+	}
+	if opts.ClaimLease == 0 {
+		// Unsettled triggers (a call cut off under a loaded machine) wait
+		// this long before they are looked at again.
+		opts.ClaimLease = 500 * time.Millisecond
 	}
 	return &fixture{svc: runs.New(store, q, eng, opts, log), engine: eng, client: gc, queue: q, sim: sim, tenant: tenant,
 		script: tenant.RemediationScript().ID}
@@ -205,7 +233,8 @@ func TestAsyncRunCompletesExactlyOnce(t *testing.T) {
 		}
 		f := newFixture(t, store, 2*n, intunesim.Options{}, runs.Options{PageSize: pageSize})
 		f.engine = remediate.New(f.client, pace.New(5000, 100_000), remediate.Config{Concurrency: 16, Headroom: 10 * time.Millisecond}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
-		f.svc = runs.New(store, f.queue, f.engine, runs.Options{PageSize: pageSize, RecordMargin: 10 * time.Millisecond}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		f.svc = runs.New(store, f.queue, f.engine, runs.Options{PageSize: pageSize, RecordMargin: 10 * time.Millisecond, ClaimLease: 300 * time.Millisecond},
+			slog.New(slog.NewJSONHandler(io.Discard, nil)))
 		s, pending := f.submitN(t, n)
 		require.Len(t, pending, n)
 
@@ -284,9 +313,7 @@ func TestKilledWorkerRedeliveredLosesAndRepeatsNothing(t *testing.T) {
 
 		// The host redelivers the message to a healthy worker.
 		dying.after = 1 << 30
-		f.queue.mu.Lock()
-		f.queue.msgs = append([]runs.Message{m}, f.queue.msgs...)
-		f.queue.mu.Unlock()
+		require.NoError(t, f.queue.Send(context.Background(), m, 0))
 		f.drain(t, time.Minute)
 
 		devs, st := f.allPages(t, s.RunID, false)
@@ -316,9 +343,15 @@ func TestHeldClaimsAreNotTriggeredTwice(t *testing.T) {
 	dying.after = 1 << 30
 	require.NoError(t, f.svc.Work(context.Background(), m))
 	assert.Equal(t, before+len(m.Items)-20, f.sim.Counters().Triggers)
-	held, ok := f.queue.pop()
-	require.True(t, ok, "held devices go back to the queue")
-	assert.Len(t, held.Items, 20)
+	var queued []queued
+	for _, q := range f.queue.peek() {
+		if q.Chunk == m.Chunk {
+			queued = append(queued, q)
+		}
+	}
+	require.Len(t, queued, 1, "held devices go back to the queue")
+	assert.Len(t, queued[0].Items, 20)
+	assert.WithinDuration(t, time.Now().Add(time.Hour), queued[0].visible, time.Minute, "once the claims' lease has passed")
 }
 
 func TestPoisonMessageFailsItsDevices(t *testing.T) {

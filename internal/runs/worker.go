@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/remediator/remediator/internal/graph"
@@ -39,9 +38,11 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	if err != nil {
 		return err
 	}
-	todo, held := s.sort(ctx, msg, c, rows)
-	if err := s.saveRecovered(ctx, msg.RunID, c, rows); err != nil {
-		return err
+	todo, held, recovered := s.sort(ctx, msg, c, rows)
+	if len(recovered) > 0 {
+		if err := s.saveAll(ctx, msg.RunID, c, recovered); err != nil {
+			return err
+		}
 	}
 	for len(todo) > 0 && ctx.Err() == nil {
 		n := min(s.opts.SliceSize, len(todo))
@@ -55,10 +56,11 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 			}
 			return err
 		}
-		unsent, err := s.trigger(ctx, msg.RunID, c, rows, slice)
+		unsent, later, err := s.trigger(ctx, msg.RunID, c, rows, slice)
 		if err != nil {
 			return err
 		}
+		held = append(held, later...)
 		todo = todo[n:]
 		if len(unsent) > 0 {
 			// The deadline came mid-slice: what was not sent goes on.
@@ -66,19 +68,23 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 			break
 		}
 	}
-	rest := append(todo, held...)
-	if len(rest) == 0 {
+	// What is left goes back on the queue: devices to do at once, held
+	// ones once their claims' lease has passed.
+	if err := s.requeue(ctx, msg, todo, 0); err != nil {
+		return err
+	}
+	return s.requeue(ctx, msg, held, s.opts.ClaimLease)
+}
+
+func (s *Service) requeue(ctx context.Context, msg Message, items []WorkItem, after time.Duration) error {
+	if len(items) == 0 {
 		return nil
 	}
-	after := time.Duration(0)
-	if len(held) > 0 {
-		after = s.opts.ClaimLease
-	}
-	next := Message{RunID: msg.RunID, Chunk: msg.Chunk, Items: rest}
+	next := Message{RunID: msg.RunID, Chunk: msg.Chunk, Items: items}
 	if err := s.queue.Send(context.WithoutCancel(ctx), next, after); err != nil {
 		return fmt.Errorf("runs: queueing the rest of chunk %d of run %s: %w", msg.Chunk, msg.RunID, err)
 	}
-	s.log.Info("chunk continued in a new message", "run_id", msg.RunID, "chunk", msg.Chunk, "devices", len(rest), "held", len(held))
+	s.log.Info("chunk continued in a new message", "run_id", msg.RunID, "chunk", msg.Chunk, "devices", len(items), "after", after.String())
 	return nil
 }
 
@@ -118,7 +124,7 @@ func (s *Service) load(ctx context.Context, msg Message) (*Chunk, map[int]*Row, 
 // lease are held for later, older claims are resolved from Intune's action
 // record (recovered as succeeded when the trigger took effect), the rest
 // are to do.
-func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]*Row) (todo, held []WorkItem) {
+func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]*Row) (todo, held []WorkItem, recovered []Row) {
 	var stale []WorkItem
 	now := time.Now()
 	for _, it := range msg.Items {
@@ -134,7 +140,7 @@ func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]
 		}
 	}
 	if len(stale) == 0 {
-		return todo, held
+		return todo, held, nil
 	}
 	ids := make([]string, len(stale))
 	for i, it := range stale {
@@ -148,9 +154,11 @@ func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]
 		case d != nil && d.OnDemandRemediationSince(r.ClaimedAt.Add(-clockSkew)):
 			r.Outcome, r.Reason, r.HTTPStatus = remediate.Succeeded, "", 204
 			r.TriggeredAt = r.ClaimedAt
-			r.Message = "the worker stopped before recording Intune's answer; Intune's action record shows the trigger took effect"
+			r.Attempts = max(r.Attempts, 1)
+			r.Message = "the trigger's answer was never recorded (a worker stopped, or Graph did not answer); Intune's action record shows it took effect"
 			c.Open--
 			addCount(&c.Counts, remediate.Succeeded)
+			recovered = append(recovered, *r)
 		case d != nil || errs[it.DeviceID] != nil && errs[it.DeviceID].Status == 404:
 			r.ClaimedAt = time.Time{} // not triggered: do it now
 			todo = append(todo, it)
@@ -158,22 +166,42 @@ func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]
 			held = append(held, it) // cannot tell yet: never risk a second trigger
 		}
 	}
-	return todo, held
+	return todo, held, recovered
 }
 
-// saveRecovered records devices sort resolved.
-func (s *Service) saveRecovered(ctx context.Context, run string, c *Chunk, rows map[int]*Row) error {
-	var changed []Row
-	for _, r := range rows {
-		if r.Outcome == remediate.Succeeded && strings.HasPrefix(r.Message, "the worker stopped") && r.Attempts == 0 {
-			r.Attempts = 1
-			changed = append(changed, *r)
+// settleUnknown asks Intune's action record about triggers that got no
+// definite answer (a lost connection, a 503/504 that retries did not
+// clear): recorded ones succeeded. The others are unsettled: a request cut
+// off by a deadline may still be applied after the lookup, so they keep
+// their claim and are looked at again once the claim lease has passed.
+func (s *Service) settleUnknown(ctx context.Context, slice []WorkItem, rows map[int]*Row, results []remediate.DeviceResult) map[int]bool {
+	var ids []string
+	for i, res := range results {
+		if res.Reason == remediate.ReasonMayHaveApplied {
+			ids = append(ids, slice[i].DeviceID)
 		}
 	}
-	if len(changed) == 0 {
+	if len(ids) == 0 {
 		return nil
 	}
-	return s.saveAll(ctx, run, c, changed)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	found, _ := s.engine.Lookup(lctx, ids)
+	unsettled := map[int]bool{}
+	for i := range results {
+		res := &results[i]
+		if res.Reason != remediate.ReasonMayHaveApplied {
+			continue
+		}
+		claimed := rows[slice[i].Index].ClaimedAt
+		if d := found[slice[i].DeviceID]; d != nil && d.OnDemandRemediationSince(claimed.Add(-clockSkew)) {
+			res.Outcome, res.Reason, res.TriggeredAt = remediate.Succeeded, "", claimed
+			res.Message = "Graph gave no definite answer; Intune's action record shows the trigger took effect"
+			continue
+		}
+		unsettled[i] = true
+	}
+	return unsettled
 }
 
 // timeFor reports whether a slice of n triggers fits in ctx's deadline at
@@ -202,21 +230,26 @@ func (s *Service) claim(ctx context.Context, run string, c *Chunk, rows map[int]
 	return s.store.Save(ctx, run, c, out)
 }
 
-// trigger sends the slice's triggers and records the outcomes; devices the
-// deadline left unsent are unclaimed and returned, still to do.
-func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) ([]WorkItem, error) {
+// trigger sends the slice's triggers and records the outcomes. Devices the
+// deadline left unsent are unclaimed and returned, still to do; devices
+// whose outcome is unsettled stay claimed and are returned as held.
+func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) (unsent, held []WorkItem, err error) {
 	items := make([]remediate.Item, len(slice))
 	for i, it := range slice {
 		items[i] = remediate.Item{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptID, Collection: graph.Collection(it.Collection)}
 	}
 	results, th := s.engine.Trigger(ctx, items)
+	unsettled := s.settleUnknown(ctx, slice, rows, results)
 	out := make([]Row, len(slice))
-	var unsent []WorkItem
 	for i, it := range slice {
 		r := rows[it.Index]
 		res := results[i]
 		res.DeviceName = r.DeviceName
-		if res.Outcome == remediate.NotAttempted {
+		if unsettled[i] {
+			// Still claimed: resolved from the action record later.
+			r.Attempts += res.Attempts
+			held = append(held, it)
+		} else if res.Outcome == remediate.NotAttempted {
 			// Not sent: back to the queue with the rest.
 			r.ClaimedAt = time.Time{}
 			unsent = append(unsent, it)
@@ -237,9 +270,9 @@ func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[in
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.store.Save(rec, run, c, out); err != nil {
-		return nil, fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
+		return nil, nil, fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
 	}
-	return unsent, nil
+	return unsent, held, nil
 }
 
 // saveAll saves rows in as many transactions as it takes, the chunk with
