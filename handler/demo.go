@@ -75,6 +75,9 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	fmt.Fprintf(stdout, "HTTP %d, run %s %s: %d devices — %d triggered, %d skipped, %d failed, %d not attempted; %d Graph calls (%.2f per device), %d throttled, %d ms\n",
 		resp.StatusCode, s.RunID, s.Status, s.Counts.Total, s.Counts.Succeeded, s.Counts.Skipped, s.Counts.Failed,
 		s.Counts.NotAttempted, gc.Calls(), float64(gc.Calls())/float64(max(s.Counts.Total, 1)), s.Throttling.ThrottledResponses, s.DurationMS)
+	if err := demoAsync(ctx, "http://"+ln.Addr().String(), tenant, stdout, stderr); err != nil {
+		return err
+	}
 	stop()
 	return <-done
 }

@@ -42,6 +42,9 @@ func TestDemo(t *testing.T) {
 	assert.Equal(t, map[string]int{"": 34, "not_windows": 3, "not_found": 2}, reasons)
 	assert.Contains(t, out[i:], "HTTP 200")
 	assert.Contains(t, out[i:], "34 triggered, 5 skipped")
+	// Then an asynchronous run, polled to its end and followed.
+	assert.Regexp(t, `async: run [0-9a-f]{24} succeeded: 40 devices, 40 triggered; scripts: \d+ no issue, \d+ remediated`, out)
+	assert.Contains(t, stderr.String(), "HTTP 202")
 }
 
 func TestUnknownCommand(t *testing.T) {

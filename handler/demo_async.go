@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// demoAsync runs a second request asynchronously, as a Logic App would:
+// 202 and Location, polls until the run is done, then follows the devices'
+// scripts to their results.
+func demoAsync(ctx context.Context, base string, tenant *intunesim.Tenant, stdout, stderr io.Writer) error {
+	script := tenant.RemediationScript().ID
+	var targets []remediate.Target
+	for _, d := range tenant.Windows(false) {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" {
+			targets = append(targets, remediate.Target{DeviceID: d.ID, ScriptPolicyID: script})
+		}
+	}
+	body, _ := json.Marshal(remediate.Request{ManagedDevices: targets[100:140], Mode: remediate.ModeAsync})
+	status, header, raw, err := demoCall(ctx, http.MethodPost, base+"/api/remediate", body)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusAccepted {
+		return fmt.Errorf("the asynchronous request answered %d: %s", status, raw)
+	}
+	loc := header.Get("Location")
+	fmt.Fprintf(stderr, "demo: 40 more devices with \"mode\":\"async\": HTTP 202, Location %s, Retry-After %s s; polling (every second here)...\n",
+		loc, header.Get("Retry-After"))
+	var page struct {
+		remediate.Summary
+		Queued int `json:"queued"`
+	}
+	for follow := false; ; {
+		url := loc
+		if follow {
+			url += "?follow=true"
+		}
+		status, _, raw, err = demoCall(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return fmt.Errorf("GET %s answered %d: %s", url, status, raw)
+		}
+		states := map[string]int{}
+		for _, d := range page.Devices {
+			if d.FollowUp != nil {
+				states[d.FollowUp.State]++
+			}
+		}
+		switch {
+		case status == http.StatusAccepted:
+			fmt.Fprintf(stderr, "demo: HTTP 202, %d devices queued\n", page.Queued)
+		case !follow:
+			fmt.Fprintf(stderr, "demo: HTTP %d, run %s; following the scripts (?follow=true)...\n", status, page.Status)
+			follow = true
+			continue
+		case states[remediate.FollowPending] > 0:
+			fmt.Fprintf(stderr, "demo: %d scripts still pending on their devices\n", states[remediate.FollowPending])
+		default:
+			fmt.Fprintf(stdout, "async: run %s %s: %d devices, %d triggered; scripts: %d no issue, %d remediated, %d remediation failed, %d script error\n",
+				page.RunID, page.Status, page.Counts.Total, page.Counts.Succeeded, states[remediate.FollowNoIssue], states[remediate.FollowRemediated],
+				states[remediate.FollowRemediationFailed], states[remediate.FollowScriptError])
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func demoCall(ctx context.Context, method, url string, body []byte) (int, http.Header, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, raw, err
+}
