@@ -153,6 +153,13 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	reply, _ = get(t, w.url+"/api/runs/0123456789abcdef01234567")
 	assert.Equal(t, 404, reply.StatusCode)
 
+	logs := w.logs.String()
+	assert.Contains(t, logs, `"status":"accepted"`, "the audit line of the 202")
+	assert.Contains(t, logs, `"queued":600`)
+	assert.Contains(t, logs, `"function":"worker"`)
+	assert.NotContains(t, logs, "AccountKey", "the storage connection string never reaches a log line")
+	assert.NotContains(t, logs, azurite.Key)
+
 	// The same key again, from a restarted worker: the first answer,
 	// nothing triggered, nothing queued.
 	_ = w.cmd.Process.Kill()

@@ -23,6 +23,9 @@ func line(status int, body any) string {
 		return fmt.Sprintf("remediator run %s %s (HTTP %d): %d devices, %d succeeded, %d failed, %d skipped, %d not attempted",
 			s.RunID, s.Status, status, s.Counts.Total, s.Counts.Succeeded, s.Counts.Failed, s.Counts.Skipped, s.Counts.NotAttempted)
 	}
+	if a, ok := body.(httpapi.Accepted); ok {
+		return fmt.Sprintf("remediator run %s accepted (HTTP %d): %d devices queued for workers; status at %s", a.RunID, status, a.Queued, a.StatusURL)
+	}
 	if e, ok := body.(httpapi.ErrorResponse); ok {
 		return fmt.Sprintf("remediator refused the request (HTTP %d, %s): %s", status, e.Error.Code, e.Error.Message)
 	}

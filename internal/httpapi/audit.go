@@ -29,6 +29,12 @@ func AuditAttrs(body any) []any {
 			"total", b.Counts.Total, "succeeded", b.Counts.Succeeded, "failed", b.Counts.Failed,
 			"skipped", b.Counts.Skipped, "not_attempted", b.Counts.NotAttempted,
 			"throttled", b.Throttling.ThrottledResponses, "failed_request_ids", failed}
+	case Accepted:
+		return []any{"run_id", b.RunID, "status", b.Status, "resolved", b.ResolvedDeviceCount, "queued", b.Queued}
+	case RunPage:
+		return append([]any{"page", b.Page}, AuditAttrs(b.Summary)...)
+	case Running:
+		return []any{"run_id", b.RunID, "status", b.Status, "queued", b.Queued}
 	case ErrorResponse:
 		return []any{"error_code", b.Error.Code}
 	case map[string]string:
