@@ -80,7 +80,7 @@ run:
 package: build
 	rm -rf dist/app && mkdir -p dist/app/bin
 	cp host.json dist/app/ && cp $(BIN) dist/app/bin/
-	for f in remediate alert schedule; do mkdir -p dist/app/$$f && cp $$f/function.json dist/app/$$f/; done
+	for f in $$(dirname */function.json); do mkdir -p dist/app/$$f && cp $$f/function.json dist/app/$$f/; done
 	cd dist/app && rm -f ../remediator.zip && zip -qr ../remediator.zip .
 	@echo "dist/remediator.zip:" && unzip -l dist/remediator.zip | tail -n +4 | head -n -2
 
