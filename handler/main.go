@@ -139,6 +139,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Credentials:    creds,
 		Alerts:         alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
 		IdempotencyTTL: cfg.IdempotencyTTL,
+		SyncBudget:     cfg.SyncBudget,
 	}
 	if st.durable != nil {
 		ecfg.Cooldown, opts.Replays = st.durable, st.durable

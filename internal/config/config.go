@@ -52,6 +52,8 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// RunPageSize is the number of devices per page of GET runs/{id}.
 	RunPageSize int
+	// SyncBudget is the longest a mode auto run answers synchronously.
+	SyncBudget time.Duration
 	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end
 	// limit.
 	HTTPResponseBudget time.Duration
@@ -294,6 +296,7 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.IdempotencyTTL = durOf("IDEMPOTENCY_TTL", 24*time.Hour)
 	c.RunPageSize = intOf("RUN_PAGE_SIZE", 1000, 1, 5000)
+	c.SyncBudget = durOf("SYNC_BUDGET", 90*time.Second)
 	c.RemediationSchedule = get("REMEDIATION_SCHEDULE")
 	if c.RemediationSchedule != "" {
 		if n := len(strings.Fields(c.RemediationSchedule)); n != 5 && n != 6 {

@@ -23,7 +23,8 @@ func TestDefaults(t *testing.T) {
 		MaxDevicesPerRun: 5000, GraphCallTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, Port: 8080,
 		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, AlertDeviceDimension: "DeviceId",
 		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute,
-		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, RunPageSize: 1000}, c)
+		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, RunPageSize: 1000,
+		SyncBudget: 90 * time.Second}, c)
 }
 
 func TestStorageNames(t *testing.T) {

@@ -54,6 +54,11 @@ type Options struct {
 	Replays Replays
 	// IdempotencyTTL is how long answers are kept. Default 24 h.
 	IdempotencyTTL time.Duration
+	// SyncBudget is the longest a mode auto run answers synchronously
+	// (its triggers estimated at the write pace), below the callers' own
+	// limits: Logic Apps and Power Automate give up on a call after 120 s
+	// but follow a 202 by themselves. Default 90 s.
+	SyncBudget time.Duration
 }
 
 // API serves the remediation endpoints.
@@ -70,6 +75,9 @@ func New(runner Runner, opts Options, log *slog.Logger) *API {
 	}
 	if opts.IdempotencyTTL <= 0 {
 		opts.IdempotencyTTL = 24 * time.Hour
+	}
+	if opts.SyncBudget <= 0 {
+		opts.SyncBudget = 90 * time.Second
 	}
 	return &API{runner: runner, opts: opts, log: log}
 }
@@ -208,7 +216,7 @@ func (a *API) remediate(ctx context.Context, raw []byte) Result {
 	if s := p.Done(); s != nil {
 		return Result{Status: s.HTTPStatus(), Body: s}
 	}
-	if plan.Mode == remediate.ModeAsync || plan.Mode == remediate.ModeAuto && !fits(ctx, p.Estimated()) {
+	if plan.Mode == remediate.ModeAsync || plan.Mode == remediate.ModeAuto && !fits(ctx, p.Estimated(), a.opts.SyncBudget) {
 		return a.submit(ctx, p, plan)
 	}
 	s := p.Execute()
@@ -216,8 +224,11 @@ func (a *API) remediate(ctx context.Context, raw []byte) Result {
 }
 
 // fits reports whether triggers estimated to take d can be answered
-// synchronously: within four fifths of the time ctx has left.
-func fits(ctx context.Context, d time.Duration) bool {
+// synchronously: within budget and four fifths of the time ctx has left.
+func fits(ctx context.Context, d, budget time.Duration) bool {
+	if d > budget {
+		return false
+	}
 	dl, ok := ctx.Deadline()
 	return !ok || d <= time.Until(dl)*4/5
 }
