@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/remediator/remediator/internal/remediate"
@@ -210,6 +211,9 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, fn fun
 		for k, v := range prev.Headers {
 			h[k] = v
 		}
+		if loc, ok := h["Location"]; ok && callOf(ctx).Code != "" {
+			h["Location"] = loc + "?code=" + url.QueryEscape(callOf(ctx).Code)
+		}
 		h["Idempotent-Replayed"] = "true"
 		return Result{Status: prev.Status, Headers: h, Body: prev.Body}
 	}
@@ -220,9 +224,18 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, fn fun
 		}
 		return res
 	}
+	// The function key a caller put in the query string goes into
+	// Location, never into storage: a replay adds the replaying caller's.
+	headers := map[string]string{}
+	for k, v := range res.Headers {
+		headers[k] = v
+	}
+	if loc, ok := headers["Location"]; ok {
+		headers["Location"], _, _ = strings.Cut(loc, "?")
+	}
 	body, err := json.Marshal(res.Body)
 	if err == nil {
-		err = a.opts.Replays.Finish(context.WithoutCancel(ctx), key, Stored{Status: res.Status, Headers: res.Headers, Body: body, RequestHash: hash})
+		err = a.opts.Replays.Finish(context.WithoutCancel(ctx), key, Stored{Status: res.Status, Headers: headers, Body: body, RequestHash: hash})
 	}
 	if err != nil {
 		a.log.Error("answer not kept for its idempotency key", "error", err.Error())

@@ -80,4 +80,23 @@ func TestModeAutoChoosesByEstimate(t *testing.T) {
 	assert.True(t, strings.HasSuffix(res.Headers["Location"], "?code=s3cr3t"))
 	body, _ := json.Marshal(res.Body)
 	assert.NotContains(t, string(body), "s3cr3t", "a function key never goes into a body")
+
+	// With an idempotency key, the kept answer holds no function key; the
+	// replay's Location carries the replaying caller's.
+	replays := NewMemoryReplays()
+	api.opts.Replays = replays
+	ctx = WithCall(ctx, Call{BaseURL: "https://app.example", Code: "s3cr3t", IdempotencyKey: "k"})
+	first := api.Remediate(ctx, strings.NewReader(listed(tenant, 2, `,"mode":"async"`)))
+	require.Equal(t, 202, first.Status)
+	for _, e := range replays.entries {
+		require.NotNil(t, e.stored)
+		assert.NotContains(t, e.stored.Headers["Location"], "s3cr3t")
+		assert.NotContains(t, string(e.stored.Body), "s3cr3t")
+	}
+	ctx = WithCall(ctx, Call{BaseURL: "https://app.example", Code: "other", IdempotencyKey: "k"})
+	again := api.Remediate(ctx, strings.NewReader(listed(tenant, 2, `,"mode":"async"`)))
+	assert.Equal(t, 202, again.Status)
+	assert.Equal(t, "true", again.Headers["Idempotent-Replayed"])
+	assert.Equal(t, strings.Replace(first.Headers["Location"], "s3cr3t", "other", 1), again.Headers["Location"])
+	q.Wait()
 }
