@@ -302,3 +302,14 @@ func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
 	assert.Equal(t, 200, f.sim.Counters().Triggers)
 	t.Logf("killed after %d triggers; %d devices recovered from Intune's action record", killedAt, recovered)
 }
+
+func TestAzureWithoutStorageRefusesAsync(t *testing.T) {
+	f := newTenant(t, 300, intunesim.Options{})
+	w := startWorker(t, f.env()...) // the real host's variables, no AzureWebJobsStorage
+	reply, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 2), `,"mode":"async"`))
+	assert.Equal(t, 400, reply.StatusCode)
+	assert.Contains(t, string(b), `"field":"mode"`)
+	assert.Contains(t, w.logs.String(), "AzureWebJobsStorage is not set: asynchronous runs are off")
+	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 2), ""))
+	assert.Equal(t, 200, reply.StatusCode, "auto stays synchronous: %s", b)
+}

@@ -170,9 +170,10 @@ type storage struct {
 }
 
 // openStorage opens Azure Storage when AzureWebJobsStorage (or its
-// identity-based form) is set. Without it, local runs keep runs in memory;
-// under the Functions host, runs stay synchronous: a run kept in memory
-// would be lost when the host recycles the worker.
+// identity-based form) is set. Without it, local runs (serve, demo, and
+// make run, which plays the host without one) keep runs in memory; under
+// the real Functions host runs stay synchronous: a run kept in memory would
+// be lost when the host recycles the worker.
 func openStorage(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, runtime string) (storage, error) {
 	conn := getenv("AzureWebJobsStorage")
 	if runtime != runtimeLambda && (conn != "" || cfg.StorageAccountName != "") {
@@ -199,11 +200,12 @@ func openStorage(ctx context.Context, cfg config.Config, getenv func(string) str
 		log.Info("asynchronous runs kept in Azure Storage", "table", cfg.RunsTable, "queue", cfg.RemediationQueue)
 		return storage{store: st, queue: q, durable: st}, nil
 	}
-	switch runtime {
-	case runtimeLocal:
+	underHost := getenv("FUNCTIONS_CUSTOMHANDLER_WORKER_ID") != "" // set by the real host, not by make run
+	switch {
+	case runtime == runtimeLocal, runtime == runtimeAzure && !underHost:
 		q := runs.NewMemoryQueue(2, log)
 		return storage{store: runs.NewMemoryStore(), queue: q, local: q}, nil
-	case runtimeAzure:
+	case runtime == runtimeAzure:
 		log.Warn("AzureWebJobsStorage is not set: asynchronous runs are off (mode async is refused, auto runs synchronously); an in-memory store would lose runs when the host recycles the worker")
 	}
 	return storage{}, nil
