@@ -66,6 +66,9 @@ type Row struct {
 	// trigger was not sent after all; a row claimed without an outcome
 	// belongs to a worker that stopped mid-call.
 	ClaimedAt time.Time
+	// Checks counts the times Intune's action record could not tell
+	// whether a claimed device's trigger took effect.
+	Checks int
 }
 
 // final reports whether the row has its outcome.

@@ -404,3 +404,32 @@ func TestFollowUpReportsScriptResults(t *testing.T) {
 	assert.Zero(t, states[remediate.FollowPending])
 	assert.Greater(t, len(states), 2, "the simulator's outcomes vary: %v", states)
 }
+
+func TestUnanswerableClaimsEndAsOutcomeUnknown(t *testing.T) {
+	f := newFixture(t, runs.NewMemoryStore(), 300, intunesim.Options{}, runs.Options{})
+	dying := &dyingStore{Store: runs.NewMemoryStore(), after: 0}
+	f.svc = runs.New(dying, f.queue, f.engine, runs.Options{ClaimLease: time.Nanosecond, SliceSize: 20, RecordMargin: 20 * time.Millisecond},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	s, pending := f.submit(t)
+	m, _ := f.queue.pop()
+	require.Error(t, f.svc.Work(context.Background(), m), "the first slice was triggered, its outcomes lost")
+	// Intune refuses to show these devices from now on.
+	for _, it := range m.Items[:20] {
+		f.sim.InjectFault(it.DeviceID, intunesim.Fault{Kind: intunesim.Fault500, Status: 403, Method: "GET"})
+	}
+	dying.after = 1 << 30
+	require.NoError(t, f.queue.Send(context.Background(), m, 0))
+	invocations := f.drain(t, time.Minute)
+	assert.GreaterOrEqual(t, invocations, 10, "the devices were looked for once per lease, ten times")
+
+	devs, st := f.allPages(t, s.RunID, false)
+	require.True(t, st.Done, "the run ends")
+	assert.Equal(t, 20, st.Summary.Counts.Failed)
+	assert.Equal(t, len(pending)-20, st.Summary.Counts.Succeeded)
+	for _, it := range m.Items[:20] {
+		d := devs[it.Index]
+		assert.Equal(t, remediate.ReasonMayHaveApplied, d.Reason)
+		assert.Contains(t, d.Message, "could not be read 10 times")
+		assert.Equal(t, 1, f.sim.TriggerCount(d.DeviceID, d.ScriptPolicyID), "never sent again")
+	}
+}

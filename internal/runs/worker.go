@@ -123,7 +123,8 @@ func (s *Service) load(ctx context.Context, msg Message) (*Chunk, map[int]*Row, 
 // sort splits msg's items: done ones are dropped, claims younger than the
 // lease are held for later, older claims are resolved from Intune's action
 // record (recovered as succeeded when the trigger took effect), the rest
-// are to do.
+// are to do. Rows it changed (recovered, given up, or checked once more)
+// are returned to be saved.
 func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]*Row) (todo, held []WorkItem, recovered []Row) {
 	var stale []WorkItem
 	now := time.Now()
@@ -162,12 +163,29 @@ func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]
 		case d != nil || errs[it.DeviceID] != nil && errs[it.DeviceID].Status == 404:
 			r.ClaimedAt = time.Time{} // not triggered: do it now
 			todo = append(todo, it)
+		case r.Checks+1 >= maxChecks:
+			// Intune could not be asked, lease after lease: end the
+			// device's part in the run rather than hold it forever.
+			r.Outcome, r.Reason = remediate.Failed, remediate.ReasonMayHaveApplied
+			r.Message = fmt.Sprintf("a trigger was sent at %s without a definite answer, and Intune's action record could not be read %d times; the trigger may have taken effect",
+				r.ClaimedAt.Format(time.RFC3339), maxChecks)
+			c.Open--
+			addCount(&c.Counts, remediate.Failed)
+			recovered = append(recovered, *r)
 		default:
-			held = append(held, it) // cannot tell yet: never risk a second trigger
+			// Cannot tell yet: never risk a second trigger.
+			r.Checks++
+			held = append(held, it)
+			recovered = append(recovered, *r)
 		}
 	}
 	return todo, held, recovered
 }
+
+// maxChecks bounds how often a device whose trigger got no definite answer
+// is looked for in Intune's action record without an answer (once per
+// claim lease, 5 min by default: 50 minutes).
+const maxChecks = 10
 
 // settleUnknown asks Intune's action record about triggers that got no
 // definite answer (a lost connection, a 503/504 that retries did not
