@@ -2,12 +2,14 @@ package azstore_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -108,4 +110,20 @@ func TestRunsStoreKeysAndConflicts(t *testing.T) {
 	c, err := st.Chunk(ctx, "r1", 0)
 	require.NoError(t, err)
 	assert.Zero(t, c.Open)
+}
+
+func TestWorkNeverExpires(t *testing.T) {
+	conn := azurite.Start(t)
+	_, q, err := azstore.Open(context.Background(), azstore.Config{ConnectionString: conn, Table: "remediatorruns", Queue: "remediation-work"})
+	require.NoError(t, err)
+	require.NoError(t, q.Send(context.Background(), runs.Message{RunID: "r1", Items: []runs.WorkItem{{DeviceID: "d"}}}, 0))
+	svc, err := azqueue.NewServiceClientFromConnectionString(conn, nil)
+	require.NoError(t, err)
+	peek, err := svc.NewQueueClient("remediation-work").PeekMessage(context.Background(), nil)
+	require.NoError(t, err)
+	require.Len(t, peek.Messages, 1)
+	assert.Greater(t, peek.Messages[0].ExpirationTime.Year(), time.Now().Year()+100, "a work item waits as long as it must")
+	raw, err := base64.StdEncoding.DecodeString(*peek.Messages[0].MessageText)
+	require.NoError(t, err, "base64, as the queue trigger expects")
+	assert.JSONEq(t, `{"run":"r1","chunk":0,"items":[{"i":0,"d":"d","s":"","c":""}]}`, string(raw))
 }

@@ -12,7 +12,8 @@ import (
 )
 
 // Queue is the work queue the worker function is triggered by. Messages
-// are base64 JSON, the encoding the queue trigger expects by default.
+// are base64 JSON, the encoding the queue trigger expects by default, and
+// never expire.
 type Queue struct {
 	client *azqueue.QueueClient
 	store  *Store
@@ -26,7 +27,10 @@ func (q *Queue) Send(ctx context.Context, m runs.Message, after time.Duration) e
 	if err != nil {
 		return err
 	}
-	opts := &azqueue.EnqueueMessageOptions{}
+	// Work never expires (the default is 7 days): a chunk waiting behind
+	// a long run must not vanish with its devices.
+	forever := int32(-1)
+	opts := &azqueue.EnqueueMessageOptions{TimeToLive: &forever}
 	if after > 0 {
 		v := int32(min(after, 7*24*time.Hour-time.Minute) / time.Second)
 		opts.VisibilityTimeout = &v
