@@ -100,7 +100,7 @@ func TestRunsStoreKeysAndConflicts(t *testing.T) {
 	assert.ErrorIs(t, err, runs.ErrNotFound, "ids that cannot be keys are unknown runs, not errors")
 
 	rows := []runs.Row{{Index: 0, DeviceResult: remediate.DeviceResult{DeviceID: "d0", Outcome: remediate.NotAttempted, Reason: remediate.ReasonQueued}}}
-	require.NoError(t, st.CreateRun(ctx, runs.Meta{RunID: "r1", Devices: 1, Chunks: 1, Summary: []byte(`{}`)}, rows, []runs.Chunk{{Number: 0, Devices: 1, Open: 1}}))
+	require.NoError(t, st.CreateRun(ctx, runs.Meta{RunID: "r1", Devices: 1, Summary: []byte(`{}`)}, rows, []runs.Chunk{{Number: 0, Open: 1}}))
 	a, err := st.Chunk(ctx, "r1", 0)
 	require.NoError(t, err)
 	b := a

@@ -55,10 +55,10 @@ func entity(pk, rk string, v any) ([]byte, error) {
 }
 
 // value decodes an entity's JSON into v and returns its ETag.
-func value(raw []byte, v any) (string, string, error) {
+func value(raw []byte, v any) (string, error) {
 	var e aztables.EDMEntity
 	if err := json.Unmarshal(raw, &e); err != nil {
-		return "", "", err
+		return "", err
 	}
 	var sb strings.Builder
 	for i := 0; ; i++ {
@@ -68,21 +68,8 @@ func value(raw []byte, v any) (string, string, error) {
 		}
 		sb.WriteString(p)
 	}
-	return e.RowKey, e.ETag, json.Unmarshal([]byte(sb.String()), v)
+	return e.ETag, json.Unmarshal([]byte(sb.String()), v)
 }
-
-// stored forms of the run's rows.
-type (
-	metaRow struct {
-		runs.Meta
-	}
-	chunkRow struct {
-		runs.Chunk
-	}
-	deviceRow struct {
-		runs.Row
-	}
-)
 
 // CreateRun implements runs.Store: the device rows in transactions of 100,
 // then the chunks, then the meta row last, so a run that is readable is
@@ -90,14 +77,14 @@ type (
 func (s *Store) CreateRun(ctx context.Context, m runs.Meta, rows []runs.Row, chunks []runs.Chunk) error {
 	var ents [][]byte
 	for _, r := range rows {
-		e, err := entity(m.RunID, deviceKey(r.Index), deviceRow{r})
+		e, err := entity(m.RunID, deviceKey(r.Index), r)
 		if err != nil {
 			return err
 		}
 		ents = append(ents, e)
 	}
 	for _, c := range chunks {
-		e, err := entity(m.RunID, chunkKey(c.Number), chunkRow{c})
+		e, err := entity(m.RunID, chunkKey(c.Number), c)
 		if err != nil {
 			return err
 		}
@@ -112,7 +99,7 @@ func (s *Store) CreateRun(ctx context.Context, m runs.Meta, rows []runs.Row, chu
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	e, err := entity(m.RunID, metaKey, metaRow{m})
+	e, err := entity(m.RunID, metaKey, m)
 	if err != nil {
 		return err
 	}
@@ -136,11 +123,9 @@ func (s *Store) transact(ctx context.Context, ents [][]byte, kind aztables.Trans
 
 // Meta implements runs.Store.
 func (s *Store) Meta(ctx context.Context, id string) (runs.Meta, error) {
-	var m metaRow
-	if _, err := s.get(ctx, id, metaKey, &m); err != nil {
-		return runs.Meta{}, err
-	}
-	return m.Meta, nil
+	var m runs.Meta
+	_, err := s.get(ctx, id, metaKey, &m)
+	return m, err
 }
 
 func (s *Store) get(ctx context.Context, pk, rk string, v any) (string, error) {
@@ -155,7 +140,7 @@ func (s *Store) get(ctx context.Context, pk, rk string, v any) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, etag, err := value(resp.Value, v)
+	etag, err := value(resp.Value, v)
 	return etag, err
 }
 
@@ -167,23 +152,23 @@ func validKey(k string) bool {
 
 // Chunk implements runs.Store.
 func (s *Store) Chunk(ctx context.Context, id string, n int) (runs.Chunk, error) {
-	var c chunkRow
+	var c runs.Chunk
 	etag, err := s.get(ctx, id, chunkKey(n), &c)
 	if err != nil {
 		return runs.Chunk{}, err
 	}
 	c.Version = etag
-	return c.Chunk, nil
+	return c, nil
 }
 
 // Chunks implements runs.Store.
 func (s *Store) Chunks(ctx context.Context, id string) ([]runs.Chunk, error) {
 	var out []runs.Chunk
 	err := s.query(ctx, id, chunkKey(0), "d", func(raw []byte) error {
-		var c chunkRow
-		_, etag, err := value(raw, &c)
+		var c runs.Chunk
+		etag, err := value(raw, &c)
 		c.Version = etag
-		out = append(out, c.Chunk)
+		out = append(out, c)
 		return err
 	})
 	return out, err
@@ -193,9 +178,9 @@ func (s *Store) Chunks(ctx context.Context, id string) ([]runs.Chunk, error) {
 func (s *Store) Rows(ctx context.Context, id string, from, to int) ([]runs.Row, error) {
 	var out []runs.Row
 	err := s.query(ctx, id, deviceKey(from), deviceKey(to), func(raw []byte) error {
-		var r deviceRow
-		_, _, err := value(raw, &r)
-		out = append(out, r.Row)
+		var r runs.Row
+		_, err := value(raw, &r)
+		out = append(out, r)
 		return err
 	})
 	slices.SortFunc(out, func(a, b runs.Row) int { return a.Index - b.Index })
@@ -230,13 +215,13 @@ func (s *Store) Save(ctx context.Context, id string, c *runs.Chunk, rows []runs.
 	if len(rows) > 99 {
 		return fmt.Errorf("azstore: %d rows in one save, at most 99", len(rows))
 	}
-	ce, err := entity(id, chunkKey(c.Number), chunkRow{*c})
+	ce, err := entity(id, chunkKey(c.Number), *c)
 	if err != nil {
 		return err
 	}
 	ents := [][]byte{ce}
 	for _, r := range rows {
-		e, err := entity(id, deviceKey(r.Index), deviceRow{r})
+		e, err := entity(id, deviceKey(r.Index), r)
 		if err != nil {
 			return err
 		}

@@ -89,7 +89,7 @@ type call struct {
 	function     string
 	invocationID string
 	id           string // route parameter {id}
-	url          string // the URL the caller used
+	url          string // the URL the caller used (forwarded: its scheme and host)
 	body         []byte
 	query        func(string) string
 	header       func(string) string
@@ -114,7 +114,7 @@ func (h *Host) forwarded(name string, fn function) http.HandlerFunc {
 			return
 		}
 		a := h.invoke(r.Context(), fn, call{function: name, invocationID: r.Header.Get("X-Azure-Functions-InvocationId"),
-			id: r.PathValue("id"), url: forwardedURL(r), body: body, query: r.URL.Query().Get, header: r.Header.Get})
+			id: r.PathValue("id"), url: httpapi.BaseURL(r), body: body, query: r.URL.Query().Get, header: r.Header.Get})
 		for k, v := range a.headers {
 			w.Header().Set(k, v)
 		}

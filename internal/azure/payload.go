@@ -43,23 +43,6 @@ type hostRequest struct {
 	Params  lenientKV `json:"Params"`
 }
 
-// forwardedURL rebuilds the URL of a forwarded request as the caller sent
-// it: the host keeps the Host header; the scheme is https unless the
-// request came from this machine (local runs).
-func forwardedURL(r *http.Request) string {
-	host := r.Host
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
-		host = h
-	}
-	scheme := "https"
-	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
-		scheme = p
-	} else if strings.HasPrefix(host, "127.0.0.1") || strings.HasPrefix(host, "localhost") || strings.HasPrefix(host, "[::1]") {
-		scheme = "http"
-	}
-	return scheme + "://" + host + r.URL.RequestURI()
-}
-
 // origin is the scheme and host of u ("" when u is not absolute).
 func origin(u string) string {
 	p, err := url.Parse(u)

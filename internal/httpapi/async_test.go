@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
@@ -23,12 +22,7 @@ import (
 // engine paced at 20 triggers/s.
 func asyncAPI(t *testing.T, budget time.Duration) (*API, *intunesim.Tenant, *runs.MemoryQueue) {
 	t.Helper()
-	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: 300})
-	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sim.Close() })
-	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
-	require.NoError(t, err)
+	gc, _, tenant := simulated(t, 300)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	engine := remediate.New(gc, pace.New(20, 1000), remediate.Config{}, log)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -104,7 +104,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /api/runs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		page, follow, res := StatusQuery(r.URL.Query().Get)
 		if res == nil {
-			ctx := WithCall(r.Context(), Call{BaseURL: baseURL(r), Code: r.URL.Query().Get("code")})
+			ctx := WithCall(r.Context(), Call{BaseURL: BaseURL(r), Code: r.URL.Query().Get("code")})
 			r := a.Run(ctx, r.PathValue("id"), page, follow)
 			res = &r
 		}
@@ -118,17 +118,27 @@ func (a *API) Handler() http.Handler {
 }
 
 func (a *API) serveRemediate(w http.ResponseWriter, r *http.Request) {
-	ctx := WithCall(r.Context(), Call{IdempotencyKey: r.Header.Get("Idempotency-Key"), BaseURL: baseURL(r), Code: r.URL.Query().Get("code")})
+	ctx := WithCall(r.Context(), Call{IdempotencyKey: r.Header.Get("Idempotency-Key"), BaseURL: BaseURL(r), Code: r.URL.Query().Get("code")})
 	writeResult(w, a.Remediate(ctx, http.MaxBytesReader(w, r.Body, MaxBody)))
 }
 
-// baseURL is the scheme and host a request was sent to.
-func baseURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
-		scheme = "https"
+// BaseURL is the scheme and host a request was sent to, for absolute
+// Location URLs: the forwarding headers when a front end set them, else
+// the Host header; https unless the request came over plain HTTP to this
+// machine (local runs).
+func BaseURL(r *http.Request) string {
+	host := r.Host
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		host = h
 	}
-	return scheme + "://" + r.Host
+	scheme := "https"
+	switch p := r.Header.Get("X-Forwarded-Proto"); {
+	case p != "":
+		scheme = p
+	case r.TLS == nil && (strings.HasPrefix(host, "127.0.0.1") || strings.HasPrefix(host, "localhost") || strings.HasPrefix(host, "[::1]")):
+		scheme = "http"
+	}
+	return scheme + "://" + host
 }
 
 // StatusQuery reads the page and follow parameters of GET runs/{id}; res

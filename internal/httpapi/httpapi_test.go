@@ -19,15 +19,23 @@ import (
 	"github.com/remediator/remediator/internal/remediate"
 )
 
-// newAPI returns the API over a real engine and a simulated tenant.
-func newAPI(t *testing.T, opts Options) (*API, *intunesim.Running, *intunesim.Tenant) {
+// simulated starts a simulated tenant of devices and returns a Graph
+// client for it.
+func simulated(t *testing.T, devices int) (*graph.Client, *intunesim.Running, *intunesim.Tenant) {
 	t.Helper()
-	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: 200})
+	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: devices})
 	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sim.Close() })
 	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
 	require.NoError(t, err)
+	return gc, sim, tenant
+}
+
+// newAPI returns the API over a real engine and a simulated tenant.
+func newAPI(t *testing.T, opts Options) (*API, *intunesim.Running, *intunesim.Tenant) {
+	t.Helper()
+	gc, sim, tenant := simulated(t, 200)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	return New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), opts, log), sim, tenant
 }

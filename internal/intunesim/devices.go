@@ -215,12 +215,7 @@ func (s *Server) actionResults(d *Device) []map[string]any {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var last *runState
-	for k, st := range s.states {
-		if k.device == strings.ToLower(d.ID) && (last == nil || st.triggeredAt.After(last.triggeredAt)) {
-			last = st
-		}
-	}
+	last := s.lastRun[strings.ToLower(d.ID)]
 	if last == nil {
 		return []map[string]any{}
 	}

@@ -74,6 +74,7 @@ func (s *Server) Reset() {
 	s.counters = Counters{}
 	s.triggers = map[stateKey]int{}
 	s.states = map[stateKey]*runState{}
+	s.lastRun = map[string]*runState{}
 	s.windows = map[string]*window{}
 }
 

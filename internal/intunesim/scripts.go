@@ -66,6 +66,7 @@ func (s *Server) recordTrigger(d *Device, sc *Script) {
 		st.previous = st.triggeredAt.Add(s.opts.RunStateDelay)
 	}
 	st.triggeredAt = now
+	s.lastRun[k.device] = st
 }
 
 func (s *Server) finished(st *runState, now time.Time) bool {

@@ -93,11 +93,14 @@ func (o *Options) defaults() {
 type Server struct {
 	opts Options
 
-	mu       sync.Mutex
-	tenant   *Tenant
-	byID     map[string]int // lower-case device id → index in tenant.Devices
-	scripts  map[string]int // lower-case script id → index in tenant.Scripts
-	states   map[stateKey]*runState
+	mu      sync.Mutex
+	tenant  *Tenant
+	byID    map[string]int // lower-case device id → index in tenant.Devices
+	scripts map[string]int // lower-case script id → index in tenant.Scripts
+	states  map[stateKey]*runState
+	// lastRun is each device's latest on-demand run (lower-case id), what
+	// deviceActionResults shows.
+	lastRun  map[string]*runState
 	triggers map[stateKey]int
 	faults   map[string][]*Fault
 	rnd      *rand.Rand
@@ -116,6 +119,7 @@ func New(tenant *Tenant, opts Options) *Server {
 		byID:     make(map[string]int, len(tenant.Devices)),
 		scripts:  make(map[string]int, len(tenant.Scripts)),
 		states:   map[stateKey]*runState{},
+		lastRun:  map[string]*runState{},
 		triggers: map[stateKey]int{},
 		faults:   map[string][]*Fault{},
 		rnd:      rand.New(rand.NewPCG(opts.FaultSeed, 7)),

@@ -2,15 +2,12 @@ package remediate
 
 import (
 	"context"
-	"os"
-	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/procbench"
 )
 
 // BenchmarkRemediate2000 runs 2,000 devices against the simulator with
@@ -82,33 +79,5 @@ func BenchmarkRemediate2000(b *testing.B) {
 	b.ReportMetric(float64(throttled), "throttled")
 	b.ReportMetric(sequential, "sequential_devices/s")
 	b.ReportMetric(rate/sequential, "speedup_vs_sequential")
-	b.ReportMetric(peakRSSMB(), "peak_rss_MB")
-}
-
-// peakRSSMB is the process's peak resident memory (VmHWM) in MB; it
-// includes the simulator, which runs in the same process.
-func peakRSSMB() float64 { return procStatusMB("VmHWM:") }
-
-// rssMB is the process's resident memory now.
-func rssMB() float64 { return procStatusMB("VmRSS:") }
-
-func procStatusMB(field string) float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-// resetPeak returns memory to the OS and restarts the peak (VmHWM), so a
-// benchmark measures its run and not its setup.
-func resetPeak() {
-	debug.FreeOSMemory()
-	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+	b.ReportMetric(procbench.PeakRSSMB(), "peak_rss_MB")
 }

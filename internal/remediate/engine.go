@@ -247,9 +247,7 @@ func (p *Prepared) Queue() (*Summary, []int) {
 			pending = append(pending, i)
 		}
 	}
-	p.s.Warnings = append(p.s.Warnings, p.r.warnings...)
-	p.s.Throttling = Throttling{ThrottledResponses: p.r.throttle.count(), WaitedMS: p.r.throttle.waited().Milliseconds()}
-	p.s.tally()
+	p.r.account(p.s)
 	p.s.Status = StatusAccepted
 	return p.s, pending
 }
@@ -271,7 +269,7 @@ func (e *Engine) Trigger(ctx context.Context, items []Item) ([]DeviceResult, Thr
 	}
 	r.triggerAll(s, eligible)
 	r.markCooldown(s)
-	return s.Devices, Throttling{ThrottledResponses: r.throttle.count(), WaitedMS: r.throttle.waited().Milliseconds()}
+	return s.Devices, r.throttling()
 }
 
 // WriteRate is the engine's write pace in triggers per second (0 when
@@ -297,9 +295,7 @@ func (e *Engine) reject(s *Summary, r *run, started time.Time, status int, code,
 }
 
 func (e *Engine) finish(s *Summary, r *run, started time.Time) *Summary {
-	s.Warnings = append(s.Warnings, r.warnings...)
-	s.Throttling = Throttling{ThrottledResponses: r.throttle.count(), WaitedMS: r.throttle.waited().Milliseconds()}
-	s.tally()
+	r.account(s)
 	fin := time.Now()
 	s.FinishedAt = fin.UTC()
 	s.DurationMS = fin.Sub(started).Milliseconds()
@@ -339,6 +335,18 @@ type run struct {
 	throttle        *throttleLog
 	warnMu          sync.Mutex
 	warnings        []string
+}
+
+// account adds the run's warnings and throttling to s and counts its
+// devices.
+func (r *run) account(s *Summary) {
+	s.Warnings = append(s.Warnings, r.warnings...)
+	s.Throttling = r.throttling()
+	s.tally()
+}
+
+func (r *run) throttling() Throttling {
+	return Throttling{ThrottledResponses: r.throttle.count(), WaitedMS: r.throttle.waited().Milliseconds()}
 }
 
 // stopReason says why no more calls may start.

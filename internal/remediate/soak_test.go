@@ -10,6 +10,7 @@ import (
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/procbench"
 )
 
 // BenchmarkSoak pushes 10,000 devices through 5% random faults — 429s
@@ -48,7 +49,7 @@ func BenchmarkSoak(b *testing.B) {
 		b.Fatalf("only %d eligible devices", len(items))
 	}
 	p := Plan{Items: items, ValidateDevices: true, IgnorePartialFailures: true, Invoke: 6 * time.Second}
-	resetPeak()
+	procbench.ResetPeak()
 	b.ResetTimer()
 	s := eng.Run(context.Background(), p)
 	b.StopTimer()
@@ -82,7 +83,7 @@ func BenchmarkSoak(b *testing.B) {
 	if c.NotAttempted == 0 {
 		b.Fatal("the deadline did not cut the run")
 	}
-	if peak := peakRSSMB(); peak > 300 {
+	if peak := procbench.PeakRSSMB(); peak > 300 {
 		b.Fatalf("peak memory %.0f MB", peak)
 	}
 	b.ReportMetric(float64(c.Succeeded), "succeeded")
@@ -90,7 +91,7 @@ func BenchmarkSoak(b *testing.B) {
 	b.ReportMetric(float64(c.NotAttempted), "not_attempted")
 	b.ReportMetric(float64(duplicates), "possible_duplicates")
 	b.ReportMetric(float64(s.Throttling.ThrottledResponses), "throttled")
-	b.ReportMetric(peakRSSMB(), "peak_rss_MB")
+	b.ReportMetric(procbench.PeakRSSMB(), "peak_rss_MB")
 }
 
 func TestGraphUnreachable(t *testing.T) {

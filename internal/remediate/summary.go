@@ -110,8 +110,8 @@ type Summary struct {
 	// ResolvedDeviceCount is how many devices the run triggers (or, dry,
 	// would trigger): the number confirm_device_count must repeat.
 	ResolvedDeviceCount int `json:"resolved_device_count"`
-	// EstimatedDurationMS is, for a dry run, how long the triggers would
-	// take at the configured write pace.
+	// EstimatedDurationMS is how long the triggers take at the configured
+	// write pace, estimated before the first one (it decides mode auto).
 	EstimatedDurationMS int64     `json:"estimated_duration_ms,omitempty"`
 	StartedAt           time.Time `json:"started_at"`
 	FinishedAt          time.Time `json:"finished_at"`

@@ -1,16 +1,11 @@
 package remediate
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +16,7 @@ import (
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/procbench"
 )
 
 // targetPlan builds a plan from a request body with targets.
@@ -313,8 +309,8 @@ func BenchmarkResolveFilter100k(b *testing.B) {
 	p := Plan{DryRun: true, ValidateDevices: true, Targets: []Selection{{Selector: Selector{ScriptPolicyID: f.script, Filter: "userId eq 'ignored'"}, Field: "targets[0]"}}}
 	var resolved int
 	var elapsed time.Duration
-	resetPeak()
-	baseline := rssMB()
+	procbench.ResetPeak()
+	baseline := procbench.RSSMB()
 	b.ResetTimer()
 	for range b.N {
 		f.sim.Reset()
@@ -333,7 +329,7 @@ func BenchmarkResolveFilter100k(b *testing.B) {
 	b.ReportMetric(float64(resolved), "devices_resolved")
 	b.ReportMetric(float64(pages), "pages")
 	b.ReportMetric(elapsed.Seconds(), "seconds")
-	b.ReportMetric(peakRSSMB(), "peak_rss_MB")
+	b.ReportMetric(procbench.PeakRSSMB(), "peak_rss_MB")
 	b.ReportMetric(baseline, "simulator_rss_MB")
 }
 
@@ -343,45 +339,14 @@ func BenchmarkResolveFilter100k(b *testing.B) {
 //
 //	go test -run '^$' -bench ResolveFilter100kSeparate -benchtime 1x ./internal/remediate
 func BenchmarkResolveFilter100kSeparateSimulator(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "handler")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../handler").CombinedOutput(); err != nil {
-		b.Fatalf("%v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	_ = ln.Close()
-	cmd := exec.Command(bin, "simulate", "--devices", "100000", "--port", port, "--write-limit", "1000000")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	var base, script string
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() && (base == "" || script == "") {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "Intune simulator: GRAPH_BASE_URL="); ok {
-			base = strings.Fields(rest)[0]
-		}
-		if i := strings.Index(line, "remediation script "); i >= 0 {
-			script = strings.TrimSpace(line[i+len("remediation script "):])
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	base, script := procbench.StartSimulator(b, "--devices", "100000", "--write-limit", "1000000")
 	gc, err := graph.New(graph.Config{BaseURL: base})
 	if err != nil {
 		b.Fatal(err)
 	}
 	eng := New(gc, pace.New(5000, 1e6), Config{}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	p := Plan{DryRun: true, ValidateDevices: true, Targets: []Selection{{Selector: Selector{ScriptPolicyID: script, Filter: "userId eq 'ignored'"}, Field: "targets[0]"}}}
-	resetPeak()
+	procbench.ResetPeak()
 	b.ResetTimer()
 	started := time.Now()
 	s := eng.Run(context.Background(), p)
@@ -393,5 +358,5 @@ func BenchmarkResolveFilter100kSeparateSimulator(b *testing.B) {
 	b.ReportMetric(float64(s.ResolvedDeviceCount), "devices_resolved")
 	b.ReportMetric(float64(gc.Calls()), "graph_calls")
 	b.ReportMetric(elapsed.Seconds(), "seconds")
-	b.ReportMetric(peakRSSMB(), "peak_rss_MB")
+	b.ReportMetric(procbench.PeakRSSMB(), "peak_rss_MB")
 }

@@ -1,23 +1,18 @@
 package runs_test
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/procbench"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 )
@@ -80,24 +75,8 @@ func BenchmarkAsyncRun100k(b *testing.B) {
 		b.ReportMetric(float64(f.client.Calls()-calls0)/devices, "graph_calls_per_device")
 		b.ReportMetric(float64(invocations), "worker_invocations")
 		b.ReportMetric(float64(st.Summary.Throttling.ThrottledResponses), "throttled")
-		b.ReportMetric(peakRSSMB(), "peak_rss_MB")
+		b.ReportMetric(procbench.PeakRSSMB(), "peak_rss_MB")
 	}
-}
-
-// peakRSSMB is the process's peak resident memory (VmHWM) in MB,
-// simulator included.
-func peakRSSMB() float64 {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
-			return kb / 1024
-		}
-	}
-	return 0
 }
 
 // BenchmarkAsyncRun100kSeparateSimulator is the same kind of run with the
@@ -116,7 +95,7 @@ func BenchmarkAsyncRun100kSeparateSimulator(b *testing.B) {
 		ceiling   = float64(limit) / 2
 		writePace = 0.95 * ceiling
 	)
-	base, script := startSimulator(b, "--devices", "190000", "--write-limit", strconv.Itoa(limit), "--window", "2s")
+	base, script := procbench.StartSimulator(b, "--devices", "190000", "--write-limit", strconv.Itoa(limit), "--window", "2s")
 	gc, err := graph.New(graph.Config{BaseURL: base})
 	if err != nil {
 		b.Fatal(err)
@@ -131,8 +110,7 @@ func BenchmarkAsyncRun100kSeparateSimulator(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	debug.FreeOSMemory()
-	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // restart the peak
+	procbench.ResetPeak()
 	b.ResetTimer()
 	for range b.N {
 		started := time.Now()
@@ -170,47 +148,6 @@ func BenchmarkAsyncRun100kSeparateSimulator(b *testing.B) {
 		b.ReportMetric(float64(store.Ops())/float64(devices), "storage_ops_per_device")
 		b.ReportMetric(float64(gc.Calls())/float64(devices), "graph_calls_per_device")
 		b.ReportMetric(float64(st.Summary.Throttling.ThrottledResponses), "throttled")
-		b.ReportMetric(peakRSSMB(), "peak_rss_MB")
+		b.ReportMetric(procbench.PeakRSSMB(), "peak_rss_MB")
 	}
-}
-
-// startSimulator runs `handler simulate` in its own process and returns its
-// Graph base URL and remediation script.
-func startSimulator(b *testing.B, args ...string) (base, script string) {
-	b.Helper()
-	bin := filepath.Join(b.TempDir(), "handler")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../handler").CombinedOutput(); err != nil {
-		b.Fatalf("%v\n%s", err, out)
-	}
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	_ = l.Close()
-	cmd := exec.Command(bin, append([]string{"simulate", "--port", port}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() && (base == "" || script == "") {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "Intune simulator: GRAPH_BASE_URL="); ok {
-			base = strings.Fields(rest)[0]
-		}
-		if i := strings.Index(line, "remediation script "); i >= 0 {
-			script = strings.TrimSpace(line[i+len("remediation script "):])
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	if base == "" || script == "" {
-		b.Fatal("the simulator did not start")
-	}
-	return base, script
 }

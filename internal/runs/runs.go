@@ -48,9 +48,8 @@ type Meta struct {
 	RunID    string
 	TenantID string
 	Created  time.Time
-	// Devices is the number of devices in the summary; Chunks the number
-	// of chunks workers carry.
-	Devices, Chunks int
+	// Devices is the number of devices in the summary.
+	Devices int
 	// Base counts the devices that were final before any worker ran
 	// (skipped, not found...).
 	Base remediate.Counts
@@ -81,12 +80,11 @@ func (r Row) final() bool {
 // concurrency between workers).
 type Chunk struct {
 	Number   int
-	Devices  int
 	Open     int
 	Counts   remediate.Counts
 	Throttle remediate.Throttling
 	Finished time.Time
-	Version  string
+	Version  string `json:"-"` // the store's, not part of the row
 }
 
 // Store keeps runs. Implementations: MemoryStore here, Azure Tables in

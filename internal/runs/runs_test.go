@@ -25,7 +25,6 @@ import (
 type testQueue struct {
 	mu   sync.Mutex
 	msgs []queued
-	sent int
 }
 
 type queued struct {
@@ -37,7 +36,6 @@ func (q *testQueue) Send(_ context.Context, m runs.Message, after time.Duration)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.msgs = append(q.msgs, queued{m, time.Now().Add(after)})
-	q.sent++
 	return nil
 }
 
@@ -247,10 +245,11 @@ func TestAsyncRunCompletesExactlyOnce(t *testing.T) {
 
 		// Short invocations (100 devices' worth at the pace): chunks
 		// continue across many of them. Azurite answers in milliseconds,
-		// not microseconds, so its invocations are longer.
+		// not microseconds, and slower still while the other packages'
+		// tests load the machine, so its invocations are longer.
 		budget := 60 * time.Millisecond
 		if !memory {
-			budget = 2 * time.Second
+			budget = 5 * time.Second
 		}
 		invocations := f.drain(t, budget)
 		if memory {

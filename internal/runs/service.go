@@ -114,10 +114,9 @@ func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, pending []
 			d := sum.Devices[i]
 			msg.Items[j] = WorkItem{Index: i, DeviceID: d.DeviceID, ScriptID: d.ScriptPolicyID, Collection: d.Collection}
 		}
-		chunks = append(chunks, Chunk{Number: len(chunks), Devices: len(idx), Open: len(idx)})
+		chunks = append(chunks, Chunk{Number: len(chunks), Open: len(idx)})
 		msgs = append(msgs, msg)
 	}
-	m.Chunks = len(chunks)
 	if err := s.store.CreateRun(ctx, m, rows, chunks); err != nil {
 		return fmt.Errorf("runs: storing run %s: %w", m.RunID, err)
 	}
@@ -129,7 +128,7 @@ func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, pending []
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("runs: queueing run %s: %w", m.RunID, err)
 	}
-	s.log.Info("run queued", "run_id", m.RunID, "devices", m.Devices, "queued", len(pending), "chunks", m.Chunks)
+	s.log.Info("run queued", "run_id", m.RunID, "devices", m.Devices, "queued", len(pending), "chunks", len(chunks))
 	return nil
 }
 

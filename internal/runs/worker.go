@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/remediator/remediator/internal/graph"
@@ -38,9 +37,9 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	if err != nil {
 		return err
 	}
-	todo, held, recovered := s.sort(ctx, msg, c, rows)
+	todo, held, recovered := s.sort(ctx, msg, rows)
 	if len(recovered) > 0 {
-		if err := s.saveAll(ctx, msg.RunID, c, recovered); err != nil {
+		if err := s.record(ctx, msg.RunID, c, recovered); err != nil {
 			return err
 		}
 	}
@@ -125,7 +124,7 @@ func (s *Service) load(ctx context.Context, msg Message) (*Chunk, map[int]*Row, 
 // record (recovered as succeeded when the trigger took effect), the rest
 // are to do. Rows it changed (recovered, given up, or checked once more)
 // are returned to be saved.
-func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]*Row) (todo, held []WorkItem, recovered []Row) {
+func (s *Service) sort(ctx context.Context, msg Message, rows map[int]*Row) (todo, held []WorkItem, recovered []Row) {
 	var stale []WorkItem
 	now := time.Now()
 	for _, it := range msg.Items {
@@ -157,8 +156,6 @@ func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]
 			r.TriggeredAt = r.ClaimedAt
 			r.Attempts = max(r.Attempts, 1)
 			r.Message = "the trigger's answer was never recorded (a worker stopped, or Graph did not answer); Intune's action record shows it took effect"
-			c.Open--
-			addCount(&c.Counts, remediate.Succeeded)
 			recovered = append(recovered, *r)
 		case d != nil || errs[it.DeviceID] != nil && errs[it.DeviceID].Status == 404:
 			r.ClaimedAt = time.Time{} // not triggered: do it now
@@ -169,8 +166,6 @@ func (s *Service) sort(ctx context.Context, msg Message, c *Chunk, rows map[int]
 			r.Outcome, r.Reason = remediate.Failed, remediate.ReasonMayHaveApplied
 			r.Message = fmt.Sprintf("a trigger was sent at %s without a definite answer, and Intune's action record could not be read %d times; the trigger may have taken effect",
 				r.ClaimedAt.Format(time.RFC3339), maxChecks)
-			c.Open--
-			addCount(&c.Counts, remediate.Failed)
 			recovered = append(recovered, *r)
 		default:
 			// Cannot tell yet: never risk a second trigger.
@@ -273,36 +268,39 @@ func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[in
 			unsent = append(unsent, it)
 		} else {
 			r.DeviceResult = res
-			c.Open--
-			addCount(&c.Counts, res.Outcome)
 		}
 		out[i] = *r
 	}
 	c.Throttle.ThrottledResponses += th.ThrottledResponses
 	c.Throttle.WaitedMS += th.WaitedMS
-	if c.Open == 0 {
-		c.Finished = time.Now().UTC()
-	}
 	// Recording must not be cut short by the deadline that ended the
 	// triggers: the outcomes are what makes redelivery safe.
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := s.store.Save(rec, run, c, out); err != nil {
+	if err := s.record(rec, run, c, out); err != nil {
 		return nil, nil, fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
 	}
 	return unsent, held, nil
 }
 
-// saveAll saves rows in as many transactions as it takes, the chunk with
-// each.
-func (s *Service) saveAll(ctx context.Context, run string, c *Chunk, rows []Row) error {
-	slices.SortFunc(rows, func(a, b Row) int { return a.Index - b.Index })
-	for start := 0; start < len(rows) || start == 0; start += 99 {
-		if err := s.store.Save(ctx, run, c, rows[start:min(start+99, len(rows))]); err != nil {
-			return err
+// record saves rows that were open, with the chunk, in transactions of at
+// most 99 rows; each transaction carries the chunk's counts for exactly
+// the rows it writes, so the chunk never counts a device whose row was not
+// written.
+func (s *Service) record(ctx context.Context, run string, c *Chunk, rows []Row) error {
+	for start := 0; start < len(rows); start += 99 {
+		batch := rows[start:min(start+99, len(rows))]
+		for _, r := range batch {
+			if r.final() {
+				c.Open--
+				addCount(&c.Counts, r.Outcome)
+			}
 		}
-		if len(rows) == 0 {
-			break
+		if c.Open == 0 {
+			c.Finished = time.Now().UTC()
+		}
+		if err := s.store.Save(ctx, run, c, batch); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -312,15 +310,9 @@ func (s *Service) saveAll(ctx context.Context, run string, c *Chunk, rows []Row)
 // queue after maxDequeueCount failed deliveries): its devices not yet done
 // fail with reason poison, so the run ends and no device is lost.
 func (s *Service) Poison(ctx context.Context, msg Message) error {
-	if _, err := s.store.Meta(ctx, msg.RunID); errors.Is(err, ErrNotFound) {
-		s.log.Warn("poison message for an unknown run dropped", "run_id", msg.RunID, "chunk", msg.Chunk)
-		return nil
-	} else if err != nil {
-		return err
-	}
 	c, rows, err := s.load(ctx, msg)
 	if errors.Is(err, ErrNotFound) {
-		s.log.Error("poison message names no chunk of its run; dropped", "run_id", msg.RunID, "chunk", msg.Chunk)
+		s.log.Error("poison message for an unknown run or chunk dropped", "run_id", msg.RunID, "chunk", msg.Chunk)
 		return nil
 	}
 	if err != nil {
@@ -337,13 +329,8 @@ func (s *Service) Poison(ctx context.Context, msg Message) error {
 		if !r.ClaimedAt.IsZero() {
 			r.Message = "this device's work item failed on every delivery and was moved to the poison queue; a trigger may have been sent at " + r.ClaimedAt.Format(time.RFC3339)
 		}
-		c.Open--
-		addCount(&c.Counts, remediate.Failed)
 		out = append(out, *r)
 	}
-	if c.Open == 0 {
-		c.Finished = time.Now().UTC()
-	}
 	s.log.Error("poison message accounted for", "run_id", msg.RunID, "chunk", msg.Chunk, "devices_failed", len(out))
-	return s.saveAll(ctx, msg.RunID, c, out)
+	return s.record(ctx, msg.RunID, c, out)
 }
