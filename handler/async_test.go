@@ -56,7 +56,7 @@ func (h *queueHost) pump(t *testing.T, w *worker, q *azqueue.QueueClient, functi
 		text, err := base64.StdEncoding.DecodeString(*m.MessageText)
 		require.NoError(t, err, "the queue trigger expects base64 messages")
 		envelope, _ := json.Marshal(map[string]any{
-			"Data":     map[string]any{"msg": string(text)},
+			"Data":     map[string]any{"msg": hostString(text)},
 			"Metadata": map[string]any{"DequeueCount": *m.DequeueCount, "Id": *m.MessageID, "sys": map[string]any{"MethodName": function}},
 		})
 		invocations++
@@ -97,8 +97,9 @@ type runPage struct {
 }
 
 func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
+	t.Parallel()
 	conn := azurite.Start(t)
-	f := newTenant(t, 3000, intunesim.Options{})
+	f := newTenant(t, 3000, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
 	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "RUN_PAGE_SIZE=200")
 	w := startWorker(t, env...)
 	devs := f.eligible(0, 600)
@@ -163,7 +164,7 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	// The same key again, from a restarted worker: the first answer,
 	// nothing triggered, nothing queued.
 	_ = w.cmd.Process.Kill()
-	err := <-w.done
+	err := w.wait()
 	require.Error(t, err, "killed, not exited")
 	w = startWorker(t, env...)
 	reply, b = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711")
@@ -188,6 +189,7 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 }
 
 func TestAzurePoisonMessagesFailTheirDevices(t *testing.T) {
+	t.Parallel()
 	conn := azurite.Start(t)
 	f := newTenant(t, 1000, intunesim.Options{})
 	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work")...)
@@ -241,12 +243,13 @@ func TestAzurePoisonMessagesFailTheirDevices(t *testing.T) {
 }
 
 func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
+	t.Parallel()
 	conn := azurite.Start(t)
 	f := newTenant(t, 1000, intunesim.Options{Latency: 10 * time.Millisecond})
-	// 40 triggers/s: the chunk of 200 takes five seconds, time enough to
+	// 80 triggers/s: the chunk of 200 takes 2.5 seconds, time enough to
 	// kill the worker in the middle of it. FUNCTION_TIMEOUT is also the
 	// claim lease.
-	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "GRAPH_WRITE_RATE=40", "FUNCTION_TIMEOUT=10s")
+	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "GRAPH_WRITE_RATE=80", "FUNCTION_TIMEOUT=4s")
 	w := startWorker(t, env...)
 	devs := f.eligible(0, 200)
 	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"mode":"async"`))
@@ -258,13 +261,13 @@ func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
 
 	host := newQueueHost(t, conn, "work")
 	ctx := context.Background()
-	vis := int32(12) // the host's lease on a message it is working
+	vis := int32(5) // the host's lease on a message it is working
 	resp, err := host.work.DequeueMessage(ctx, &azqueue.DequeueMessageOptions{VisibilityTimeout: &vis})
 	require.NoError(t, err)
 	require.Len(t, resp.Messages, 1)
 	m := resp.Messages[0]
 	text, _ := base64.StdEncoding.DecodeString(*m.MessageText)
-	envelope, _ := json.Marshal(map[string]any{"Data": map[string]any{"msg": string(text)}, "Metadata": map[string]any{"DequeueCount": 1}})
+	envelope, _ := json.Marshal(map[string]any{"Data": map[string]any{"msg": hostString(text)}, "Metadata": map[string]any{"DequeueCount": 1}})
 	go func() {
 		// The worker is killed under this call: its error is the point.
 		resp, err := http.Post(w.url+"/worker", "application/json", strings.NewReader(string(envelope)))
@@ -278,16 +281,22 @@ func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	require.NoError(t, w.cmd.Process.Kill())
-	require.Error(t, <-w.done, "killed mid-chunk")
+	require.Error(t, w.wait(), "killed mid-chunk")
 	killedAt := f.sim.Counters().Triggers
 	require.Less(t, killedAt, 200, "the chunk was not finished")
 
-	// The host redelivers the message once its lease ends, to a new worker.
+	// The host redelivers the message once its lease ends, to a new worker;
+	// devices whose claims are younger than the lease wait for it.
 	w = startWorker(t, env...)
-	time.Sleep(12 * time.Second)
-	host.pump(t, w, host.work, "worker")
-
-	reply, b = get(t, w.url+"/api/runs/"+acc.RunID)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		host.pump(t, w, host.work, "worker")
+		reply, b = get(t, w.url+"/api/runs/"+acc.RunID)
+		if reply.StatusCode != 202 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the run did not end: %s", b)
+	}
 	require.Equal(t, 200, reply.StatusCode, "%s", b)
 	var p runPage
 	require.NoError(t, json.Unmarshal(b, &p))
@@ -304,6 +313,7 @@ func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
 }
 
 func TestAzureWithoutStorageRefusesAsync(t *testing.T) {
+	t.Parallel()
 	f := newTenant(t, 300, intunesim.Options{})
 	w := startWorker(t, f.env()...) // the real host's variables, no AzureWebJobsStorage
 	reply, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 2), `,"mode":"async"`))
@@ -312,4 +322,14 @@ func TestAzureWithoutStorageRefusesAsync(t *testing.T) {
 	assert.Contains(t, w.logs.String(), "AzureWebJobsStorage is not set: asynchronous runs are off")
 	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 2), ""))
 	assert.Equal(t, 200, reply.StatusCode, "auto stays synchronous: %s", b)
+}
+
+// hostString is a queue message's text as the Functions host passes it to
+// a custom handler: a string trigger value goes through
+// JsonConvert.SerializeObject before it is put in Data, so the text
+// arrives JSON-encoded once more (azure-functions-host
+// GetHttpScriptInvocationContextValue).
+func hostString(text []byte) string {
+	b, _ := json.Marshal(string(text))
+	return string(b)
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,23 +23,21 @@ import (
 	"github.com/remediator/remediator/internal/remediate"
 )
 
-// binary is the handler built once for every test that runs it.
+// binary is the handler the tests run as the hosts do: this test binary
+// itself, which runs main when runMain is in its environment. Nothing is
+// built a second time.
 var binary string
 
+// runMain in a child's environment makes the test binary the handler.
+const runMain = "REMEDIATOR_TEST_RUN_MAIN=1"
+
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "remediator-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	if os.Getenv("REMEDIATOR_TEST_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
 	}
-	binary = filepath.Join(dir, "handler")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the handler: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	binary = os.Args[0]
+	os.Exit(m.Run())
 }
 
 // syncBuffer collects a process's stderr.
@@ -65,7 +62,15 @@ type worker struct {
 	url  string
 	cmd  *exec.Cmd
 	logs *syncBuffer
-	done chan error
+	// exited is closed when the process has exited, with err its exit.
+	exited chan struct{}
+	err    error
+}
+
+// wait waits for the process to exit and returns how it exited.
+func (w *worker) wait() error {
+	<-w.exited
+	return w.err
 }
 
 func freePort(t *testing.T) string {
@@ -83,17 +88,16 @@ func startWorker(t *testing.T, env ...string) *worker {
 	t.Helper()
 	port := freePort(t)
 	cmd := exec.Command(binary)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "FUNCTIONS_HTTPWORKER_PORT=" + port,
+	cmd.Env = append([]string{runMain, "PATH=" + os.Getenv("PATH"), "FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "FUNCTIONS_HTTPWORKER_PORT=" + port,
 		"FUNCTIONS_CUSTOMHANDLER_WORKER_ID=" + "3f9c5a2e-0000-4000-8000-000000000001", "FUNCTIONS_APP_ROOT_PATH=" + t.TempDir()}, env...)
-	w := &worker{url: "http://127.0.0.1:" + port, cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	w := &worker{url: "http://127.0.0.1:" + port, cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.logs, w.logs
 	require.NoError(t, cmd.Start())
-	go func() { w.done <- cmd.Wait() }()
+	go func() { w.err = cmd.Wait(); close(w.exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-w.done:
-			_ = err // a stopped worker's exit status is not what the test checks
+		case <-w.exited: // a stopped worker's exit status is not what the test checks
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
 		}
@@ -106,8 +110,8 @@ func startWorker(t *testing.T, env ...string) *worker {
 			return w
 		}
 		select {
-		case err := <-w.done:
-			t.Fatalf("the worker exited before answering: %v\n%s", err, w.logs.String())
+		case <-w.exited:
+			t.Fatalf("the worker exited before answering: %v\n%s", w.err, w.logs.String())
 		default:
 		}
 		require.True(t, time.Now().Before(deadline), "worker not up in 30 s:\n%s", w.logs.String())
@@ -186,6 +190,7 @@ func summaryOf(t *testing.T, b []byte) remediate.Summary {
 }
 
 func TestAzureForwardedHTTPAndAudit(t *testing.T) {
+	t.Parallel()
 	f := newTenant(t, 300, intunesim.Options{})
 	w := startWorker(t, f.env()...)
 	devs := f.eligible(0, 5)
@@ -245,6 +250,7 @@ type hostAnswer struct {
 }
 
 func TestAzurePayloadModeHTTP(t *testing.T) {
+	t.Parallel()
 	f := newTenant(t, 300, intunesim.Options{})
 	w := startWorker(t, f.env()...)
 	devs := f.eligible(0, 3)
@@ -274,6 +280,7 @@ func TestAzurePayloadModeHTTP(t *testing.T) {
 }
 
 func TestAzureTimer(t *testing.T) {
+	t.Parallel()
 	f := newTenant(t, 300, intunesim.Options{})
 	devs := f.eligible(0, 4)
 	w := startWorker(t, f.env("REMEDIATION_SCHEDULE=0 0 6 * * 1-5", "SCHEDULED_REQUEST="+f.request(devs, `,"ignore_partial_failures":true`))...)
@@ -306,6 +313,7 @@ func alertBody(t *testing.T, name string, devs ...intunesim.Device) string {
 }
 
 func TestAzureAlerts(t *testing.T) {
+	t.Parallel()
 	f := newTenant(t, 300, intunesim.Options{})
 	w := startWorker(t, f.env()...)
 	devs := f.eligible(0, 2)
@@ -350,6 +358,7 @@ func TestAzureAlerts(t *testing.T) {
 // stops starting triggers, answers with every device accounted for, and the
 // worker exits cleanly.
 func TestAzureShutdownMidRun(t *testing.T) {
+	t.Parallel()
 	f := newTenant(t, 600, intunesim.Options{})
 	w := startWorker(t, f.env("GRAPH_WRITE_RATE=40")...)
 	devs := f.eligible(0, 200)
@@ -383,16 +392,17 @@ func TestAzureShutdownMidRun(t *testing.T) {
 		}
 	}
 	select {
-	case err := <-w.done:
-		assert.NoError(t, err, "clean exit")
+	case <-w.exited:
+		assert.NoError(t, w.err, "clean exit")
 	case <-time.After(10 * time.Second):
 		t.Fatal("the worker did not exit after SIGTERM")
 	}
 }
 
 func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
+	t.Parallel()
 	cmd := exec.Command(binary)
-	cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_AUTH=none",
+	cmd.Env = []string{runMain, "FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_AUTH=none",
 		"MAX_CONCURRENCY=@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/c)", "SCHEDULED_REQUEST={}"}
 	out, err := cmd.CombinedOutput()
 	require.Error(t, err)
@@ -402,7 +412,7 @@ func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
 	assert.Contains(t, msg, "REMEDIATION_SCHEDULE")
 
 	cmd = exec.Command(binary)
-	cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_BASE_URL=http://127.0.0.1:9/beta", "GRAPH_AUTH=none",
+	cmd.Env = []string{runMain, "FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_BASE_URL=http://127.0.0.1:9/beta", "GRAPH_AUTH=none",
 		"REMEDIATION_SCHEDULE=0 0 6 * * *", `SCHEDULED_REQUEST={"managed_devices":[{"device_id":"nope"}]}`}
 	out, err = cmd.CombinedOutput()
 	require.Error(t, err)
@@ -410,14 +420,14 @@ func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
 	assert.Contains(t, string(out), "managed_devices[0].device_id")
 }
 
-// TestAzureLoad runs 50 concurrent remediate invocations of 100 devices
+// TestAzureLoad runs 50 concurrent remediate invocations of 40 devices
 // each through one worker: every invocation is answered, every device is
 // triggered exactly once, and the process-wide write pace keeps the
 // simulator from ever throttling. The pace is half the compressed ceiling:
 // worker, simulator and clients share two cores here, and requests paced
 // evenly by the worker arrive bunched by up to 1.6x in a window.
 func TestAzureLoad(t *testing.T) {
-	const invocations, perInvocation = 50, 100
+	const invocations, perInvocation = 50, 40
 	const limit, window = 200, 250 * time.Millisecond // a ceiling of 800 writes/s
 	f := newTenant(t, 9000, intunesim.Options{WriteLimit: limit, Window: window, ReadLimit: 100000})
 	w := startWorker(t, f.env("GRAPH_WRITE_RATE=400", "MAX_CONCURRENCY=16")...)

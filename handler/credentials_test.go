@@ -27,6 +27,7 @@ const (
 // (TLS, 401 challenge), gets a Graph token from a fake Entra ID, and
 // triggers devices on the simulator, which accepts only tokens Entra issued.
 func TestKeyVaultCredentialsEndToEnd(t *testing.T) {
+	t.Parallel()
 	entra := azurefake.NewEntra()
 	t.Cleanup(entra.Close)
 	kv := azurefake.NewKeyVault(homeTenant)
@@ -106,6 +107,7 @@ func TestKeyVaultCredentialsEndToEnd(t *testing.T) {
 
 // TestClientSecretMode runs the binary with GRAPH_AUTH=client-secret.
 func TestClientSecretMode(t *testing.T) {
+	t.Parallel()
 	entra := azurefake.NewEntra()
 	t.Cleanup(entra.Close)
 	certFile := filepath.Join(t.TempDir(), "ca.pem")

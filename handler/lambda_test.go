@@ -93,6 +93,7 @@ func lambdaEvent(t *testing.T, name string, kv ...string) []byte {
 // test does not rebuild with it, since a build with other tags recompiles
 // the whole Graph SDK.)
 func TestLambdaBootstrapEndToEnd(t *testing.T) {
+	t.Parallel()
 	bootstrap := binary
 
 	f := newTenant(t, 400, intunesim.Options{})
@@ -107,7 +108,7 @@ func TestLambdaBootstrapEndToEnd(t *testing.T) {
 	rt.add(lambdaEvent(t, "sqs_event.json"), time.Minute)
 
 	cmd := exec.Command(bootstrap)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"),
+	cmd.Env = append([]string{runMain, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"),
 		"AWS_LAMBDA_FUNCTION_NAME=remediator", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
 		"_HANDLER=bootstrap", "SCHEDULED_REQUEST=" + f.request(scheduled, "")}, f.env("GRAPH_WRITE_RATE=20")...)
 	logs, err := cmd.CombinedOutput()

@@ -23,11 +23,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/aws/aws-lambda-go/lambda"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-
 	"github.com/remediator/remediator/internal/alert"
+	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/awslambda"
 	"github.com/remediator/remediator/internal/azstore"
 	"github.com/remediator/remediator/internal/azure"
@@ -92,6 +92,7 @@ const (
 // deps is what build wires.
 type deps struct {
 	api   *httpapi.API
+	svc   *app.Service
 	graph *graph.Client
 	// runs is the asynchronous side, nil when runs are synchronous only.
 	runs *runs.Service
@@ -103,7 +104,7 @@ type deps struct {
 // in the configuration.
 func build(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, runtime string) (deps, error) {
 	gcfg := graph.Config{BaseURL: cfg.GraphBaseURL, CallTimeout: cfg.GraphCallTimeout}
-	var creds httpapi.Credentials
+	var creds app.Credentials
 	if cfg.GraphAuth != "none" {
 		src, err := credential.Open(credential.Settings{
 			Mode: cfg.GraphAuth, GraphBaseURL: cfg.GraphBaseURL,
@@ -134,15 +135,21 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Cooldown:        remediate.NewMemoryCooldown(max(cfg.DeviceCooldown, time.Minute)),
 		CooldownPeriod:  cfg.DeviceCooldown,
 	}
-	opts := httpapi.Options{
-		Limits:         remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
-		Credentials:    creds,
-		Alerts:         alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
-		IdempotencyTTL: cfg.IdempotencyTTL,
-		SyncBudget:     cfg.SyncBudget,
+	opts := app.Options{
+		Limits:      remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
+		Credentials: creds,
+		Alerts:      alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
+		SyncBudget:  cfg.SyncBudget,
+	}
+	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL}
+	switch runtime {
+	case runtimeAzure:
+		hopts.Audit = azure.Audit
+	case runtimeLambda:
+		hopts.Audit = awslambda.Audit
 	}
 	if st.durable != nil {
-		ecfg.Cooldown, opts.Replays = st.durable, st.durable
+		ecfg.Cooldown, hopts.Replays = st.durable, st.durable
 	}
 	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate), ecfg, log)
 	d := deps{graph: gc}
@@ -157,7 +164,8 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 			st.local.Start(ctx, d.runs)
 		}
 	}
-	d.api = httpapi.New(engine, opts, log)
+	d.svc = app.New(engine, opts, log)
+	d.api = httpapi.New(d.svc, hopts, log)
 	return d, nil
 }
 
@@ -318,7 +326,7 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 	if d.runs != nil {
 		settings.Worker = d.runs
 	}
-	host := azure.New(d.api, settings, log)
+	host := azure.New(d.api, d.svc, settings, log)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:"+port)
 	if err != nil {
 		return err
@@ -335,7 +343,7 @@ func lambdaWorker(ctx context.Context, getenv func(string) string, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	h := awslambda.New(d.api, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest}, log)
+	h := awslambda.New(d.api, d.svc, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest}, log)
 	log.Info("lambda runtime starting", "graph_base_url", cfg.GraphBaseURL, "write_rate", cfg.GraphWriteRate)
 	lambda.StartWithOptions(h.Invoke, lambda.WithContext(ctx), lambda.WithEnableSIGTERM())
 	return nil

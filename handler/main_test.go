@@ -17,6 +17,7 @@ import (
 // TestDemo runs `make demo`'s command and checks what it prints: the JSON
 // summary of a run over every kind of device, then a one-line account.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	var stdout, stderr bytes.Buffer
 	env := func(k string) string {
 		if k == "GRAPH_WRITE_RATE" {
@@ -48,11 +49,13 @@ func TestDemo(t *testing.T) {
 }
 
 func TestUnknownCommand(t *testing.T) {
+	t.Parallel()
 	err := run(context.Background(), []string{"launch"}, os.Getenv, &bytes.Buffer{}, &bytes.Buffer{})
 	assert.ErrorContains(t, err, "unknown command")
 }
 
 func TestServeRefusesBadConfiguration(t *testing.T) {
+	t.Parallel()
 	env := func(k string) string {
 		return map[string]string{"GRAPH_BASE_URL": "https://graph.microsoft.com/beta", "GRAPH_AUTH": "none", "MAX_CONCURRENCY": "0"}[k]
 	}

@@ -6,9 +6,9 @@ package alert
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
 
@@ -22,13 +22,19 @@ type Settings struct {
 	ScriptPolicyID string
 }
 
-// Error is an alert remediator cannot act on; Status is 400 for a body that
-// is not an alert and 422 for an alert without devices or script. Neither
-// is a 5xx, which action groups would retry.
+// Error is an alert remediator cannot act on: Code is invalid_request for
+// a body that is not an alert, alert_not_actionable for an alert without
+// devices or script. Neither may become a 5xx, which action groups retry.
 type Error struct {
-	Status  int
+	Code    string
 	Message string
 }
+
+// Error codes of alerts that cannot be acted on.
+const (
+	CodeInvalidAlert  = "invalid_request"
+	CodeNotActionable = "alert_not_actionable"
+)
 
 // Error returns the message.
 func (e *Error) Error() string { return e.Message }
@@ -86,8 +92,6 @@ type payload struct {
 	} `json:"data"`
 }
 
-var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // Map reads a common-schema alert. queryScript is the script_policy_id
 // query parameter of the call, if any. Devices come from, in order: the
 // condition's dimensions named s.DeviceDimension; customProperties.deviceIds
@@ -100,10 +104,10 @@ func Map(body []byte, queryScript string, s Settings) (Mapping, error) {
 	}
 	var p payload
 	if err := json.Unmarshal(body, &p); err != nil {
-		return Mapping{}, &Error{400, "the body is not an Azure Monitor alert: " + err.Error()}
+		return Mapping{}, &Error{CodeInvalidAlert, "the body is not an Azure Monitor alert: " + err.Error()}
 	}
 	if p.Data == nil || !strings.EqualFold(p.SchemaID, "azureMonitorCommonAlertSchema") {
-		return Mapping{}, &Error{422, "the alert does not use the common alert schema; enable \"Use common alert schema\" on the action group's action"}
+		return Mapping{}, &Error{CodeNotActionable, "the alert does not use the common alert schema; enable \"Use common alert schema\" on the action group's action"}
 	}
 	ess := p.Data.Essentials
 	m := Mapping{AlertID: ess.AlertID, AlertRule: ess.AlertRule, FiredDateTime: ess.FiredDateTime}
@@ -146,7 +150,7 @@ func Map(body []byte, queryScript string, s Settings) (Mapping, error) {
 		v = strings.TrimSpace(v)
 		switch {
 		case v == "":
-		case !guidRE.MatchString(v):
+		case !intune.IsGUID(v):
 			bad = append(bad, v)
 		case !seen[strings.ToLower(v)]:
 			seen[strings.ToLower(v)] = true
@@ -159,12 +163,12 @@ func Map(body []byte, queryScript string, s Settings) (Mapping, error) {
 	switch {
 	case len(m.Request.ManagedDevices) == 0:
 		m.Source = ""
-		return m, &Error{422, fmt.Sprintf("the alert names no device: expected a %q dimension, customProperties.deviceIds, or a %q column in SearchResults (set ALERT_DEVICE_DIMENSION to the name your query uses)%s",
+		return m, &Error{CodeNotActionable, fmt.Sprintf("the alert names no device: expected a %q dimension, customProperties.deviceIds, or a %q column in SearchResults (set ALERT_DEVICE_DIMENSION to the name your query uses)%s",
 			s.DeviceDimension, s.DeviceDimension, badNote(bad))}
 	case script == "":
-		return m, &Error{422, "the alert names no remediation script: set the custom property scriptPolicyId on the alert rule, the query parameter script_policy_id, or ALERT_SCRIPT_POLICY_ID"}
-	case !guidRE.MatchString(script):
-		return m, &Error{422, fmt.Sprintf("the script policy id %q is not a GUID", script)}
+		return m, &Error{CodeNotActionable, "the alert names no remediation script: set the custom property scriptPolicyId on the alert rule, the query parameter script_policy_id, or ALERT_SCRIPT_POLICY_ID"}
+	case !intune.IsGUID(script):
+		return m, &Error{CodeNotActionable, fmt.Sprintf("the script policy id %q is not a GUID", script)}
 	}
 	// One retired device must not stop the others an alert names.
 	m.Request.IgnorePartialFailures = true

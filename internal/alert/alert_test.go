@@ -50,7 +50,7 @@ func TestDimensionNameIsConfigurable(t *testing.T) {
 	_, err := Map(sample(t, "log_alert_v2_fired.json"), "", Settings{DeviceDimension: "IntuneDeviceId"})
 	var ae *Error
 	require.ErrorAs(t, err, &ae)
-	assert.Equal(t, 422, ae.Status)
+	assert.Equal(t, CodeNotActionable, ae.Code)
 	m, err := Map(sample(t, "log_alert_v2_fired.json"), "", Settings{DeviceDimension: "deviceid"})
 	require.NoError(t, err, "matched case-insensitively")
 	assert.Equal(t, []string{dev1}, ids(m))
@@ -99,18 +99,18 @@ func TestAlertsWithoutDevices(t *testing.T) {
 			_, err := Map(sample(t, name), script, Settings{})
 			var ae *Error
 			require.ErrorAs(t, err, &ae)
-			assert.Equal(t, 422, ae.Status)
+			assert.Equal(t, CodeNotActionable, ae.Code)
 			assert.Contains(t, ae.Message, "names no device")
 		})
 	}
 }
 
 func TestNotAnAlert(t *testing.T) {
-	for body, status := range map[string]int{`nope`: 400, `{"schemaId":"Microsoft.Insights/activityLogs","data":{}}`: 422, `{}`: 422} {
+	for body, code := range map[string]string{`nope`: CodeInvalidAlert, `{"schemaId":"Microsoft.Insights/activityLogs","data":{}}`: CodeNotActionable, `{}`: CodeNotActionable} {
 		_, err := Map([]byte(body), script, Settings{})
 		var ae *Error
 		require.ErrorAs(t, err, &ae, body)
-		assert.Equal(t, status, ae.Status, body)
+		assert.Equal(t, code, ae.Code, body)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // FuzzMap: any body maps to a request of GUID devices with a script, is
@@ -20,7 +22,7 @@ func FuzzMap(f *testing.F) {
 		m, err := Map(body, query, Settings{})
 		if err != nil {
 			var ae *Error
-			if !errors.As(err, &ae) || (ae.Status != 400 && ae.Status != 422) || ae.Message == "" {
+			if !errors.As(err, &ae) || (ae.Code != CodeInvalidAlert && ae.Code != CodeNotActionable) || ae.Message == "" {
 				t.Fatalf("unclear refusal: %v", err)
 			}
 			return
@@ -32,7 +34,7 @@ func FuzzMap(f *testing.F) {
 			t.Fatal("a request without devices")
 		}
 		for _, d := range m.Request.ManagedDevices {
-			if !guidRE.MatchString(d.DeviceID) || !guidRE.MatchString(d.ScriptPolicyID) {
+			if !intune.IsGUID(d.DeviceID) || !intune.IsGUID(d.ScriptPolicyID) {
 				t.Fatalf("bad target %+v", d)
 			}
 		}

@@ -1,8 +1,9 @@
 // Package awslambda adapts remediator to AWS Lambda: Lambda Function URL
-// and API Gateway HTTP API (payload 2.0) requests for POST /remediate,
-// POST /alert and GET /runs/{id}, and EventBridge scheduled events that run
-// the configured scheduled request. The same JSON contract and status
-// codes as on Azure.
+// and API Gateway HTTP API (payload 2.0) requests become an *http.Request
+// for the one HTTP API (POST /remediate, POST /alert, GET /runs/{id}), as
+// aws-lambda-go's lambdaurl wraps a handler; EventBridge scheduled events
+// run the configured scheduled request through the application service.
+// The same JSON contract and status codes as on Azure.
 package awslambda
 
 import (
@@ -11,24 +12,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/httpapi"
 )
-
-// Runner runs remediation requests and alerts; *httpapi.API implements
-// it.
-type Runner interface {
-	Remediate(ctx context.Context, body io.Reader) httpapi.Result
-	Alert(ctx context.Context, body []byte, queryScript string) httpapi.Result
-}
 
 // apiGatewayLimit is API Gateway's integration timeout: an HTTP API
 // answers 503 to the caller after it, whatever the function does.
@@ -42,14 +37,31 @@ type Settings struct {
 
 // Handler is the Lambda function.
 type Handler struct {
-	run Runner
-	s   Settings
-	log *slog.Logger
+	api     *httpapi.API
+	handler http.Handler
+	svc     *app.Service
+	s       Settings
+	log     *slog.Logger
 }
 
-// New returns a Handler.
-func New(run Runner, s Settings, log *slog.Logger) *Handler {
-	return &Handler{run: run, s: s, log: log}
+// New returns a Handler over the one HTTP API and the application service.
+func New(api *httpapi.API, svc *app.Service, s Settings, log *slog.Logger) *Handler {
+	return &Handler{api: api, handler: api.Handler(), svc: svc, s: s, log: log}
+}
+
+// eventKey carries the HTTP event behind a request, for the audit line.
+type eventKey struct{}
+
+// Audit is the audit line's view of an HTTP invocation on Lambda: the
+// invocation's request id and the IAM caller, if IAM authorized it.
+func Audit(r *http.Request) []any {
+	caller := ""
+	if ev, ok := r.Context().Value(eventKey{}).(*events.APIGatewayV2HTTPRequest); ok {
+		if a := ev.RequestContext.Authorizer; a != nil && a.IAM != nil {
+			caller = a.IAM.UserARN
+		}
+	}
+	return []any{"aws_request_id", requestID(r.Context()), "caller", caller}
 }
 
 // probe reads just enough of an event to tell its kind.
@@ -77,70 +89,58 @@ func (h *Handler) Invoke(ctx context.Context, raw json.RawMessage) (any, error) 
 		if err := json.Unmarshal(raw, &req); err != nil {
 			return nil, fmt.Errorf("remediator: the HTTP event could not be read: %w", err)
 		}
-		return h.http(ctx, req), nil
+		return h.http(ctx, &req), nil
 	case (p.Source == "aws.events" || p.Source == "aws.scheduler") && p.DetailType == "Scheduled Event":
 		return h.scheduled(ctx)
 	}
 	return nil, fmt.Errorf("remediator: unsupported event (source %q, detail-type %q): expected a Function URL or API Gateway HTTP API request, or an EventBridge scheduled event", p.Source, p.DetailType)
 }
 
-func (h *Handler) http(ctx context.Context, req events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
-	started := time.Now()
-	method, path := req.RequestContext.HTTP.Method, strings.TrimSuffix(req.RawPath, "/")
-	if !strings.Contains(req.RequestContext.DomainName, ".lambda-url.") && req.RequestContext.APIID != "" {
+// http serves an HTTP event with the one HTTP API.
+func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) events.APIGatewayV2HTTPResponse {
+	if !strings.Contains(ev.RequestContext.DomainName, ".lambda-url.") && ev.RequestContext.APIID != "" {
 		// API Gateway gives up after 29 s: the answer must leave before.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, apiGatewayLimit)
 		defer cancel()
 	}
-	body := []byte(req.Body)
-	if req.IsBase64Encoded {
-		b, err := base64.StdEncoding.DecodeString(req.Body)
+	body := []byte(ev.Body)
+	if ev.IsBase64Encoded {
+		b, err := base64.StdEncoding.DecodeString(ev.Body)
 		if err != nil {
-			return response(httpapi.Result{Status: http.StatusBadRequest, Body: httpapi.ErrorBody("invalid_request", "the body is marked base64 but is not")})
+			return response(httpapi.ErrorAnswer("invalid_request", "the body is marked base64 but is not"))
 		}
 		body = b
 	}
-	var res httpapi.Result
-	function := "unknown"
-	switch {
-	case strings.HasSuffix(path, "/remediate"):
-		function = "remediate"
-		// Idempotency keys are kept per instance here: Lambda has no run
-		// storage (see README).
-		cctx := httpapi.WithCall(ctx, httpapi.Call{IdempotencyKey: headerOf(req.Headers, "Idempotency-Key")})
-		res = h.only(method, http.MethodPost, func() httpapi.Result { return h.run.Remediate(cctx, bytes.NewReader(body)) })
-	case strings.HasSuffix(path, "/alert"):
-		function = "alert"
-		res = h.only(method, http.MethodPost, func() httpapi.Result {
-			return h.run.Alert(ctx, body, req.QueryStringParameters["script_policy_id"])
-		})
-	case strings.Contains(path, "/runs/"):
-		function = "runs"
-		id := path[strings.LastIndex(path, "/")+1:]
-		res = h.only(method, http.MethodGet, func() httpapi.Result {
-			return httpapi.Result{Status: http.StatusNotFound, Body: httpapi.ErrorBody("unknown_run",
-				"no run "+id+": this deployment runs every request synchronously and keeps no run state")}
-		})
-	default:
-		res = httpapi.Result{Status: http.StatusNotFound, Body: httpapi.ErrorBody("not_found", "no such route: use POST /remediate, POST /alert or GET /runs/{id}")}
+	host := ev.RequestContext.DomainName
+	if host == "" {
+		host = "localhost"
 	}
-	caller := ""
-	if a := req.RequestContext.Authorizer; a != nil && a.IAM != nil {
-		caller = a.IAM.UserARN
+	u := &url.URL{Scheme: "https", Host: host, Path: route(ev.RawPath), RawQuery: ev.RawQueryString}
+	req, err := http.NewRequestWithContext(context.WithValue(ctx, eventKey{}, ev), ev.RequestContext.HTTP.Method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return response(httpapi.ErrorAnswer("invalid_request", "the request could not be read: "+err.Error()))
 	}
-	attrs := []any{"aws_request_id", requestID(ctx), "function", function, "caller", caller,
-		"http_status", res.Status, "duration_ms", time.Since(started).Milliseconds()}
-	h.log.Info("invocation", append(attrs, httpapi.AuditAttrs(res.Body)...)...)
-	return response(res)
+	for k, v := range ev.Headers {
+		req.Header.Set(k, v)
+	}
+	rec := httpapi.Record(h.handler, req)
+	return events.APIGatewayV2HTTPResponse{StatusCode: rec.Status, Headers: rec.Headers(), Body: rec.Body.String()}
 }
 
-func (h *Handler) only(method, want string, fn func() httpapi.Result) httpapi.Result {
-	if method != want {
-		return httpapi.Result{Status: http.StatusMethodNotAllowed, Headers: map[string]string{"Allow": want},
-			Body: httpapi.ErrorBody("method_not_allowed", "use "+want)}
+// route maps a Function URL or API Gateway path (any stage or prefix) to
+// the API's routes: .../remediate, .../alert, .../runs/{id}.
+func route(path string) string {
+	p := strings.TrimSuffix(path, "/")
+	switch {
+	case strings.HasSuffix(p, "/remediate"):
+		return "/api/remediate"
+	case strings.HasSuffix(p, "/alert"):
+		return "/api/alert"
+	case strings.Contains(p, "/runs/"):
+		return "/api/runs/" + p[strings.LastIndex(p, "/")+1:]
 	}
-	return fn()
+	return p
 }
 
 // scheduled runs the configured request for an EventBridge schedule.
@@ -149,45 +149,28 @@ func (h *Handler) scheduled(ctx context.Context) (any, error) {
 		return nil, fmt.Errorf("remediator: a scheduled event arrived but no SCHEDULED_REQUEST or SCHEDULED_REQUEST_FILE is configured")
 	}
 	started := time.Now()
-	res := h.run.Remediate(ctx, bytes.NewReader(h.s.ScheduledRequest))
-	attrs := []any{"aws_request_id", requestID(ctx), "function", "schedule", "caller", "eventbridge",
-		"http_status", res.Status, "duration_ms", time.Since(started).Milliseconds()}
-	h.log.Info("invocation", append(attrs, httpapi.AuditAttrs(res.Body)...)...)
-	if res.Status >= 400 && res.Status != http.StatusFailedDependency {
+	res, err := h.svc.Remediate(ctx, h.s.ScheduledRequest)
+	ans := httpapi.RenderSchedule(res, err)
+	h.api.Audit(ctx, "schedule", ans, started, "aws_request_id", requestID(ctx), "caller", "eventbridge")
+	if ans.Status >= 400 && ans.Status != http.StatusFailedDependency {
 		// A refused scheduled request is the deployment's error: fail the
 		// invocation so it shows in Lambda's error metrics.
-		b, _ := json.Marshal(res.Body)
-		return nil, fmt.Errorf("remediator: the scheduled request was refused (HTTP %d): %s", res.Status, b)
+		b, _ := json.Marshal(ans.Body)
+		return nil, fmt.Errorf("remediator: the scheduled request was refused (HTTP %d): %s", ans.Status, b)
 	}
-	return res.Body, nil
+	return ans.Body, nil
 }
 
-func response(res httpapi.Result) events.APIGatewayV2HTTPResponse {
-	b, err := json.Marshal(res.Body)
-	if err != nil {
-		res.Status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"the answer could not be encoded"}}`)
-	}
-	headers := map[string]string{"Content-Type": "application/json"}
-	for k, v := range res.Headers {
-		headers[k] = v
-	}
-	return events.APIGatewayV2HTTPResponse{StatusCode: res.Status, Headers: headers, Body: string(b)}
+// response is an answer the adapter gives itself (the event could not
+// become a request).
+func response(a httpapi.Answer) events.APIGatewayV2HTTPResponse {
+	b, _ := json.Marshal(a.Body)
+	return events.APIGatewayV2HTTPResponse{StatusCode: a.Status, Headers: map[string]string{"Content-Type": "application/json"}, Body: string(b)}
 }
 
 func requestID(ctx context.Context) string {
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		return lc.AwsRequestID
-	}
-	return ""
-}
-
-// headerOf reads a header case-insensitively (API Gateway lower-cases
-// them, Function URLs keep the caller's case).
-func headerOf(h map[string]string, name string) string {
-	for k, v := range h {
-		if strings.EqualFold(k, name) {
-			return v
-		}
 	}
 	return ""
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/intunesim"
@@ -41,8 +42,9 @@ func setup(t *testing.T, scheduled []byte) *fixture {
 	require.NoError(t, err)
 	logs := &strings.Builder{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	api := httpapi.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), httpapi.Options{}, log)
-	h := New(api, Settings{ScheduledRequest: scheduled}, log)
+	svc := app.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), app.Options{}, log)
+	api := httpapi.New(svc, httpapi.Options{Audit: Audit}, log)
+	h := New(api, svc, Settings{ScheduledRequest: scheduled}, log)
 	return &fixture{sim: sim, tenant: tenant, script: tenant.RemediationScript().ID, handler: lambda.NewHandler(h.Invoke), logs: logs}
 }
 
@@ -140,7 +142,8 @@ func TestRoutes(t *testing.T) {
 	require.NoError(t, err)
 	r := httpResponse(t, out)
 	assert.Equal(t, 404, r.StatusCode)
-	assert.Contains(t, r.Body, "unknown_run")
+	assert.Contains(t, r.Body, `"code":"not_found"`, "the same answer as Azure without storage")
+	assert.Contains(t, r.Body, "keeps no runs")
 
 	wrong := strings.NewReplacer(`"method": "POST"`, `"method": "GET"`)
 	out, err = f.invoke(t, []byte(wrong.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))

@@ -15,8 +15,8 @@ import (
 
 	"github.com/remediator/remediator/internal/azstore"
 	"github.com/remediator/remediator/internal/azurite"
-	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/replay"
 	"github.com/remediator/remediator/internal/runs"
 )
 
@@ -34,9 +34,9 @@ func TestIdempotencyKeys(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, prev, "a new key is reserved")
 	_, err = st.Begin(ctx, "remediate:ticket-1", time.Hour)
-	assert.ErrorIs(t, err, httpapi.ErrInProgress, "a second request waits for the first")
+	assert.ErrorIs(t, err, replay.ErrInProgress, "a second request waits for the first")
 
-	answer := httpapi.Stored{Status: 202, Headers: map[string]string{"Location": "https://x/api/runs/1"}, Body: json.RawMessage(`{"run_id":"1"}`), RequestHash: "h"}
+	answer := replay.Stored{Status: 202, Headers: map[string]string{"Location": "https://x/api/runs/1"}, Body: json.RawMessage(`{"run_id":"1"}`), RequestHash: "h"}
 	require.NoError(t, st.Finish(ctx, "remediate:ticket-1", answer))
 	prev, err = st.Begin(ctx, "remediate:ticket-1", time.Hour)
 	require.NoError(t, err)
@@ -46,7 +46,7 @@ func TestIdempotencyKeys(t *testing.T) {
 	assert.Equal(t, answer.Headers, prev.Headers)
 
 	// An answer too large for one table property is split and joined.
-	big := httpapi.Stored{Status: 200, Body: json.RawMessage(`"` + strings.Repeat("x", 200_000) + `"`)}
+	big := replay.Stored{Status: 200, Body: json.RawMessage(`"` + strings.Repeat("x", 200_000) + `"`)}
 	_, err = st.Begin(ctx, "alert:big", time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, st.Finish(ctx, "alert:big", big))

@@ -11,8 +11,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
-	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/replay"
 )
 
 // Idempotency keys live in partition "idempotency", hashed (keys are the
@@ -26,14 +26,14 @@ const (
 )
 
 var (
-	_ httpapi.Replays    = (*Store)(nil)
+	_ replay.Store       = (*Store)(nil)
 	_ remediate.Cooldown = (*Store)(nil)
 )
 
 type keyRow struct {
-	Stored  *httpapi.Stored `json:"stored,omitempty"`
-	Began   time.Time       `json:"began"`
-	Expires time.Time       `json:"expires"`
+	Stored  *replay.Stored `json:"stored,omitempty"`
+	Began   time.Time      `json:"began"`
+	Expires time.Time      `json:"expires"`
 }
 
 func keyOf(key string) string {
@@ -41,9 +41,9 @@ func keyOf(key string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// Begin implements httpapi.Replays: an insert that only one request can
+// Begin implements replay.Store: an insert that only one request can
 // win.
-func (s *Store) Begin(ctx context.Context, key string, ttl time.Duration) (*httpapi.Stored, error) {
+func (s *Store) Begin(ctx context.Context, key string, ttl time.Duration) (*replay.Stored, error) {
 	rk, now := keyOf(key), time.Now().UTC()
 	fresh, err := entity(keysPartition, rk, keyRow{Began: now, Expires: now.Add(ttl)})
 	if err != nil {
@@ -69,19 +69,19 @@ func (s *Store) Begin(ctx context.Context, key string, ttl time.Duration) (*http
 		s.ops.Add(1)
 		if _, err := s.table.UpdateEntity(ctx, fresh, &aztables.UpdateEntityOptions{IfMatch: &e, UpdateMode: aztables.UpdateModeReplace}); err != nil {
 			if hasCode(err, http.StatusPreconditionFailed) {
-				return nil, httpapi.ErrInProgress
+				return nil, replay.ErrInProgress
 			}
 			return nil, err
 		}
 		return nil, nil
 	case row.Stored == nil:
-		return nil, httpapi.ErrInProgress
+		return nil, replay.ErrInProgress
 	}
 	return row.Stored, nil
 }
 
-// Finish implements httpapi.Replays.
-func (s *Store) Finish(ctx context.Context, key string, st httpapi.Stored) error {
+// Finish implements replay.Store.
+func (s *Store) Finish(ctx context.Context, key string, st replay.Stored) error {
 	rk := keyOf(key)
 	var row keyRow
 	if _, err := s.get(ctx, keysPartition, rk, &row); err != nil {
@@ -97,7 +97,7 @@ func (s *Store) Finish(ctx context.Context, key string, st httpapi.Stored) error
 	return err
 }
 
-// Abandon implements httpapi.Replays.
+// Abandon implements replay.Store.
 func (s *Store) Abandon(ctx context.Context, key string) error {
 	s.ops.Add(1)
 	_, err := s.table.DeleteEntity(ctx, keysPartition, keyOf(key), nil)

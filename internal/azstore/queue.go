@@ -2,8 +2,6 @@ package azstore
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
@@ -23,7 +21,7 @@ var _ runs.Queue = (*Queue)(nil)
 
 // Send implements runs.Queue.
 func (q *Queue) Send(ctx context.Context, m runs.Message, after time.Duration) error {
-	b, err := json.Marshal(m)
+	text, err := m.Encode()
 	if err != nil {
 		return err
 	}
@@ -36,6 +34,6 @@ func (q *Queue) Send(ctx context.Context, m runs.Message, after time.Duration) e
 		opts.VisibilityTimeout = &v
 	}
 	q.store.ops.Add(1)
-	_, err = q.client.EnqueueMessage(ctx, base64.StdEncoding.EncodeToString(b), opts)
+	_, err = q.client.EnqueueMessage(ctx, text, opts)
 	return err
 }

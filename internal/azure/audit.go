@@ -2,20 +2,10 @@ package azure
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/remediate"
 )
-
-// audit writes the one structured line per invocation: who called which
-// function and how it ended (see httpapi.AuditAttrs). It never logs
-// headers, keys, URLs or bodies.
-func (h *Host) audit(function, invocation, caller string, status int, body any, started time.Time, extra ...any) {
-	attrs := []any{"invocation_id", invocation, "function", function, "caller", caller,
-		"http_status", status, "duration_ms", time.Since(started).Milliseconds()}
-	h.log.Info("invocation", append(append(attrs, httpapi.AuditAttrs(body)...), extra...)...)
-}
 
 // line is a one-line account of an answer, for the host's invocation log.
 func line(status int, body any) string {

@@ -1,10 +1,11 @@
 // Package azure adapts remediator to the Azure Functions custom-handler
 // protocol. The host starts the binary with FUNCTIONS_CUSTOMHANDLER_PORT
-// and calls it on 127.0.0.1: GET / to see it is up, the HTTP functions
-// remediate and alert either forwarded (POST /api/<route>, the caller's own
-// request) or in payload mode (POST /<function> with a
-// {"Data":...,"Metadata":...} envelope), and the timer function schedule in
-// payload mode.
+// and calls it on 127.0.0.1: HTTP functions either forwarded (the caller's
+// own request, served by the one HTTP handler as it is) or in payload mode
+// (POST /<function> with a {"Data":...,"Metadata":...} envelope, turned
+// into an *http.Request for the same handler, the answer wrapped in
+// Outputs.res); the timer function schedule and the queue functions worker
+// and poison call the application service and the run workers directly.
 //
 // The host never tells the worker its deadline, so every invocation runs
 // under FUNCTION_TIMEOUT, and HTTP functions also under the front end's
@@ -20,18 +21,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
+	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/httpapi"
 )
-
-// Remediator runs remediation requests and alerts; *httpapi.API
-// implements it.
-type Remediator interface {
-	Remediate(ctx context.Context, body io.Reader) httpapi.Result
-	Alert(ctx context.Context, body []byte, queryScript string) httpapi.Result
-	Run(ctx context.Context, id string, page int, follow bool) httpapi.Result
-}
 
 // Settings configure the adapter.
 type Settings struct {
@@ -50,132 +45,122 @@ type Settings struct {
 
 // Host serves the custom-handler protocol.
 type Host struct {
-	run      Remediator
+	api      *httpapi.API
+	svc      *app.Service
 	settings Settings
 	log      *slog.Logger
 }
 
-// New returns a Host.
-func New(run Remediator, s Settings, log *slog.Logger) *Host {
+// New returns a Host over the one HTTP API and the application service.
+func New(api *httpapi.API, svc *app.Service, s Settings, log *slog.Logger) *Host {
 	if s.FunctionTimeout <= 0 {
 		s.FunctionTimeout = 5 * time.Minute
 	}
 	if s.HTTPBudget <= 0 {
 		s.HTTPBudget = 200 * time.Second
 	}
-	return &Host{run: run, settings: s, log: log}
+	return &Host{api: api, svc: svc, settings: s, log: log}
 }
 
-// Handler routes the host's calls.
+// Audit is the audit line's view of an HTTP invocation under the host:
+// its invocation id and the App Service Authentication principal, which
+// the platform sets (and strips from callers' requests).
+func Audit(r *http.Request) []any {
+	return []any{"invocation_id", r.Header.Get("X-Azure-Functions-InvocationId"), "caller", r.Header.Get("X-MS-CLIENT-PRINCIPAL-NAME")}
+}
+
+// Handler routes the host's calls: payload-mode functions and non-HTTP
+// triggers by function name, everything else (forwarded HTTP functions,
+// the health check) to the HTTP API.
 func (h *Host) Handler() http.Handler {
+	api := h.bounded(h.api.Handler())
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("POST /api/remediate", h.forwarded("remediate", h.remediate))
-	mux.HandleFunc("POST /api/alert", h.forwarded("alert", h.alert))
-	mux.HandleFunc("POST /remediate", h.payload("remediate", h.remediate))
-	mux.HandleFunc("POST /alert", h.payload("alert", h.alert))
+	mux.Handle("POST /remediate", h.payload("remediate", api))
+	mux.Handle("POST /alert", h.payload("alert", api))
+	mux.Handle("POST /runs", h.payload("runs", api))
 	mux.HandleFunc("POST /schedule", h.schedule)
-	mux.HandleFunc("GET /api/runs/{id}", h.forwarded("runs", h.runStatus))
-	mux.HandleFunc("POST /runs", h.payload("runs", h.runStatus))
 	mux.HandleFunc("POST /worker", h.queue("worker", Worker.Work))
 	mux.HandleFunc("POST /poison", h.queue("poison", Worker.Poison))
+	mux.Handle("/", api)
 	return mux
 }
 
-// call is one invocation of an HTTP function, however it arrived.
-type call struct {
-	function     string
-	invocationID string
-	id           string // route parameter {id}
-	url          string // the URL the caller used (forwarded: its scheme and host)
-	body         []byte
-	query        func(string) string
-	header       func(string) string
-}
-
-// answer is an HTTP function's result.
-type answer struct {
-	status  int
-	headers map[string]string
-	body    any
-}
-
-type function func(ctx context.Context, c call) answer
-
-// forwarded serves a function whose caller's request the host forwards as
-// is.
-func (h *Host) forwarded(name string, fn function) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, httpapi.MaxBody))
-		if err != nil {
-			httpapi.WriteJSON(w, http.StatusRequestEntityTooLarge, httpapi.ErrorBody("request_too_large", "the body is over 1 MiB"))
-			return
-		}
-		a := h.invoke(r.Context(), fn, call{function: name, invocationID: r.Header.Get("X-Azure-Functions-InvocationId"),
-			id: r.PathValue("id"), url: httpapi.BaseURL(r), body: body, query: r.URL.Query().Get, header: r.Header.Get})
-		for k, v := range a.headers {
-			w.Header().Set(k, v)
-		}
-		httpapi.WriteJSON(w, a.status, a.body)
-	}
+// bounded runs next under the HTTP functions' deadline.
+func (h *Host) bounded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), min(h.settings.FunctionTimeout, h.settings.HTTPBudget))
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // payload serves an HTTP function in payload mode: the request arrives
-// inside an envelope and the answer goes back as Outputs.res.
-func (h *Host) payload(name string, fn function) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var env envelope
-		var req hostRequest
-		err := json.NewDecoder(io.LimitReader(r.Body, 2*httpapi.MaxBody)).Decode(&env)
-		if err == nil {
-			raw, ok := env.binding("req")
-			if !ok {
-				err = errors.New("no request binding in Data")
-			} else {
-				err = json.Unmarshal(raw, &req)
-			}
-		}
-		var a answer
+// inside an envelope, is served by the HTTP API as if forwarded, and the
+// answer goes back as Outputs.res.
+func (h *Host) payload(function string, api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := h.request(r, function)
 		if err != nil {
-			a = answer{status: http.StatusBadRequest, body: httpapi.ErrorBody("invalid_invocation", "the host's payload could not be read: "+err.Error())}
-		} else {
-			var body []byte
-			if req.Body != nil {
-				body = []byte(*req.Body)
-			}
-			a = h.invoke(r.Context(), fn, call{function: name, invocationID: r.Header.Get("X-Azure-Functions-InvocationId"),
-				id: req.Params.get("id"), url: req.URL, body: body, query: req.Query.get, header: req.Headers.get})
+			h.log.Warn("payload not read", "function", function, "invocation_id", r.Header.Get("X-Azure-Functions-InvocationId"), "error", err.Error())
+			ans := httpapi.ErrorAnswer("invalid_invocation", "the host's payload could not be read: "+err.Error())
+			b, _ := json.Marshal(ans.Body)
+			writeInvokeResponse(w, invokeResponse{Outputs: map[string]any{"res": httpOutput{StatusCode: ans.Status,
+				Headers: map[string]string{"Content-Type": "application/json"}, Body: string(b)}}})
+			return
 		}
-		out, _ := json.Marshal(a.body)
-		headers := map[string]string{"Content-Type": "application/json"}
-		for k, v := range a.headers {
-			headers[k] = v
-		}
-		writeInvokeResponse(w, invokeResponse{Outputs: map[string]any{"res": httpOutput{StatusCode: a.status, Headers: headers, Body: string(out)}}})
+		rec := httpapi.Record(api, req)
+		writeInvokeResponse(w, invokeResponse{Outputs: map[string]any{"res": httpOutput{StatusCode: rec.Status, Headers: rec.Headers(), Body: rec.Body.String()}}})
+	})
+}
+
+// request builds the caller's request from a payload-mode envelope: the
+// route from the function (and its {id}), the query, headers, body and
+// the host the caller used from Data.req.
+func (h *Host) request(r *http.Request, function string) (*http.Request, error) {
+	var env envelope
+	if err := json.NewDecoder(io.LimitReader(r.Body, 2*httpapi.MaxBody)).Decode(&env); err != nil {
+		return nil, err
 	}
-}
-
-// invoke runs fn within the HTTP deadline and writes the audit line.
-func (h *Host) invoke(ctx context.Context, fn function, c call) answer {
-	ctx, cancel := context.WithTimeout(ctx, min(h.settings.FunctionTimeout, h.settings.HTTPBudget))
-	defer cancel()
-	ctx = httpapi.WithCall(ctx, httpapi.Call{IdempotencyKey: c.header("Idempotency-Key"), BaseURL: origin(c.url), Code: c.query("code")})
-	started := time.Now()
-	a := fn(ctx, c)
-	h.audit(c.function, c.invocationID, c.header("X-MS-CLIENT-PRINCIPAL-NAME"), a.status, a.body, started)
-	return a
-}
-
-func (h *Host) remediate(ctx context.Context, c call) answer {
-	r := h.run.Remediate(ctx, bytes.NewReader(c.body))
-	return answer{status: r.Status, headers: r.Headers, body: r.Body}
-}
-
-func (h *Host) alert(ctx context.Context, c call) answer {
-	r := h.run.Alert(ctx, c.body, c.query("script_policy_id"))
-	return answer{status: r.Status, headers: r.Headers, body: r.Body}
+	raw, ok := env.binding("req")
+	if !ok {
+		return nil, errors.New("no request binding in Data")
+	}
+	var hr hostRequest
+	if err := json.Unmarshal(raw, &hr); err != nil {
+		return nil, err
+	}
+	path := "/api/" + function
+	method := http.MethodPost
+	if function == "runs" {
+		path, method = "/api/runs/"+url.PathEscape(hr.Params.get("id")), http.MethodGet
+	}
+	if hr.Method != "" {
+		method = hr.Method
+	}
+	u := &url.URL{Scheme: "https", Host: "localhost", Path: path}
+	if p, err := url.Parse(hr.URL); err == nil && p.Host != "" {
+		u.Scheme, u.Host, u.RawQuery = p.Scheme, p.Host, p.RawQuery
+	}
+	if u.RawQuery == "" && len(hr.Query) > 0 {
+		q := url.Values{}
+		for k, v := range hr.Query {
+			q.Set(k, v)
+		}
+		u.RawQuery = q.Encode()
+	}
+	var body []byte
+	if hr.Body != nil {
+		body = []byte(*hr.Body)
+	}
+	req, err := http.NewRequestWithContext(r.Context(), method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hr.Headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("X-Azure-Functions-InvocationId", r.Header.Get("X-Azure-Functions-InvocationId"))
+	return req, nil
 }
 
 // schedule serves the timer function: it runs SCHEDULED_REQUEST and always
@@ -203,8 +188,9 @@ func (h *Host) schedule(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.settings.FunctionTimeout)
 	defer cancel()
 	started := time.Now()
-	res := h.run.Remediate(ctx, bytes.NewReader(h.settings.ScheduledRequest))
-	h.audit("schedule", invocation, "timer", res.Status, res.Body, started, "past_due", ti.IsPastDue)
-	out, _ := json.Marshal(res.Body)
-	writeInvokeResponse(w, invokeResponse{Logs: []string{line(res.Status, res.Body), string(out)}, ReturnValue: res.Body})
+	res, err := h.svc.Remediate(ctx, h.settings.ScheduledRequest)
+	ans := httpapi.RenderSchedule(res, err)
+	h.api.Audit(ctx, "schedule", ans, started, "invocation_id", invocation, "caller", "timer", "past_due", ti.IsPastDue)
+	out, _ := json.Marshal(ans.Body)
+	writeInvokeResponse(w, invokeResponse{Logs: []string{line(ans.Status, ans.Body), string(out)}, ReturnValue: ans.Body})
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -41,15 +40,6 @@ type hostRequest struct {
 	Query   lenientKV `json:"Query"`
 	Headers lenientKV `json:"Headers"`
 	Params  lenientKV `json:"Params"`
-}
-
-// origin is the scheme and host of u ("" when u is not absolute).
-func origin(u string) string {
-	p, err := url.Parse(u)
-	if err != nil || p.Scheme == "" || p.Host == "" {
-		return ""
-	}
-	return p.Scheme + "://" + p.Host
 }
 
 // lenientKV is a string map that also reads arrays of strings (joined with

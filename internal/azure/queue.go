@@ -3,7 +3,6 @@ package azure
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/runs"
 )
 
@@ -43,7 +41,7 @@ func (h *Host) queue(name string, work func(Worker, context.Context, runs.Messag
 			if !ok {
 				err = errors.New("no message binding in Data")
 			} else {
-				msg, err = decodeMessage(raw)
+				msg, err = runs.DecodeMessage(raw)
 			}
 		}
 		if err != nil {
@@ -73,35 +71,4 @@ func (h *Host) queue(name string, work func(Worker, context.Context, runs.Messag
 		h.log.Info("invocation", attrs...)
 		writeInvokeResponse(w, invokeResponse{Logs: []string{fmt.Sprintf("remediator %s: run %s chunk %d, %d devices", name, msg.RunID, msg.Chunk, len(msg.Items))}})
 	}
-}
-
-// decodeMessage reads a queue message as the host passes it: a JSON
-// object, a JSON string holding one, or (when the host did not decode it)
-// the base64 the queue holds.
-func decodeMessage(raw json.RawMessage) (runs.Message, error) {
-	var m runs.Message
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		raw = json.RawMessage(s)
-		if b, err := base64.StdEncoding.DecodeString(s); err == nil && json.Valid(b) {
-			raw = b
-		}
-	}
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return runs.Message{}, fmt.Errorf("reading the work item: %w", err)
-	}
-	if m.RunID == "" || len(m.Items) == 0 {
-		return runs.Message{}, errors.New("reading the work item: no run or no devices")
-	}
-	return m, nil
-}
-
-// runStatus serves GET runs/{id}, forwarded or in payload mode.
-func (h *Host) runStatus(ctx context.Context, c call) answer {
-	page, follow, bad := httpapi.StatusQuery(c.query)
-	if bad != nil {
-		return answer{status: bad.Status, body: bad.Body}
-	}
-	r := h.run.Run(ctx, c.id, page, follow)
-	return answer{status: r.Status, headers: r.Headers, body: r.Body}
 }

@@ -5,9 +5,11 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 )
@@ -69,7 +71,10 @@ func Open(s Settings, log *slog.Logger) (*Source, error) {
 			return nil, fmt.Errorf("credential: KEY_VAULT_URL: %w", err)
 		}
 		client, err := azsecrets.NewClient(s.VaultURL, cfg.Credential, &azsecrets.ClientOptions{
-			ClientOptions: azcore.ClientOptions{},
+			// A request waits for the vault: two quick retries, then the
+			// caller gets 503 with Retry-After and sends again later
+			// (azcore's default backs off for about six seconds).
+			ClientOptions: azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: time.Second}},
 			// Key Vault's challenge names vault.azure.net; only a vault
 			// elsewhere (a test double) skips the check.
 			DisableChallengeResourceVerification: !isVaultHost(u.Hostname()),

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	abs "github.com/microsoft/kiota-abstractions-go"
+
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // TokenSource supplies bearer tokens; *credential.Source implements it.
@@ -58,7 +60,7 @@ func (e *tokenError) Unwrap() error { return e.err }
 // credential (the secret may have rotated). A second 401 stands.
 func (c *Client) withReauth(ctx context.Context, call func(ctx context.Context) (*capture, error)) error {
 	capt, err := call(ctx)
-	var ge *Error
+	var ge *intune.Error
 	if err == nil || c.tokens == nil || !errors.As(err, &ge) || ge.Status != 401 {
 		return err
 	}

@@ -30,19 +30,12 @@ import (
 	"github.com/microsoftgraph/msgraph-beta-sdk-go/devicemanagement"
 	"github.com/microsoftgraph/msgraph-beta-sdk-go/models/odataerrors"
 	core "github.com/microsoftgraph/msgraph-sdk-go-core"
+
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // DefaultBaseURL is Microsoft Graph beta.
 const DefaultBaseURL = "https://graph.microsoft.com/beta"
-
-// Collection is where a device is addressed for the trigger.
-type Collection string
-
-// The two collections the trigger is available on.
-const (
-	ManagedDevices   Collection = "managedDevices"
-	CoManagedDevices Collection = "comanagedDevices"
-)
 
 // Config configures a Client.
 type Config struct {
@@ -120,23 +113,17 @@ func New(cfg Config) (*Client, error) {
 // Calls is the number of HTTP requests sent so far ($batch counts once).
 func (c *Client) Calls() int64 { return c.calls.Load() }
 
-// Response describes an accepted call.
-type Response struct {
-	Status    int
-	RequestID string
-}
-
 // Trigger asks Intune to run scriptID on deviceID now. A nil error means
 // Graph answered 204: the request is queued, not yet run. Any failure is an
-// *Error.
-func (c *Client) Trigger(ctx context.Context, coll Collection, deviceID, scriptID string) (Response, error) {
-	var resp Response
+// *intune.Error.
+func (c *Client) Trigger(ctx context.Context, coll intune.Collection, deviceID, scriptID string) (intune.Response, error) {
+	var resp intune.Response
 	err := c.withReauth(ctx, func(ctx context.Context) (*capture, error) {
 		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 		ctx, capt := withCapture(ctx)
 		var err error
-		if coll == CoManagedDevices {
+		if coll == intune.CoManagedDevices {
 			body := devicemanagement.NewComanagedDevicesItemInitiateOnDemandProactiveRemediationPostRequestBody()
 			body.SetScriptPolicyId(&scriptID)
 			err = c.dm.ComanagedDevices().ByManagedDeviceId(deviceID).InitiateOnDemandProactiveRemediation().Post(ctx, body, nil)
@@ -148,7 +135,7 @@ func (c *Client) Trigger(ctx context.Context, coll Collection, deviceID, scriptI
 		if err != nil {
 			return capt, toError(ctx, err, capt)
 		}
-		resp = Response{Status: capt.status, RequestID: capt.header.Get("request-id")}
+		resp = intune.Response{Status: capt.status, RequestID: capt.header.Get("request-id")}
 		return capt, nil
 	})
 	return resp, err
@@ -214,10 +201,10 @@ func (h captureHandler) Intercept(p khttp.Pipeline, i int, req *http.Request) (*
 	return resp, err
 }
 
-// toError turns whatever the SDK returned into an *Error, never calling
+// toError turns whatever the SDK returned into an *intune.Error, never calling
 // ODataError.Error (it panics on bodies without a message).
-func toError(ctx context.Context, err error, capt *capture) *Error {
-	e := &Error{Status: capt.status, err: err}
+func toError(ctx context.Context, err error, capt *capture) *intune.Error {
+	e := &intune.Error{Status: capt.status, Err: err}
 	if capt.status != 0 {
 		e.RequestID = capt.header.Get("request-id")
 		e.ClientRequestID = capt.header.Get("client-request-id")

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// FuzzErrorBody: any error body, with any headers, becomes an *Error with
+// FuzzErrorBody: any error body, with any headers, becomes an *intune.Error with
 // a message and a one-line description; nothing panics (unlike the SDK's
 // ODataError.Error on a body without a message).
 func FuzzErrorBody(f *testing.F) {

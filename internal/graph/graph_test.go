@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 )
 
@@ -29,13 +30,13 @@ func coManaged(tenant *intunesim.Tenant) intunesim.Device { return tenant.Window
 func TestTriggerSendsPlainJSONAndReturnsRequestID(t *testing.T) {
 	c, sim, tenant := setup(t, 60, intunesim.Options{})
 	d, sc := tenant.Windows(false)[0], tenant.RemediationScript().ID
-	resp, err := c.Trigger(context.Background(), ManagedDevices, d.ID, sc)
+	resp, err := c.Trigger(context.Background(), intune.ManagedDevices, d.ID, sc)
 	require.NoError(t, err)
 	assert.Equal(t, 204, resp.Status)
 	assert.NotEmpty(t, resp.RequestID)
 
 	co := coManaged(tenant)
-	_, err = c.Trigger(context.Background(), CoManagedDevices, co.ID, sc)
+	_, err = c.Trigger(context.Background(), intune.CoManagedDevices, co.ID, sc)
 	require.NoError(t, err)
 
 	recs := sim.Records()
@@ -78,8 +79,8 @@ func TestErrorsKeepStatusCodeAndIDs(t *testing.T) {
 			d := win[i]
 			tc.fault.Times = 1
 			sim.InjectFault(d.ID, tc.fault)
-			_, err := c.Trigger(context.Background(), ManagedDevices, d.ID, sc)
-			var ge *Error
+			_, err := c.Trigger(context.Background(), intune.ManagedDevices, d.ID, sc)
+			var ge *intune.Error
 			require.True(t, errors.As(err, &ge), "%v", err)
 			assert.Equal(t, tc.status, ge.Status)
 			assert.Equal(t, tc.code, ge.Code)
@@ -97,17 +98,17 @@ func TestErrorsKeepStatusCodeAndIDs(t *testing.T) {
 func TestNotFoundAndThrottled(t *testing.T) {
 	c, _, tenant := setup(t, 60, intunesim.Options{WriteLimit: 2, Window: time.Minute, RetryAfter: intunesim.RetryAfterFractional})
 	sc := tenant.RemediationScript().ID
-	_, err := c.Trigger(context.Background(), ManagedDevices, "11111111-1111-4111-8111-111111111111", sc)
-	var ge *Error
+	_, err := c.Trigger(context.Background(), intune.ManagedDevices, "11111111-1111-4111-8111-111111111111", sc)
+	var ge *intune.Error
 	require.ErrorAs(t, err, &ge)
 	assert.Equal(t, 404, ge.Status)
 	assert.Equal(t, "ResourceNotFound", ge.Code)
 	assert.False(t, strings.HasPrefix(ge.Message, "{"), "Intune's JSON message is unwrapped: %s", ge.Message)
 	assert.Contains(t, ge.Error(), "request-id")
 
-	_, err = c.Trigger(context.Background(), ManagedDevices, tenant.Windows(false)[0].ID, sc)
+	_, err = c.Trigger(context.Background(), intune.ManagedDevices, tenant.Windows(false)[0].ID, sc)
 	require.NoError(t, err)
-	_, err = c.Trigger(context.Background(), ManagedDevices, tenant.Windows(false)[1].ID, sc)
+	_, err = c.Trigger(context.Background(), intune.ManagedDevices, tenant.Windows(false)[1].ID, sc)
 	require.ErrorAs(t, err, &ge)
 	assert.True(t, ge.Throttled())
 	assert.Regexp(t, `^\d+\.\d+$`, ge.RetryAfter)
@@ -202,7 +203,7 @@ func TestA401ReauthenticatesOnceOnly(t *testing.T) {
 	require.NoError(t, err)
 	d, sc := tenant.Windows(false)[0], tenant.RemediationScript().ID
 
-	_, err = c.Trigger(context.Background(), ManagedDevices, d.ID, sc)
+	_, err = c.Trigger(context.Background(), intune.ManagedDevices, d.ID, sc)
 	require.NoError(t, err, "the 401 dropped the old credential and the retry succeeded")
 	assert.Equal(t, 1, src.invalidated)
 	recs := sim.Records()
@@ -220,8 +221,8 @@ func TestA401ReauthenticatesOnceOnly(t *testing.T) {
 
 	src.next = "newer" // also refused: the second 401 stands
 	src.current = "stale"
-	_, err = c.Trigger(context.Background(), ManagedDevices, d.ID, sc)
-	var ge *Error
+	_, err = c.Trigger(context.Background(), intune.ManagedDevices, d.ID, sc)
+	var ge *intune.Error
 	require.ErrorAs(t, err, &ge)
 	assert.Equal(t, 401, ge.Status)
 	assert.Equal(t, "InvalidAuthenticationToken", ge.Code)
@@ -245,7 +246,7 @@ func TestScriptAndGroupDevices(t *testing.T) {
 	assert.Equal(t, "deviceHealthScript", s.Type)
 	assert.True(t, sc.LastModifiedDateTime.Equal(s.LastModifiedDateTime))
 	_, err = c.Script(context.Background(), "11111111-1111-4111-8111-111111111111")
-	var ge *Error
+	var ge *intune.Error
 	require.ErrorAs(t, err, &ge)
 	assert.Equal(t, 404, ge.Status)
 

@@ -6,8 +6,8 @@ import "github.com/remediator/remediator/internal/remediate"
 // audit line.
 const maxLoggedRequestIDs = 50
 
-// AuditAttrs are the slog attributes that describe an answer in an
-// adapter's per-invocation audit line: the run, its scripts, counts and the
+// AuditAttrs are the slog attributes that describe an answer in the
+// per-invocation audit line: the run, its scripts, counts and the
 // Graph request ids of failed devices (the ids Microsoft support asks
 // for), or the error code of a refusal. Nothing secret is in an answer, so
 // nothing secret is here.

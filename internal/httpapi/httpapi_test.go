@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
@@ -21,7 +22,7 @@ import (
 
 // simulated starts a simulated tenant of devices and returns a Graph
 // client for it.
-func simulated(t *testing.T, devices int) (*graph.Client, *intunesim.Running, *intunesim.Tenant) {
+func simulated(t testing.TB, devices int) (*graph.Client, *intunesim.Running, *intunesim.Tenant) {
 	t.Helper()
 	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: devices})
 	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
@@ -33,20 +34,35 @@ func simulated(t *testing.T, devices int) (*graph.Client, *intunesim.Running, *i
 }
 
 // newAPI returns the API over a real engine and a simulated tenant.
-func newAPI(t *testing.T, opts Options) (*API, *intunesim.Running, *intunesim.Tenant) {
+func newAPI(t testing.TB, opts app.Options) (*API, *intunesim.Running, *intunesim.Tenant) {
 	t.Helper()
 	gc, sim, tenant := simulated(t, 200)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	return New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), opts, log), sim, tenant
+	return New(app.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), opts, log), Options{}, log), sim, tenant
 }
 
 // setup serves newAPI on loopback.
 func setup(t *testing.T) (*httptest.Server, *intunesim.Running, *intunesim.Tenant) {
 	t.Helper()
-	api, sim, tenant := newAPI(t, Options{Limits: remediate.Limits{MaxDevices: 50}})
+	api, sim, tenant := newAPI(t, app.Options{Limits: remediate.Limits{MaxDevices: 50}})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	return srv, sim, tenant
+}
+
+// call serves one request in-process: method and target (a path, with
+// host app.example), body, and header pairs.
+func call(h http.Handler, method, target, body string, header ...string) (int, http.Header, []byte) {
+	req := httptest.NewRequest(method, "https://app.example"+target, strings.NewReader(body))
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := Record(h, req)
+	h2 := http.Header{}
+	for k, v := range rec.Headers() {
+		h2.Set(k, v)
+	}
+	return rec.Status, h2, rec.Body.Bytes()
 }
 
 func post(t *testing.T, url, body string) (int, map[string]any) {

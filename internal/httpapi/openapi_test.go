@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/remediate"
 )
 
@@ -80,22 +80,23 @@ func TestOpenAPI(t *testing.T) {
 		assert.NoError(t, err, "property %s", prop)
 	}
 
-	api, _, _ := newAPI(t, Options{})
+	api, _, _ := newAPI(t, app.Options{})
+	h := api.Handler()
 
 	// The examples name scripts the simulated tenant lacks: it is the shape
 	// that must be accepted (not a 400), and the answer a documented one.
 	example, _ := json.Marshal(doc.Definitions["RemediationRequest"].Example)
-	res := api.Remediate(context.Background(), strings.NewReader(string(example)))
-	assert.NotEqual(t, 400, res.Status, "%+v", res.Body)
-	assert.Contains(t, returnable["/remediate"], res.Status)
+	status, _, body := call(h, "POST", "/api/remediate", string(example))
+	assert.NotEqual(t, 400, status, "%s", body)
+	assert.Contains(t, returnable["/remediate"], status)
 
-	res = api.Run(context.Background(), "0123456789abcdef01234567", 0, false)
-	assert.Contains(t, returnable["/runs/{id}"], res.Status)
+	status, _, _ = call(h, "GET", "/api/runs/0123456789abcdef01234567", "")
+	assert.Contains(t, returnable["/runs/{id}"], status)
 
 	alertExample, _ := json.Marshal(doc.Paths["/alert"]["post"].Parameters[1].Schema["example"])
-	res = api.Alert(context.Background(), alertExample, "")
-	assert.NotEqual(t, 400, res.Status, "%+v", res.Body)
-	assert.Contains(t, returnable["/alert"], res.Status)
+	status, _, body = call(h, "POST", "/api/alert", string(alertExample))
+	assert.NotEqual(t, 400, status, "%s", body)
+	assert.Contains(t, returnable["/alert"], status)
 }
 
 func refs(raw []byte) []string {

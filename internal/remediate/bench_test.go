@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/procbench"
 )
@@ -33,7 +33,7 @@ func BenchmarkRemediate2000(b *testing.B) {
 	if len(devs) < devices {
 		b.Fatalf("tenant has %d eligible devices", len(devs))
 	}
-	p := f.plan(devs, graph.ManagedDevices)
+	p := f.plan(devs, intune.ManagedDevices)
 	var rate, callsPerDevice float64
 	lost, throttled := 0, 0
 	b.ResetTimer()
@@ -43,7 +43,7 @@ func BenchmarkRemediate2000(b *testing.B) {
 		calls0 := f.client.Calls()
 		b.StartTimer()
 		started := time.Now()
-		s := f.engine.Run(context.Background(), p)
+		s := f.engine.Complete(context.Background(), p)
 		elapsed := time.Since(started)
 		rate = float64(devices) / elapsed.Seconds()
 		callsPerDevice = float64(f.client.Calls()-calls0) / devices
@@ -66,7 +66,7 @@ func BenchmarkRemediate2000(b *testing.B) {
 		if _, err := f.client.Devices(context.Background(), []string{d.ID}); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := f.client.Trigger(context.Background(), graph.ManagedDevices, d.ID, f.script); err != nil {
+		if _, err := f.client.Trigger(context.Background(), intune.ManagedDevices, d.ID, f.script); err != nil {
 			b.Fatal(err)
 		}
 	}

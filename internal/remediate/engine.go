@@ -2,8 +2,9 @@
 // validation, the engine that triggers on-demand remediation on every
 // device of a run within Intune's limits and the run's deadline, and the
 // summary that accounts for every device exactly once. It knows nothing of
-// Azure or AWS; adapters translate their payloads to a Request and the
-// Summary back.
+// HTTP, Azure, AWS or the Graph SDK: adapters translate their payloads to a
+// Request and the Summary back, and refusals are error codes that the HTTP
+// layer maps to statuses.
 package remediate
 
 import (
@@ -12,25 +13,24 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/pace"
 )
 
 // Graph is what the engine needs from Microsoft Graph; *graph.Client
 // implements it. Each method makes one attempt; the engine retries.
 type Graph interface {
-	Trigger(ctx context.Context, coll graph.Collection, deviceID, scriptID string) (graph.Response, error)
-	Devices(ctx context.Context, ids []string) ([]graph.Lookup, error)
-	ListDevices(ctx context.Context, filter string, top int, next string) (graph.Page, error)
-	GroupDevices(ctx context.Context, groupID, next string) (graph.GroupPage, error)
-	Script(ctx context.Context, id string) (graph.Script, error)
-	RunStates(ctx context.Context, scriptID, next string) (graph.RunStatePage, error)
+	Trigger(ctx context.Context, coll intune.Collection, deviceID, scriptID string) (intune.Response, error)
+	Devices(ctx context.Context, ids []string) ([]intune.Lookup, error)
+	ListDevices(ctx context.Context, filter string, top int, next string) (intune.Page, error)
+	GroupDevices(ctx context.Context, groupID, next string) (intune.GroupPage, error)
+	Script(ctx context.Context, id string) (intune.Script, error)
+	RunStates(ctx context.Context, scriptID, next string) (intune.RunStatePage, error)
 }
 
 // Config tunes the engine.
@@ -41,12 +41,8 @@ type Config struct {
 	// summary: the smaller of Headroom and a tenth of the run's budget.
 	// Default 2 s.
 	Headroom time.Duration
-	// BackoffBase and BackoffMax shape the waits after a 429 without
-	// Retry-After and after 503/504. Defaults 1 s and 60 s.
-	BackoffBase, BackoffMax time.Duration
-	// UnavailableRetries is how often a 503, 504 or lost answer is retried
-	// (the trigger may already have taken effect). Default 2.
-	UnavailableRetries int
+	// Retry is the retry policy of every Graph call.
+	Retry RetryPolicy
 	// MaxDevices caps the devices a run triggers once selectors are
 	// resolved (MAX_DEVICES_PER_RUN); 0 is no cap.
 	MaxDevices int
@@ -72,21 +68,12 @@ func (c *Config) defaults() {
 	if c.Headroom <= 0 {
 		c.Headroom = 2 * time.Second
 	}
-	if c.BackoffBase <= 0 {
-		c.BackoffBase = time.Second
-	}
-	if c.BackoffMax <= 0 {
-		c.BackoffMax = 60 * time.Second
-	}
-	if c.UnavailableRetries < 0 {
-		c.UnavailableRetries = 0
-	} else if c.UnavailableRetries == 0 {
-		c.UnavailableRetries = 2
-	}
+	c.Retry.defaults()
 }
 
-// Engine runs remediation plans. It is safe for concurrent use; runs share
-// its Pacer, so together they stay under the write pace.
+// Engine prepares and carries out remediation plans. It is safe for
+// concurrent use; executions share its Pacer, so together they stay under
+// the write pace.
 type Engine struct {
 	graph Graph
 	pacer *pace.Pacer
@@ -100,35 +87,44 @@ func New(g Graph, p *pace.Pacer, cfg Config, log *slog.Logger) *Engine {
 	return &Engine{graph: g, pacer: p, cfg: cfg, log: log}
 }
 
-// Run carries out plan and accounts for every device in the returned
-// summary. It never returns per-device failures as errors: they are data
-// in the summary. The run stops starting calls before the earlier of ctx's
-// deadline and plan.Invoke, keeping headroom to answer.
-func (e *Engine) Run(ctx context.Context, plan Plan) *Summary {
-	p := e.Prepare(ctx, plan)
-	if s := p.Done(); s != nil {
-		return s
+// Rejection is the error of a run refused before its first trigger: its
+// summary accounts for every device (not_attempted, run_rejected, or
+// skipped), and Summary.Error holds the code that says why.
+type Rejection struct{ Summary *Summary }
+
+// Error is the rejection's code and message.
+func (r *Rejection) Error() string {
+	return "run rejected: " + r.Summary.Error.Code + ": " + r.Summary.Error.Message
+}
+
+// Complete prepares plan and triggers it at once: the final summary, or
+// the rejected run's. Per-device failures are data in the summary, never
+// errors.
+func (e *Engine) Complete(ctx context.Context, plan Plan) *Summary {
+	p, err := e.Prepare(ctx, plan)
+	var rej *Rejection
+	if errors.As(err, &rej) {
+		return rej.Summary
 	}
 	return p.Execute()
 }
 
 // Prepared is a run resolved, validated and checked against the
-// deployment's policy, with nothing triggered yet: Execute triggers it
-// here, Queue hands its devices to workers (asynchronous runs).
+// deployment's policy, with nothing triggered yet: the devices to trigger
+// are Pending in its summary. Execute triggers them here; Queue hands them
+// to workers (asynchronous runs).
 type Prepared struct {
-	e        *Engine
-	s        *Summary
-	r        *run
-	eligible []bool
-	started  time.Time
-	done     bool
+	x       *execution
+	s       *Summary
+	started time.Time
+	done    bool
 }
 
 // Prepare does everything a run does before its first trigger: allowlist,
 // target resolution, script checks, device validation, cooldown and caps.
-// Prepared.Done is the summary when nothing is left to trigger (a rejected
-// run or a dry run).
-func (e *Engine) Prepare(ctx context.Context, plan Plan) *Prepared {
+// A refused run is a *Rejection. The run's time (ctx's deadline and
+// plan.Invoke) starts now.
+func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 	started := time.Now()
 	s := &Summary{
 		RunID:                 newRunID(),
@@ -137,80 +133,66 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) *Prepared {
 		StartedAt:             started.UTC(),
 		IgnorePartialFailures: plan.IgnorePartialFailures,
 	}
-	r := &run{engine: e, plan: plan, throttle: &throttleLog{}}
-	r.runCtx, r.callCtx, r.cancel = e.deadlines(ctx, started, plan.Invoke)
-	p := &Prepared{e: e, s: s, r: r, started: started}
-	end := func(s *Summary) *Prepared {
-		r.cancel()
-		p.done, p.s = true, s
-		return p
+	x := e.newExecution(ctx, started, plan.Invoke)
+	x.plan = plan
+	reject := func(code, msg string, details []FieldError) (*Prepared, error) {
+		x.cancel()
+		return nil, &Rejection{Summary: e.reject(s, x, started, code, msg, details)}
 	}
 
 	if d := e.allowlist(plan); d != nil {
-		return end(e.reject(s, r, started, http.StatusForbidden, "script_not_allowed", "a script is not on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS); nothing was triggered", d))
+		return reject(CodeScriptNotAllowed, "a script is not on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS); nothing was triggered", d)
 	}
 	var misses []DeviceResult
 	if len(plan.Targets) > 0 {
-		items, m, problems := r.resolve()
+		items, m, problems := x.resolve()
 		if problems != nil {
-			return end(e.reject(s, r, started, http.StatusUnprocessableEntity, "target_resolution_failed", "the targets could not be resolved; nothing was triggered", problems))
+			return reject(CodeTargetResolutionFailed, "the targets could not be resolved; nothing was triggered", problems)
 		}
 		plan.Items, misses = mergeItems(plan.Items, items, &s.Warnings), m
-		r.plan = plan
+		x.plan = plan
 	}
 	s.Devices = make([]DeviceResult, len(plan.Items), len(plan.Items)+len(misses))
 	for i, it := range plan.Items {
-		s.Devices[i] = DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection),
-			Outcome: NotAttempted, Reason: ReasonDeadline}
+		s.Devices[i] = DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection), Outcome: Pending}
 	}
 	s.Devices = append(s.Devices, misses...)
-	p.eligible = make([]bool, len(s.Devices))
-	for i := range plan.Items {
-		p.eligible[i] = true
-	}
-	if status, code, msg, d := r.checkScripts(s); d != nil {
-		return end(e.reject(s, r, started, status, code, msg, d))
+	if code, msg, d := x.checkScripts(s); d != nil {
+		return reject(code, msg, d)
 	}
 	if plan.ValidateDevices || len(plan.Targets) > 0 {
-		if rejected := r.validate(s, p.eligible); rejected {
-			s.Status = StatusRejected
-			return end(e.finish(s, r, started))
+		if problems := x.validate(s); problems != nil {
+			return reject(CodeDeviceValidationFailed, problems.Error.Message, problems.Error.Details)
 		}
 	}
-	r.applyCooldown(s, p.eligible)
-	for i := range p.eligible {
-		if p.eligible[i] && s.Devices[i].Outcome == NotAttempted {
-			s.ResolvedDeviceCount++
-		}
-	}
-	if status, code, msg := r.checkCaps(s); status != 0 {
+	x.applyCooldown(s)
+	s.ResolvedDeviceCount = s.count(Pending)
+	if code, msg := x.checkCaps(s); code != "" {
 		if !plan.DryRun {
-			return end(e.reject(s, r, started, status, code, msg, nil))
+			return reject(code, msg, nil)
 		}
 		s.Warnings = append(s.Warnings, msg)
 	}
 	if rate := e.pacer.WriteRate(); rate > 0 {
 		s.EstimatedDurationMS = int64(float64(s.ResolvedDeviceCount) / rate * 1000)
 	}
+	p := &Prepared{x: x, s: s, started: started}
 	if plan.DryRun {
 		s.Status = StatusPlanned
 		for i := range s.Devices {
-			if p.eligible[i] && s.Devices[i].Outcome == NotAttempted {
-				s.Devices[i].Outcome, s.Devices[i].Reason = Planned, ""
+			if s.Devices[i].Outcome == Pending {
+				s.Devices[i].Outcome = Planned
 			}
 		}
-		return end(e.finish(s, r, started))
+		x.cancel()
+		p.done = true
+		e.finish(s, x, started)
 	}
-	return p
+	return p, nil
 }
 
-// Done is the final summary when nothing is left to trigger, else nil.
-func (p *Prepared) Done() *Summary {
-	if p.done {
-		return p.s
-	}
-	return nil
-}
+// Pending is the number of devices left to trigger (0 for a dry run).
+func (p *Prepared) Pending() int { return p.s.count(Pending) }
 
 // Estimated is how long triggering the run's devices takes at the write
 // pace (0 when the pace is unlimited).
@@ -218,38 +200,31 @@ func (p *Prepared) Estimated() time.Duration {
 	return time.Duration(p.s.EstimatedDurationMS) * time.Millisecond
 }
 
-// Execute triggers the prepared devices within the run's deadline and
-// returns the final summary.
+// Execute triggers the pending devices within the run's deadline and
+// returns the final summary (a dry run's at once).
 func (p *Prepared) Execute() *Summary {
 	if p.done {
 		return p.s
 	}
-	defer p.r.cancel()
+	defer p.x.cancel()
 	p.done = true
-	p.r.triggerAll(p.s, p.eligible)
-	p.r.markCooldown(p.s)
-	return p.e.finish(p.s, p.r, p.started)
+	p.x.triggerAll(p.s.Devices, p.x.plan.Items)
+	p.x.markCooldown(p.s)
+	return p.x.engine.finish(p.s, p.x, p.started)
 }
 
-// Queue ends the synchronous part of the run for workers to carry on: it
-// returns the summary so far, in which the devices left to trigger are
-// not_attempted with reason queued, and their indexes in it.
-func (p *Prepared) Queue() (*Summary, []int) {
+// Queue ends the synchronous part of the run for workers to carry on: the
+// summary so far, with status accepted, in which the devices left to
+// trigger are still Pending.
+func (p *Prepared) Queue() *Summary {
 	if p.done {
-		return p.s, nil
+		return p.s
 	}
-	p.r.cancel()
+	p.x.cancel()
 	p.done = true
-	var pending []int
-	for i := range p.s.Devices {
-		if p.eligible[i] && p.s.Devices[i].Outcome == NotAttempted {
-			p.s.Devices[i].Reason = ReasonQueued
-			pending = append(pending, i)
-		}
-	}
-	p.r.account(p.s)
+	p.x.account(p.s)
 	p.s.Status = StatusAccepted
-	return p.s, pending
+	return p.s
 }
 
 // Trigger triggers items for a worker of an asynchronous run, within ctx's
@@ -257,19 +232,16 @@ func (p *Prepared) Queue() (*Summary, []int) {
 // items the deadline left are not_attempted with reason deadline. Accepted
 // triggers are recorded in the cooldown store.
 func (e *Engine) Trigger(ctx context.Context, items []Item) ([]DeviceResult, Throttling) {
+	x := e.newExecution(ctx, time.Now(), 0)
+	defer x.cancel()
+	x.plan = Plan{Items: items}
 	s := &Summary{Devices: make([]DeviceResult, len(items))}
-	r := &run{engine: e, plan: Plan{Items: items}, throttle: &throttleLog{}}
-	r.runCtx, r.callCtx, r.cancel = e.deadlines(ctx, time.Now(), 0)
-	defer r.cancel()
-	eligible := make([]bool, len(items))
 	for i, it := range items {
-		s.Devices[i] = DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection),
-			Outcome: NotAttempted, Reason: ReasonDeadline}
-		eligible[i] = true
+		s.Devices[i] = DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection), Outcome: Pending}
 	}
-	r.triggerAll(s, eligible)
-	r.markCooldown(s)
-	return s.Devices, r.throttling()
+	x.triggerAll(s.Devices, items)
+	x.markCooldown(s)
+	return s.Devices, x.throttling()
 }
 
 // WriteRate is the engine's write pace in triggers per second (0 when
@@ -278,24 +250,29 @@ func (e *Engine) WriteRate() float64 { return e.pacer.WriteRate() }
 
 // reject ends a run before anything is triggered: every device not yet
 // accounted for is not_attempted with reason run_rejected.
-func (e *Engine) reject(s *Summary, r *run, started time.Time, status int, code, msg string, details []FieldError) *Summary {
+func (e *Engine) reject(s *Summary, x *execution, started time.Time, code, msg string, details []FieldError) *Summary {
 	if s.Devices == nil {
-		for _, it := range r.plan.Items {
+		for _, it := range x.plan.Items {
 			s.Devices = append(s.Devices, DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection)})
 		}
 	}
 	for i := range s.Devices {
-		if s.Devices[i].Outcome == "" || s.Devices[i].Outcome == NotAttempted {
-			s.Devices[i].Outcome, s.Devices[i].Reason = NotAttempted, ReasonRunRejected
+		if d := &s.Devices[i]; d.Outcome == "" || d.Outcome == Pending {
+			d.Outcome, d.Reason = NotAttempted, ReasonRunRejected
 		}
 	}
 	s.Status = StatusRejected
-	s.Error = &ErrorInfo{Code: code, Message: msg, Details: details, status: status}
-	return e.finish(s, r, started)
+	s.Error = &ErrorInfo{Code: code, Message: msg, Details: details}
+	return e.finish(s, x, started)
 }
 
-func (e *Engine) finish(s *Summary, r *run, started time.Time) *Summary {
-	r.account(s)
+func (e *Engine) finish(s *Summary, x *execution, started time.Time) *Summary {
+	for i := range s.Devices {
+		if d := &s.Devices[i]; d.Outcome == Pending {
+			d.Outcome, d.Reason = NotAttempted, x.stopReason()
+		}
+	}
+	x.account(s)
 	fin := time.Now()
 	s.FinishedAt = fin.UTC()
 	s.DurationMS = fin.Sub(started).Milliseconds()
@@ -306,30 +283,16 @@ func (e *Engine) finish(s *Summary, r *run, started time.Time) *Summary {
 	return s
 }
 
-// deadlines derives the run's contexts: runCtx ends when no new call may
-// start (deadline minus headroom) or when ctx is cancelled; callCtx bounds
-// calls already in flight (half the headroom later) but is not cancelled
-// with ctx, so a shutdown lets them finish and be accounted for.
-func (e *Engine) deadlines(ctx context.Context, now time.Time, invoke time.Duration) (runCtx, callCtx context.Context, cancel func()) {
-	end, ok := ctx.Deadline()
-	if invoke > 0 && (!ok || now.Add(invoke).Before(end)) {
-		end, ok = now.Add(invoke), true
-	}
-	detached := context.WithoutCancel(ctx)
-	if !ok {
-		runCtx, c1 := context.WithCancel(ctx)
-		return runCtx, detached, c1
-	}
-	headroom := min(e.cfg.Headroom, end.Sub(now)/10)
-	runCtx, c1 := context.WithDeadline(ctx, end.Add(-headroom))
-	callCtx, c2 := context.WithDeadline(detached, end.Add(-headroom/2))
-	return runCtx, callCtx, func() { c1(); c2() }
-}
-
-// run is the state of one Run.
-type run struct {
-	engine          *Engine
-	plan            Plan
+// execution is the state of one engine pass over Graph: a run's
+// preparation and triggers, a worker's slice, or a reader's lookups.
+type execution struct {
+	engine *Engine
+	plan   Plan
+	// runCtx ends when no new call may start (deadline minus headroom) or
+	// when the caller's context is cancelled; callCtx bounds calls already
+	// in flight (half the headroom later) but is not cancelled with the
+	// caller's context, so a shutdown lets them finish and be accounted
+	// for.
 	runCtx, callCtx context.Context
 	cancel          func()
 	throttle        *throttleLog
@@ -337,89 +300,100 @@ type run struct {
 	warnings        []string
 }
 
-// account adds the run's warnings and throttling to s and counts its
+// newExecution derives an execution's contexts from ctx's deadline and
+// invoke (0 for none), whichever ends first.
+func (e *Engine) newExecution(ctx context.Context, now time.Time, invoke time.Duration) *execution {
+	x := &execution{engine: e, throttle: &throttleLog{}}
+	end, ok := ctx.Deadline()
+	if invoke > 0 && (!ok || now.Add(invoke).Before(end)) {
+		end, ok = now.Add(invoke), true
+	}
+	detached := context.WithoutCancel(ctx)
+	if !ok {
+		var c1 context.CancelFunc
+		x.runCtx, c1 = context.WithCancel(ctx)
+		x.callCtx, x.cancel = detached, func() { c1() }
+		return x
+	}
+	headroom := min(e.cfg.Headroom, end.Sub(now)/10)
+	runCtx, c1 := context.WithDeadline(ctx, end.Add(-headroom))
+	callCtx, c2 := context.WithDeadline(detached, end.Add(-headroom/2))
+	x.runCtx, x.callCtx, x.cancel = runCtx, callCtx, func() { c1(); c2() }
+	return x
+}
+
+// account adds the execution's warnings and throttling to s and counts its
 // devices.
-func (r *run) account(s *Summary) {
-	s.Warnings = append(s.Warnings, r.warnings...)
-	s.Throttling = r.throttling()
+func (x *execution) account(s *Summary) {
+	s.Warnings = append(s.Warnings, x.warnings...)
+	s.Throttling = x.throttling()
 	s.tally()
 }
 
-func (r *run) throttling() Throttling {
-	return Throttling{ThrottledResponses: r.throttle.count(), WaitedMS: r.throttle.waited().Milliseconds()}
+func (x *execution) throttling() Throttling {
+	return Throttling{ThrottledResponses: x.throttle.count(), WaitedMS: x.throttle.waited().Milliseconds()}
 }
 
 // stopReason says why no more calls may start.
-func (r *run) stopReason() string {
-	if errors.Is(context.Cause(r.runCtx), context.Canceled) {
+func (x *execution) stopReason() string {
+	if errors.Is(context.Cause(x.runCtx), context.Canceled) {
 		return ReasonCanceled
 	}
 	return ReasonDeadline
 }
 
-func (r *run) triggerAll(s *Summary, eligible []bool) {
+// triggerAll triggers every pending device of results (results[i] is
+// items[i]'s) until the execution's time runs out.
+func (x *execution) triggerAll(results []DeviceResult, items []Item) {
 	var g errgroup.Group
-	g.SetLimit(r.engine.cfg.Concurrency)
-	for i, it := range r.plan.Items {
-		if !eligible[i] || s.Devices[i].Outcome != NotAttempted {
+	g.SetLimit(x.engine.cfg.Concurrency)
+	for i, it := range items {
+		if results[i].Outcome != Pending {
 			continue
 		}
-		if r.runCtx.Err() != nil {
-			s.Devices[i].Reason = r.stopReason()
+		if x.runCtx.Err() != nil {
+			results[i].Outcome, results[i].Reason = NotAttempted, x.stopReason()
 			continue
 		}
 		g.Go(func() error {
-			r.trigger(it, &s.Devices[i])
+			x.trigger(it, &results[i])
 			return nil
 		})
 	}
 	_ = g.Wait()
 }
 
-// trigger sends one device's trigger, retrying 429 for as long as the run
-// may, and 503/504/lost answers at most UnavailableRetries times.
-func (r *run) trigger(it Item, res *DeviceResult) {
-	e := r.engine
-	unavailable, throttled := 0, 0
-	for {
-		if _, err := e.pacer.Write(r.runCtx); err != nil {
-			r.stopped(res)
-			return
-		}
-		res.Attempts++
-		sent := time.Now().UTC()
-		resp, err := e.graph.Trigger(r.callCtx, it.Collection, it.DeviceID, it.ScriptPolicyID)
-		if err == nil {
-			res.Outcome, res.Reason, res.Message, res.TriggeredAt = Succeeded, "", "", sent
-			res.HTTPStatus, res.RequestID = resp.Status, resp.RequestID
-			return
-		}
-		ge := asGraphError(err)
-		res.Outcome, res.Reason = Failed, ""
-		res.HTTPStatus, res.ErrorCode, res.RequestID, res.Message = ge.Status, ge.Code, ge.RequestID, ge.Message
-		switch {
-		case ge.Throttled() && throttled < maxThrottledRetries:
-			throttled++
-			r.onThrottled(ge, throttled)
-			continue
-		case ge.Unavailable() && unavailable < e.cfg.UnavailableRetries:
-			unavailable++
-			wait, ok := pace.RetryAfter(ge.RetryAfter, time.Now())
-			if !ok {
-				wait = pace.Backoff(unavailable, e.cfg.BackoffBase, e.cfg.BackoffMax)
-			}
-			if pace.Sleep(r.runCtx, wait) == nil {
-				continue
-			}
-		}
-		if ge.Status == 403 {
-			res.Message += " — " + triggerPermissionHint
-		}
-		if ge.Unavailable() {
-			res.Reason = ReasonMayHaveApplied
-			res.Message = "no definite answer (" + ge.Message + "); the trigger may have taken effect"
-		}
+// trigger sends one device's trigger under the retry policy.
+func (x *execution) trigger(it Item, res *DeviceResult) {
+	var resp intune.Response
+	attempts, last, err := x.call(write, func(ctx context.Context) error {
+		var err error
+		resp, err = x.engine.graph.Trigger(ctx, it.Collection, it.DeviceID, it.ScriptPolicyID)
+		return err
+	})
+	res.Attempts = attempts
+	if err == nil {
+		res.Outcome, res.Reason, res.Message, res.TriggeredAt = Succeeded, "", "", last
+		res.HTTPStatus, res.RequestID = resp.Status, resp.RequestID
 		return
+	}
+	ge := asGraphError(err)
+	res.Outcome = Failed
+	res.HTTPStatus, res.ErrorCode, res.RequestID, res.Message = ge.Status, ge.Code, ge.RequestID, ge.Message
+	switch {
+	case errors.Is(err, errNoTime) && attempts == 0:
+		res.Outcome, res.Reason, res.Message = NotAttempted, x.stopReason(), ""
+	case errors.Is(err, errNoTime) && ge.Throttled():
+		res.Outcome, res.Reason = NotAttempted, x.stopReason()
+		res.Message = "still throttled when the run's time ran out; Intune did not accept the trigger"
+	case ge.Unavailable():
+		res.Reason = ReasonOutcomeUnknown
+		res.Message = "no definite answer (" + ge.Message + "); the trigger may have taken effect"
+		if errors.Is(err, errNoTime) {
+			res.Message = "no definite answer (" + ge.Message + ") and no time left to retry; the trigger may have taken effect"
+		}
+	case ge.Status == 403:
+		res.Message += " — " + triggerPermissionHint
 	}
 }
 
@@ -431,41 +405,12 @@ const (
 	lookupPermissionHint  = "the app needs the Graph application permission DeviceManagementManagedDevices.Read.All to look devices up"
 )
 
-// maxThrottledRetries bounds the 429 retries of one device for runs
-// without any deadline.
-const maxThrottledRetries = 100
-
-// stopped records why a device's next attempt could not start.
-func (r *run) stopped(res *DeviceResult) {
-	if res.Attempts > 0 && res.HTTPStatus != 429 {
-		// A 503/504/lost answer was being retried: it may have applied.
-		res.Reason = ReasonMayHaveApplied
-		res.Message = "no definite answer (" + res.Message + ") and no time left to retry; the trigger may have taken effect"
-		return
-	}
-	res.Outcome, res.Reason = NotAttempted, r.stopReason()
-	if res.Attempts > 0 {
-		res.Message = "still throttled when the run's time ran out; Intune did not accept the trigger"
-	}
-}
-
-// onThrottled closes the gate for every worker: for Retry-After, else for
-// a capped exponential backoff.
-func (r *run) onThrottled(ge *graph.Error, n int) {
-	wait, ok := pace.RetryAfter(ge.RetryAfter, time.Now())
-	if !ok {
-		wait = pace.Backoff(n, r.engine.cfg.BackoffBase, r.engine.cfg.BackoffMax)
-	}
-	r.engine.pacer.Pause(wait)
-	r.throttle.add(wait)
-}
-
-func asGraphError(err error) *graph.Error {
-	var ge *graph.Error
+func asGraphError(err error) *intune.Error {
+	var ge *intune.Error
 	if errors.As(err, &ge) {
 		return ge
 	}
-	return &graph.Error{Message: err.Error(), Transport: true}
+	return &intune.Error{Message: err.Error(), Transport: true, Err: err}
 }
 
 func newRunID() string {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 )
@@ -32,7 +33,7 @@ func newFixture(t testing.TB, devices int, simOpts intunesim.Options, writesPerS
 	t.Cleanup(func() { _ = sim.Close() })
 	gc, err := graph.New(graph.Config{BaseURL: sim.URL, CallTimeout: time.Second})
 	require.NoError(t, err)
-	cfg := Config{Concurrency: 8, BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Headroom: 100 * time.Millisecond}
+	cfg := Config{Concurrency: 8, Retry: RetryPolicy{BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}, Headroom: 100 * time.Millisecond}
 	eng := New(gc, pace.New(writesPerSecond, 100000), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	return &fixture{engine: eng, sim: sim, tenant: tenant, client: gc, script: tenant.RemediationScript().ID}
 }
@@ -49,7 +50,7 @@ func (f *fixture) eligible(n int) []intunesim.Device {
 	return out
 }
 
-func (f *fixture) plan(devs []intunesim.Device, coll graph.Collection) Plan {
+func (f *fixture) plan(devs []intunesim.Device, coll intune.Collection) Plan {
 	p := Plan{ValidateDevices: true}
 	for _, d := range devs {
 		p.Items = append(p.Items, Item{Collection: coll, DeviceID: d.ID, ScriptPolicyID: f.script, Field: "managed_devices[x]"})
@@ -84,7 +85,7 @@ func checkAccounting(t *testing.T, f *fixture, p Plan, s *Summary) {
 			if d.Attempts == 1 {
 				assert.Equal(t, 1, n, "one attempt, one trigger: %s", d.DeviceID)
 			}
-		case d.Reason == ReasonMayHaveApplied:
+		case d.Reason == ReasonOutcomeUnknown:
 		default:
 			assert.Equal(t, 0, n, "device %s (%s/%s) was not triggered", d.DeviceID, d.Outcome, d.Reason)
 		}
@@ -97,13 +98,13 @@ func checkAccounting(t *testing.T, f *fixture, p Plan, s *Summary) {
 
 func TestAllSucceed(t *testing.T) {
 	f := newFixture(t, 200, intunesim.Options{}, 1000)
-	p := f.plan(f.eligible(5), graph.ManagedDevices)
+	p := f.plan(f.eligible(5), intune.ManagedDevices)
 	co := f.tenant.Windows(true)[0]
-	p.Items = append(p.Items, Item{Collection: graph.CoManagedDevices, DeviceID: co.ID, ScriptPolicyID: f.script})
-	s := f.engine.Run(context.Background(), p)
+	p.Items = append(p.Items, Item{Collection: intune.CoManagedDevices, DeviceID: co.ID, ScriptPolicyID: f.script})
+	s := f.engine.Complete(context.Background(), p)
 	checkAccounting(t, f, p, s)
 	assert.Equal(t, StatusSucceeded, s.Status)
-	assert.Equal(t, 200, s.HTTPStatus())
+	assert.Equal(t, "ok", answer(s))
 	assert.Equal(t, 6, s.Counts.Succeeded)
 	for _, d := range s.Devices {
 		assert.Equal(t, 204, d.HTTPStatus)
@@ -133,8 +134,8 @@ func TestIneligibleDevices(t *testing.T) {
 	mac := f.tenant.NonWindows()[0]
 	missing := intunesim.Device{ID: "00000000-0000-4000-8000-000000000001"}
 	build := func(ignore bool) Plan {
-		p := f.plan(append(ok, mac, missing, registered), graph.ManagedDevices)
-		p.Items = append(p.Items, Item{Collection: graph.CoManagedDevices, DeviceID: f.eligible(4)[3].ID, ScriptPolicyID: f.script, Field: "comanaged_devices[0]"})
+		p := f.plan(append(ok, mac, missing, registered), intune.ManagedDevices)
+		p.Items = append(p.Items, Item{Collection: intune.CoManagedDevices, DeviceID: f.eligible(4)[3].ID, ScriptPolicyID: f.script, Field: "comanaged_devices[0]"})
 		p.IgnorePartialFailures = ignore
 		return p
 	}
@@ -143,10 +144,10 @@ func TestIneligibleDevices(t *testing.T) {
 	t.Run("rejected without ignore_partial_failures", func(t *testing.T) {
 		f.sim.Reset()
 		p := build(false)
-		s := f.engine.Run(context.Background(), p)
+		s := f.engine.Complete(context.Background(), p)
 		checkAccounting(t, f, p, s)
 		assert.Equal(t, StatusRejected, s.Status)
-		assert.Equal(t, 422, s.HTTPStatus())
+		assert.Equal(t, "rejected", answer(s))
 		assert.Zero(t, f.sim.Counters().Triggers, "nothing triggered")
 		require.NotNil(t, s.Error)
 		assert.Len(t, s.Error.Details, 4)
@@ -164,10 +165,10 @@ func TestIneligibleDevices(t *testing.T) {
 	t.Run("skipped with ignore_partial_failures", func(t *testing.T) {
 		f.sim.Reset()
 		p := build(true)
-		s := f.engine.Run(context.Background(), p)
+		s := f.engine.Complete(context.Background(), p)
 		checkAccounting(t, f, p, s)
 		assert.Equal(t, StatusSucceeded, s.Status, "skipped devices are not failures")
-		assert.Equal(t, 200, s.HTTPStatus())
+		assert.Equal(t, "ok", answer(s))
 		assert.Equal(t, 3, s.Counts.Succeeded)
 		assert.Equal(t, 4, s.Counts.Skipped)
 		for _, d := range s.Devices {
@@ -179,14 +180,14 @@ func TestIneligibleDevices(t *testing.T) {
 	})
 	t.Run("without validation the trigger's own error is reported", func(t *testing.T) {
 		f.sim.Reset()
-		p := f.plan([]intunesim.Device{ok[0], mac}, graph.ManagedDevices)
+		p := f.plan([]intunesim.Device{ok[0], mac}, intune.ManagedDevices)
 		p.ValidateDevices = false
-		s := f.engine.Run(context.Background(), p)
+		s := f.engine.Complete(context.Background(), p)
 		checkAccounting(t, f, p, s)
 		assert.Zero(t, f.sim.Counters().Reads, "no lookups")
 		assert.Equal(t, Failed, s.Devices[1].Outcome)
 		assert.Equal(t, 400, s.Devices[1].HTTPStatus)
-		assert.Equal(t, 424, s.HTTPStatus())
+		assert.Equal(t, "failures", answer(s))
 		assert.Equal(t, StatusPartiallySucceeded, s.Status)
 	})
 }
@@ -195,8 +196,8 @@ func TestThrottling(t *testing.T) {
 	for _, mode := range []intunesim.RetryAfterMode{intunesim.RetryAfterFractional, intunesim.RetryAfterNone} {
 		t.Run(string(mode), func(t *testing.T) {
 			f := newFixture(t, 200, intunesim.Options{WriteLimit: 4, Window: 200 * time.Millisecond, RetryAfter: mode}, 1000)
-			p := f.plan(f.eligible(12), graph.ManagedDevices)
-			s := f.engine.Run(context.Background(), p)
+			p := f.plan(f.eligible(12), intune.ManagedDevices)
+			s := f.engine.Complete(context.Background(), p)
 			checkAccounting(t, f, p, s)
 			assert.Equal(t, StatusSucceeded, s.Status)
 			assert.Greater(t, s.Throttling.ThrottledResponses, 0)
@@ -224,7 +225,7 @@ func TestFaultHandling(t *testing.T) {
 	}{
 		{"503 retried then succeeds", []intunesim.Fault{{Kind: intunesim.Fault503, Times: 1}}, Succeeded, "", 204, 2},
 		{"504 twice then succeeds", []intunesim.Fault{{Kind: intunesim.Fault504, Times: 2}}, Succeeded, "", 204, 3},
-		{"503 three times gives up", []intunesim.Fault{{Kind: intunesim.Fault503, Times: 3}}, Failed, ReasonMayHaveApplied, 503, 3},
+		{"503 three times gives up", []intunesim.Fault{{Kind: intunesim.Fault503, Times: 3}}, Failed, ReasonOutcomeUnknown, 503, 3},
 		{"500 is not retried", []intunesim.Fault{{Kind: intunesim.Fault500}}, Failed, "", 500, 1},
 		{"{} body", []intunesim.Fault{{Kind: intunesim.FaultEmptyJSON}}, Failed, "", 500, 1},
 		{"text/plain body", []intunesim.Fault{{Kind: intunesim.FaultTextPlain}}, Failed, "", 502, 1},
@@ -242,9 +243,9 @@ func TestFaultHandling(t *testing.T) {
 				fl.Method = "POST"
 				f.sim.InjectFault(devs[1].ID, fl)
 			}
-			p := f.plan(devs, graph.ManagedDevices)
+			p := f.plan(devs, intune.ManagedDevices)
 			p.IgnorePartialFailures = true
-			s := f.engine.Run(context.Background(), p)
+			s := f.engine.Complete(context.Background(), p)
 			checkAccounting(t, f, p, s)
 			d := s.Devices[1]
 			assert.Equal(t, tc.outcome, d.Outcome)
@@ -257,7 +258,7 @@ func TestFaultHandling(t *testing.T) {
 			if d.Outcome == Failed {
 				assert.NotEmpty(t, d.Message)
 				assert.Equal(t, StatusPartiallySucceeded, s.Status)
-				assert.Equal(t, 200, s.HTTPStatus(), "ignore_partial_failures")
+				assert.Equal(t, "ok", answer(s), "ignore_partial_failures")
 			}
 			posts := 0
 			for _, r := range f.sim.Records() {
@@ -275,10 +276,10 @@ func TestFaultHandling(t *testing.T) {
 
 func TestDeadlineMidRun(t *testing.T) {
 	f := newFixture(t, 400, intunesim.Options{}, 40)
-	p := f.plan(f.eligible(100), graph.ManagedDevices)
+	p := f.plan(f.eligible(100), intune.ManagedDevices)
 	p.Invoke = time.Second
 	started := time.Now()
-	s := f.engine.Run(context.Background(), p)
+	s := f.engine.Complete(context.Background(), p)
 	elapsed := time.Since(started)
 	checkAccounting(t, f, p, s)
 	assert.Less(t, elapsed, time.Second, "the answer leaves before timeouts.invoke")
@@ -291,14 +292,14 @@ func TestDeadlineMidRun(t *testing.T) {
 		}
 	}
 	assert.Equal(t, StatusPartiallySucceeded, s.Status)
-	assert.Equal(t, 424, s.HTTPStatus())
+	assert.Equal(t, "failures", answer(s))
 
 	// The caller's own deadline counts too, and cancellation is reported as such.
 	f.sim.Reset()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(300*time.Millisecond, cancel)
-	s = f.engine.Run(ctx, f.plan(f.eligible(100), graph.ManagedDevices))
-	checkAccounting(t, f, f.plan(f.eligible(100), graph.ManagedDevices), s)
+	s = f.engine.Complete(ctx, f.plan(f.eligible(100), intune.ManagedDevices))
+	checkAccounting(t, f, f.plan(f.eligible(100), intune.ManagedDevices), s)
 	assert.Greater(t, s.Counts.NotAttempted, 50)
 	reasons := map[string]int{}
 	for _, d := range s.Devices {
@@ -309,9 +310,9 @@ func TestDeadlineMidRun(t *testing.T) {
 
 func TestDryRunMakesNoWrites(t *testing.T) {
 	f := newFixture(t, 300, intunesim.Options{}, 8)
-	p := f.plan(append(f.eligible(16), f.tenant.NonWindows()[0]), graph.ManagedDevices)
+	p := f.plan(append(f.eligible(16), f.tenant.NonWindows()[0]), intune.ManagedDevices)
 	p.DryRun = true
-	s := f.engine.Run(context.Background(), p)
+	s := f.engine.Complete(context.Background(), p)
 	checkAccounting(t, f, p, s)
 	assert.Equal(t, StatusPlanned, s.Status)
 	assert.True(t, s.DryRun)
@@ -328,9 +329,9 @@ func TestEveryDeviceExactlyOnceUnderFaults(t *testing.T) {
 		FaultKinds: []intunesim.FaultKind{intunesim.Fault500, intunesim.Fault503, intunesim.Fault504, intunesim.FaultEmptyJSON,
 			intunesim.FaultTextPlain, intunesim.FaultThrottle, intunesim.FaultDropBefore},
 	}, 2000)
-	p := f.plan(f.eligible(300), graph.ManagedDevices)
+	p := f.plan(f.eligible(300), intune.ManagedDevices)
 	p.IgnorePartialFailures = true
-	s := f.engine.Run(context.Background(), p)
+	s := f.engine.Complete(context.Background(), p)
 	checkAccounting(t, f, p, s)
 	assert.Greater(t, s.Counts.Succeeded, 150)
 	assert.Greater(t, s.Counts.Failed, 5)
@@ -341,14 +342,27 @@ func TestEveryDeviceExactlyOnceUnderFaults(t *testing.T) {
 
 func TestLargeRequestsReadTheDeviceListInsteadOfBatching(t *testing.T) {
 	f := newFixture(t, 1500, intunesim.Options{WriteLimit: 5000}, 5000)
-	p := f.plan(f.eligible(700), graph.ManagedDevices)
-	p.Items = append(p.Items, Item{Collection: graph.ManagedDevices, DeviceID: "00000000-0000-4000-8000-000000000009", ScriptPolicyID: f.script})
+	p := f.plan(f.eligible(700), intune.ManagedDevices)
+	p.Items = append(p.Items, Item{Collection: intune.ManagedDevices, DeviceID: "00000000-0000-4000-8000-000000000009", ScriptPolicyID: f.script})
 	p.IgnorePartialFailures = true
-	s := f.engine.Run(context.Background(), p)
+	s := f.engine.Complete(context.Background(), p)
 	checkAccounting(t, f, p, s)
 	assert.Equal(t, 700, s.Counts.Succeeded)
 	assert.Equal(t, ReasonNotFound, s.Devices[700].Reason)
 	c := f.sim.Counters()
 	assert.Equal(t, 0, c.Batches, "a probe and 2 list pages instead of 36 batches")
 	assert.Equal(t, 4, c.Reads, "the script, the probe, 2 pages")
+}
+
+// answer is what a summary tells its caller: ok, failures (devices failed
+// or were not attempted and partial failures are not ignored), or
+// rejected.
+func answer(s *Summary) string {
+	switch {
+	case s.Status == StatusRejected:
+		return "rejected"
+	case s.Status != StatusPlanned && s.Counts.Failed+s.Counts.NotAttempted > 0 && !s.IgnorePartialFailures:
+		return "failures"
+	}
+	return "ok"
 }

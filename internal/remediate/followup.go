@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // FollowUp is what a triggered device's scripts did, read back from
@@ -35,7 +35,7 @@ const maxOutput = 2048
 
 // FollowUpOf interprets a run state for a trigger sent at triggered: a
 // state not updated since is still pending.
-func FollowUpOf(st graph.RunState, triggered time.Time) FollowUp {
+func FollowUpOf(st intune.RunState, triggered time.Time) FollowUp {
 	f := FollowUp{State: FollowPending, LastStateUpdateDateTime: st.LastStateUpdateDateTime}
 	if !st.LastStateUpdateDateTime.After(triggered) {
 		return f
@@ -81,40 +81,21 @@ func clip(s string) string {
 // RunStates reads a script's run states, paced and retried like every
 // read, calling each for every page until it returns false. It returns the
 // error that stopped it early, if any.
-func (e *Engine) RunStates(ctx context.Context, scriptID string, each func([]graph.RunState) bool) error {
-	r := e.reader(ctx)
-	defer r.cancel()
-	next := ""
-	for {
-		var p graph.RunStatePage
-		err := r.read(func() error {
-			var err error
-			p, err = e.graph.RunStates(r.callCtx, scriptID, next)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if !each(p.States) || p.NextLink == "" {
-			return nil
-		}
-		next = p.NextLink
-	}
+func (e *Engine) RunStates(ctx context.Context, scriptID string, each func([]intune.RunState) bool) error {
+	x := e.newExecution(ctx, time.Now(), 0)
+	defer x.cancel()
+	return eachPage(x, func(ctx context.Context, next string) ([]intune.RunState, string, error) {
+		p, err := e.graph.RunStates(ctx, scriptID, next)
+		return p.States, p.NextLink, err
+	}, each)
 }
 
 // Lookup reads devices by id ($batch, paced and retried): the devices
 // found, and the errors of those that were not.
-func (e *Engine) Lookup(ctx context.Context, ids []string) (map[string]*graph.Device, map[string]*graph.Error) {
-	r := e.reader(ctx)
-	defer r.cancel()
-	found, errs := map[string]*graph.Device{}, map[string]*graph.Error{}
-	r.batchLookup(ids, found, errs)
+func (e *Engine) Lookup(ctx context.Context, ids []string) (map[string]*intune.Device, map[string]*intune.Error) {
+	x := e.newExecution(ctx, time.Now(), 0)
+	defer x.cancel()
+	found, errs := map[string]*intune.Device{}, map[string]*intune.Error{}
+	x.batchLookup(ids, found, errs)
 	return found, errs
-}
-
-// reader is a run that only reads, bounded by ctx.
-func (e *Engine) reader(ctx context.Context) *run {
-	r := &run{engine: e, throttle: &throttleLog{}}
-	r.runCtx, r.callCtx, r.cancel = e.deadlines(ctx, time.Now(), 0)
-	return r
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // FuzzDecodeValidate: every body either decodes and validates into a plan
@@ -30,7 +32,7 @@ func FuzzDecodeValidate(f *testing.F) {
 				seen := map[string]bool{}
 				for _, it := range plan.Items {
 					key := strings.ToLower(it.DeviceID)
-					if seen[key] || !guidRE.MatchString(it.DeviceID) || !guidRE.MatchString(it.ScriptPolicyID) {
+					if seen[key] || !intune.IsGUID(it.DeviceID) || !intune.IsGUID(it.ScriptPolicyID) {
 						t.Fatalf("bad plan item %+v", it)
 					}
 					seen[key] = true

@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -8,7 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/pace"
 )
 
@@ -19,33 +20,37 @@ const pageSize = 1000
 // device list is considered instead of $batch lookups.
 const listThreshold = 100
 
-// validate looks every device up, skips the ineligible ones and reports
-// whether the run is rejected (a problem and ignore_partial_failures off).
-func (r *run) validate(s *Summary, eligible []bool) (rejected bool) {
-	ids := make([]string, 0, len(r.plan.Items))
-	for _, it := range r.plan.Items {
-		if it.Device == nil && r.plan.ValidateDevices {
+// validationFailure is a run rejected because devices failed validation.
+type validationFailure struct{ Error ErrorInfo }
+
+// validate looks every pending device up and skips the ineligible ones. It
+// returns the rejection when devices failed validation and
+// ignore_partial_failures is off (a dry run only warns).
+func (x *execution) validate(s *Summary) *validationFailure {
+	ids := make([]string, 0, len(x.plan.Items))
+	for _, it := range x.plan.Items {
+		if it.Device == nil && x.plan.ValidateDevices {
 			ids = append(ids, it.DeviceID) // unique: the plan is de-duplicated
 		}
 	}
-	found, errs := r.lookup(ids)
-	for _, it := range r.plan.Items {
+	found, errs := x.lookup(ids)
+	for _, it := range x.plan.Items {
 		if it.Device != nil {
 			found[strings.ToLower(it.DeviceID)] = it.Device
 		}
 	}
 	var problems []FieldError
-	for i, it := range r.plan.Items {
+	for i, it := range x.plan.Items {
 		res := &s.Devices[i]
 		key := strings.ToLower(it.DeviceID)
 		d, ok := found[key]
 		ge := errs[key]
 		switch {
-		case !ok && ge == nil && !r.plan.ValidateDevices:
+		case !ok && ge == nil && !x.plan.ValidateDevices:
 			continue // not validated: the trigger's answer will tell
 		case ok:
 			res.DeviceName = d.DeviceName
-			reason, msg := eligibility(it, d)
+			reason, msg := eligibility(d, it.Collection, it.SyncedAfter)
 			if reason == "" {
 				continue
 			}
@@ -62,103 +67,70 @@ func (r *run) validate(s *Summary, eligible []bool) (rejected bool) {
 			}
 			res.HTTPStatus, res.ErrorCode, res.RequestID = ge.Status, ge.Code, ge.RequestID
 		default: // not looked up before the deadline
-			res.Reason = r.stopReason()
+			res.Outcome, res.Reason = NotAttempted, x.stopReason()
 		}
-		eligible[i] = false
 		// Explicitly listed devices follow ignore_partial_failures; devices
 		// a selector found are a set, and an ineligible one is only skipped.
 		if res.Outcome != NotAttempted && it.Device == nil {
 			problems = append(problems, FieldError{Field: it.Field + ".device_id", Message: res.Message})
 		}
 	}
-	if len(problems) == 0 || r.plan.IgnorePartialFailures {
-		return false
+	if len(problems) == 0 || x.plan.IgnorePartialFailures {
+		return nil
 	}
-	if r.plan.DryRun {
+	if x.plan.DryRun {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("%d devices failed validation: without ignore_partial_failures a real run would be rejected and trigger nothing", len(problems)))
-		return false
+		return nil
 	}
-	for i := range s.Devices {
-		if eligible[i] {
-			s.Devices[i].Outcome, s.Devices[i].Reason = NotAttempted, ReasonRunRejected
-			eligible[i] = false
-		}
-	}
-	s.Error = &ErrorInfo{
-		Code:    "device_validation_failed",
+	return &validationFailure{Error: ErrorInfo{
+		Code:    CodeDeviceValidationFailed,
 		Message: fmt.Sprintf("%d devices failed validation; nothing was triggered (set ignore_partial_failures to skip them and run the rest)", len(problems)),
 		Details: problems,
-	}
-	return true
-}
-
-// eligibility says why a device cannot run an on-demand remediation, or
-// "" if it can.
-func eligibility(it Item, d *graph.Device) (reason, message string) {
-	switch {
-	case !strings.Contains(strings.ToLower(d.OperatingSystem), "windows"):
-		return ReasonNotWindows, fmt.Sprintf("operatingSystem is %q; remediations run on Windows only", d.OperatingSystem)
-	case it.Collection == graph.CoManagedDevices && !strings.HasPrefix(d.ManagementAgent, "configurationManagerClient"):
-		return ReasonNotCoManaged, fmt.Sprintf("managementAgent is %q, not co-managed; list it under managed_devices", d.ManagementAgent)
-	case d.JoinType == "azureADRegistered":
-		return ReasonEntraRegistered, "the device is only Entra registered; remediations need Entra joined or hybrid joined devices"
-	case !it.SyncedAfter.IsZero() && d.LastSyncDateTime.Before(it.SyncedAfter):
-		return ReasonStale, fmt.Sprintf("last synced %s, longer ago than last_sync_within; it would not receive the trigger", d.LastSyncDateTime.UTC().Format(time.RFC3339))
-	}
-	return "", ""
+	}}
 }
 
 // lookup reads the devices by id. It reads the tenant's device list when
 // that takes fewer calls than $batch lookups of 20, else batches. A device
 // absent from the answers is absent from both maps (not looked up in time).
-func (r *run) lookup(ids []string) (map[string]*graph.Device, map[string]*graph.Error) {
-	found := map[string]*graph.Device{}
-	errs := map[string]*graph.Error{}
+func (x *execution) lookup(ids []string) (map[string]*intune.Device, map[string]*intune.Error) {
+	found := map[string]*intune.Device{}
+	errs := map[string]*intune.Error{}
 	want := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		want[strings.ToLower(id)] = true
 	}
 	remaining := ids
 	if len(ids) >= listThreshold {
-		remaining = r.listLookup(ids, want, found, errs)
+		remaining = x.listLookup(ids, want, found, errs)
 	}
-	r.batchLookup(remaining, found, errs)
+	x.batchLookup(remaining, found, errs)
 	return found, errs
 }
 
 // listLookup reads the whole device list when that takes fewer calls than
 // batching: a one-device probe learns the list's size (@odata.count), then
 // pages of 1,000 follow. It returns the ids still to look up.
-func (r *run) listLookup(ids []string, want map[string]bool, found map[string]*graph.Device, errs map[string]*graph.Error) []string {
-	batches := (len(ids) + graph.MaxBatch - 1) / graph.MaxBatch
-	probe, ok := r.readPage("", 1)
-	if !ok || probe.Count < 0 || (probe.Count+pageSize-1)/pageSize >= batches {
+func (x *execution) listLookup(ids []string, want map[string]bool, found map[string]*intune.Device, errs map[string]*intune.Error) []string {
+	batches := (len(ids) + intune.MaxBatch - 1) / intune.MaxBatch
+	count, err := x.fleetSize("")
+	if err != nil || count < 0 || (count+pageSize-1)/pageSize >= batches {
 		return ids // batching is cheaper, or the size is unknown
 	}
-	next, complete := "", false
-	for {
-		p, ok := r.readPage(next, pageSize)
-		if !ok {
-			break
-		}
-		for i := range p.Devices {
-			if key := strings.ToLower(p.Devices[i].ID); want[key] {
-				found[key] = &p.Devices[i]
+	err = eachPage(x, x.devicePages(""), func(devs []intune.Device) bool {
+		for i := range devs {
+			if key := strings.ToLower(devs[i].ID); want[key] {
+				found[key] = &devs[i]
 			}
 		}
-		if p.NextLink == "" {
-			complete = true
-			break
-		}
-		next = p.NextLink
-	}
+		return true
+	})
 	var rest []string
 	for _, id := range ids {
 		key := strings.ToLower(id)
 		switch {
 		case found[key] != nil:
-		case complete:
-			errs[key] = &graph.Error{Status: 404, Code: "ResourceNotFound", Message: "not in the tenant's device list"}
+		case err == nil:
+			errs[key] = &intune.Error{Status: 404, Code: "ResourceNotFound", Message: "not in the tenant's device list"}
 		default:
 			rest = append(rest, id)
 		}
@@ -166,90 +138,102 @@ func (r *run) listLookup(ids []string, want map[string]bool, found map[string]*g
 	return rest
 }
 
-// readPage reads one device-list page of at most top devices; false when
-// it gave up.
-func (r *run) readPage(next string, top int) (graph.Page, bool) {
-	var p graph.Page
-	err := r.read(func() error {
-		var err error
-		p, err = r.engine.graph.ListDevices(r.callCtx, "", top, next)
+// devicePages is the fetch of eachPage over the device list under filter.
+func (x *execution) devicePages(filter string) func(ctx context.Context, next string) ([]intune.Device, string, error) {
+	return func(ctx context.Context, next string) ([]intune.Device, string, error) {
+		p, err := x.engine.graph.ListDevices(ctx, filter, pageSize, next)
+		return p.Devices, p.NextLink, err
+	}
+}
+
+// fleetSize reads the size of the device list under filter (@odata.count,
+// -1 when Graph does not say) with a one-device page.
+func (x *execution) fleetSize(filter string) (int, error) {
+	count := -1
+	err := x.read(func(ctx context.Context) error {
+		p, err := x.engine.graph.ListDevices(ctx, filter, 1, "")
+		count = p.Count
 		return err
 	})
-	return p, err == nil
+	return count, err
 }
 
 // batchLookup reads ids in $batch requests of 20, in rounds: items that
-// were throttled or hit a transient error go into the next round.
-func (r *run) batchLookup(ids []string, found map[string]*graph.Device, errs map[string]*graph.Error) {
-	e := r.engine
+// were throttled or hit a transient error go into the next round, as the
+// retry policy says.
+func (x *execution) batchLookup(ids []string, found map[string]*intune.Device, errs map[string]*intune.Error) {
+	e := x.engine
+	policy := e.cfg.Retry
 	var mu sync.Mutex
 	tries := map[string]int{}
+	// retryOrFail queues id for another round when the policy retries its
+	// error and it has tries left, else records the error.
+	retryOrFail := func(id string, ge *intune.Error, retry []string) []string {
+		key := strings.ToLower(id)
+		switch policy.CheckRetry(read, ge) {
+		case throttled:
+			return append(retry, id)
+		case transient:
+			if tries[key] < policy.MaxTransient {
+				tries[key]++
+				return append(retry, id)
+			}
+		}
+		errs[key] = ge
+		return retry
+	}
 	pending := ids
-	for round := 1; len(pending) > 0 && round <= maxThrottledRetries; round++ {
+	for round := 1; len(pending) > 0 && round <= policy.MaxThrottled; round++ {
 		var retry []string
 		var g errgroup.Group
 		g.SetLimit(e.cfg.Concurrency)
-		for start := 0; start < len(pending); start += graph.MaxBatch {
-			chunk := pending[start:min(start+graph.MaxBatch, len(pending))]
-			if r.runCtx.Err() != nil {
+		for start := 0; start < len(pending); start += intune.MaxBatch {
+			chunk := pending[start:min(start+intune.MaxBatch, len(pending))]
+			if x.runCtx.Err() != nil {
 				break
 			}
 			g.Go(func() error {
-				if _, err := e.pacer.Read(r.runCtx, len(chunk)); err != nil {
+				if _, err := e.pacer.Read(x.runCtx, len(chunk)); err != nil {
 					return nil
 				}
-				res, err := e.graph.Devices(r.callCtx, chunk)
+				res, err := e.graph.Devices(x.callCtx, chunk)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
 					ge := asGraphError(err)
 					if ge.Throttled() {
-						r.onThrottled(ge, round)
+						x.onThrottled(ge, round)
 					}
 					for _, id := range chunk {
-						retry = r.retryOrFail(id, ge, tries, retry, errs)
+						retry = retryOrFail(id, ge, retry)
 					}
 					return nil
 				}
 				for _, l := range res {
-					key := strings.ToLower(l.ID)
-					switch {
-					case l.Device != nil:
-						found[key] = l.Device
-					case l.Err.Throttled():
-						r.onThrottled(l.Err, round)
-						retry = append(retry, l.ID)
-					default:
-						retry = r.retryOrFail(l.ID, l.Err, tries, retry, errs)
+					if l.Device != nil {
+						found[strings.ToLower(l.ID)] = l.Device
+						continue
 					}
+					if l.Err.Throttled() {
+						x.onThrottled(l.Err, round)
+					}
+					retry = retryOrFail(l.ID, l.Err, retry)
 				}
 				return nil
 			})
 		}
 		_ = g.Wait()
-		if len(retry) > 0 && r.runCtx.Err() == nil {
+		if len(retry) > 0 && x.runCtx.Err() == nil {
 			// Transient errors back off; 429s already closed the gate.
-			_ = pace.Sleep(r.runCtx, min(pace.Backoff(round, e.cfg.BackoffBase, e.cfg.BackoffMax), time.Until(deadlineOr(r))))
+			_ = pace.Sleep(x.runCtx, min(pace.Backoff(round, policy.BackoffBase, policy.BackoffMax), time.Until(x.deadline())))
 		}
 		pending = retry
 	}
 }
 
-// retryOrFail queues id for another round when its error is transient and
-// it has tries left, else records the error.
-func (r *run) retryOrFail(id string, ge *graph.Error, tries map[string]int, retry []string, errs map[string]*graph.Error) []string {
-	key := strings.ToLower(id)
-	transient := ge.Throttled() || ge.Status >= 500 || ge.Transport
-	if transient && (ge.Throttled() || tries[key] < r.engine.cfg.UnavailableRetries) {
-		tries[key]++
-		return append(retry, id)
-	}
-	errs[key] = ge
-	return retry
-}
-
-func deadlineOr(r *run) time.Time {
-	if d, ok := r.runCtx.Deadline(); ok {
+// deadline is when no new call may start (an hour from now without one).
+func (x *execution) deadline() time.Time {
+	if d, ok := x.runCtx.Deadline(); ok {
 		return d
 	}
 	return time.Now().Add(time.Hour)

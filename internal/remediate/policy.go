@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // scriptIDs lists the plan's scripts once each, in order of appearance.
@@ -47,76 +46,79 @@ func (e *Engine) allowlist(p Plan) []FieldError {
 
 // checkScripts reads each script once, when devices are validated or a
 // pin must be checked: a missing script, one that is not a remediation
-// script, or one edited after it was pinned rejects the run.
-func (r *run) checkScripts(s *Summary) (status int, code, msg string, details []FieldError) {
-	for _, id := range r.plan.scriptIDs() {
-		pin, pinned := r.engine.cfg.ScriptPins[strings.ToLower(id)]
-		if !r.plan.ValidateDevices && !pinned {
+// script, or one edited after it was pinned rejects the run. A script that
+// could not be read (throttled, Graph unavailable) is not called invalid:
+// the run is refused as graph_unavailable, to be sent again.
+func (x *execution) checkScripts(s *Summary) (code, msg string, details []FieldError) {
+	code = CodeScriptInvalid
+	for _, id := range x.plan.scriptIDs() {
+		pin, pinned := x.engine.cfg.ScriptPins[strings.ToLower(id)]
+		if !x.plan.ValidateDevices && !pinned {
 			continue
 		}
-		var sc graph.Script
-		err := r.read(func() error {
+		var sc intune.Script
+		err := x.read(func(ctx context.Context) error {
 			var err error
-			sc, err = r.engine.graph.Script(r.callCtx, id)
+			sc, err = x.engine.graph.Script(ctx, id)
 			return err
 		})
-		var ge *graph.Error
+		var ge *intune.Error
+		if err != nil {
+			ge = asGraphError(err)
+		}
 		switch {
-		case err != nil && asGraphError(err).Status == 404:
+		case err != nil && ge.Status == 404:
 			details = append(details, FieldError{"script_policy_id", fmt.Sprintf("no remediation script %s exists in Intune", id)})
 			continue
-		case err != nil:
-			ge = asGraphError(err)
-			msg := "script " + id + " could not be read: " + ge.Message
-			if ge.Status == 403 {
-				msg += " — the app needs the Graph application permission DeviceManagementScripts.Read.All"
-			}
-			details = append(details, FieldError{"script_policy_id", msg})
+		case err != nil && ge.Status == 403:
+			details = append(details, FieldError{"script_policy_id", "script " + id + " could not be read: " + ge.Message +
+				" — the app needs the Graph application permission DeviceManagementScripts.Read.All"})
 			continue
+		case err != nil && ge.Status > 0 && ge.Status < 500 && !ge.Throttled():
+			details = append(details, FieldError{"script_policy_id", "script " + id + " could not be read: " + ge.Message})
+			continue
+		case err != nil:
+			return CodeGraphUnavailable, "script " + id + " could not be read (" + ge.Message + "); nothing was triggered, send the request again",
+				[]FieldError{{"script_policy_id", "not readable now"}}
 		case sc.Type != "" && sc.Type != "deviceHealthScript":
 			details = append(details, FieldError{"script_policy_id", fmt.Sprintf("script %s (%s) is a %s, not a remediation script (deviceHealthScript)", id, sc.DisplayName, sc.Type)})
 			continue
 		case pinned && !sc.LastModifiedDateTime.Equal(pin):
-			return http.StatusForbidden, "script_changed", fmt.Sprintf("script %s (%s) was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS); nothing was triggered",
+			return CodeScriptChanged, fmt.Sprintf("script %s (%s) was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS); nothing was triggered",
 				id, sc.DisplayName, sc.LastModifiedDateTime.UTC().Format(time.RFC3339), pin.UTC().Format(time.RFC3339)), []FieldError{{"script_policy_id", "pinned script changed"}}
 		}
 		s.Scripts = append(s.Scripts, ScriptInfo{ID: sc.ID, DisplayName: sc.DisplayName, Version: sc.Version, LastModifiedDateTime: sc.LastModifiedDateTime})
 	}
 	if details != nil {
-		return http.StatusUnprocessableEntity, "script_invalid", "a script the request names cannot be run; nothing was triggered", details
+		return code, "a script the request names cannot be run; nothing was triggered", details
 	}
-	return 0, "", "", nil
+	return "", "", nil
 }
 
 // checkCaps applies MAX_DEVICES_PER_RUN and MAX_FLEET_PERCENT to the
 // resolved devices. A run over the fleet share needs confirm_device_count
 // equal to the resolved count (the number a dry run reports).
-func (r *run) checkCaps(s *Summary) (int, string, string) {
-	cfg, n := r.engine.cfg, s.ResolvedDeviceCount
+func (x *execution) checkCaps(s *Summary) (code, msg string) {
+	cfg, n := x.engine.cfg, s.ResolvedDeviceCount
 	if cfg.MaxDevices > 0 && n > cfg.MaxDevices {
-		return http.StatusUnprocessableEntity, "too_many_devices",
+		return CodeTooManyDevices,
 			fmt.Sprintf("the request resolves to %d devices, more than MAX_DEVICES_PER_RUN (%d); narrow the targets or split the run", n, cfg.MaxDevices)
 	}
 	if cfg.MaxFleetPercent <= 0 || cfg.MaxFleetPercent >= 100 || n == 0 {
-		return 0, "", ""
+		return "", ""
 	}
-	if c := r.plan.ConfirmDeviceCount; c != nil && *c == n {
-		return 0, "", ""
+	if c := x.plan.ConfirmDeviceCount; c != nil && *c == n {
+		return "", ""
 	}
-	var fleet int
-	err := r.read(func() error {
-		p, err := r.engine.graph.ListDevices(r.callCtx, windowsFilter, 1, "")
-		fleet = p.Count
-		return err
-	})
+	fleet, err := x.fleetSize(windowsFilter)
 	if err != nil || fleet <= 0 {
-		return http.StatusServiceUnavailable, "fleet_size_unknown", "the tenant's number of Windows devices could not be read to apply MAX_FLEET_PERCENT; nothing was triggered"
+		return CodeFleetSizeUnknown, "the tenant's number of Windows devices could not be read to apply MAX_FLEET_PERCENT; nothing was triggered"
 	}
 	limit := int(math.Floor(float64(fleet) * cfg.MaxFleetPercent / 100))
 	if n <= limit {
-		return 0, "", ""
+		return "", ""
 	}
-	return http.StatusPreconditionRequired, "confirmation_required",
+	return CodeConfirmationRequired,
 		fmt.Sprintf("the request resolves to %d devices, %.1f%% of the tenant's %d Windows devices, above MAX_FLEET_PERCENT (%g%%): to proceed, send \"confirm_device_count\": %d",
 			n, 100*float64(n)/float64(fleet), fleet, cfg.MaxFleetPercent, n)
 }
@@ -140,8 +142,8 @@ type CooldownKey struct{ DeviceID, ScriptID string }
 // cooldown period. A store that cannot be read skips nothing and says so:
 // the cooldown protects devices from overlapping runs, it does not gate
 // remediation.
-func (r *run) applyCooldown(s *Summary, eligible []bool) {
-	cd, period := r.engine.cfg.Cooldown, r.engine.cfg.CooldownPeriod
+func (x *execution) applyCooldown(s *Summary) {
+	cd, period := x.engine.cfg.Cooldown, x.engine.cfg.CooldownPeriod
 	if cd == nil || period <= 0 {
 		return
 	}
@@ -149,20 +151,19 @@ func (r *run) applyCooldown(s *Summary, eligible []bool) {
 	recent := map[string]map[string]time.Time{}
 	for i := range s.Devices {
 		d := &s.Devices[i]
-		if !eligible[i] || d.Outcome != NotAttempted {
+		if d.Outcome != Pending {
 			continue
 		}
 		script := strings.ToLower(d.ScriptPolicyID)
 		seen, ok := recent[script]
 		if !ok {
 			var err error
-			if seen, err = cd.Recent(r.callCtx, script, now.Add(-period)); err != nil {
-				r.warn("the cooldown store could not be read (" + err.Error() + "); DEVICE_COOLDOWN was not applied")
+			if seen, err = cd.Recent(x.callCtx, script, now.Add(-period)); err != nil {
+				x.warn("the cooldown store could not be read (" + err.Error() + "); DEVICE_COOLDOWN was not applied")
 			}
 			recent[script] = seen
 		}
 		if last, ok := seen[strings.ToLower(d.DeviceID)]; ok && now.Sub(last) < period {
-			eligible[i] = false
 			d.Outcome, d.Reason = Skipped, ReasonCooldown
 			d.Message = fmt.Sprintf("triggered with this script at %s, within DEVICE_COOLDOWN (%s); a new run would overwrite the one in progress",
 				last.UTC().Format(time.RFC3339), period)
@@ -171,22 +172,22 @@ func (r *run) applyCooldown(s *Summary, eligible []bool) {
 }
 
 // markCooldown records the run's accepted triggers.
-func (r *run) markCooldown(s *Summary) {
-	cd := r.engine.cfg.Cooldown
-	if cd == nil || r.engine.cfg.CooldownPeriod <= 0 {
+func (x *execution) markCooldown(s *Summary) {
+	cd := x.engine.cfg.Cooldown
+	if cd == nil || x.engine.cfg.CooldownPeriod <= 0 {
 		return
 	}
 	var keys []CooldownKey
 	for _, d := range s.Devices {
-		if d.Outcome == Succeeded || d.Reason == ReasonMayHaveApplied {
+		if d.Outcome == Succeeded || d.Reason == ReasonOutcomeUnknown {
 			keys = append(keys, CooldownKey{strings.ToLower(d.DeviceID), strings.ToLower(d.ScriptPolicyID)})
 		}
 	}
 	if len(keys) == 0 {
 		return
 	}
-	if err := cd.Triggered(r.callCtx, keys, time.Now()); err != nil {
-		r.warn("the cooldown store could not be written (" + err.Error() + "); these triggers will not hold off the next run")
+	if err := cd.Triggered(x.callCtx, keys, time.Now()); err != nil {
+		x.warn("the cooldown store could not be written (" + err.Error() + "); these triggers will not hold off the next run")
 	}
 }
 

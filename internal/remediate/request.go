@@ -2,11 +2,10 @@ package remediate
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // Target is one device and the script to run on it.
@@ -84,14 +83,14 @@ func (e *InvalidRequestError) Error() string {
 
 // Item is one device of a validated request.
 type Item struct {
-	Collection     graph.Collection
+	Collection     intune.Collection
 	DeviceID       string
 	ScriptPolicyID string
 	// Field is the JSON path of the entry in the request, for messages.
 	Field string
 	// Device is the device as a selector found it (nil for explicit
 	// entries, which are looked up).
-	Device *graph.Device
+	Device *intune.Device
 	// SyncedAfter, when set, skips the device as stale if it last synced
 	// before it.
 	SyncedAfter time.Time
@@ -130,8 +129,6 @@ type Selection struct {
 	LastSyncWithin time.Duration
 }
 
-var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // Limits are the operator's bounds on requests.
 type Limits struct {
 	// MaxDevices caps the devices of one request (after de-duplication).
@@ -158,7 +155,7 @@ func Validate(req Request, lim Limits) (Plan, error) {
 	default:
 		add("mode", "%q is not a mode: use sync, async or auto", req.Mode)
 	}
-	if req.TenantID != "" && !guidRE.MatchString(req.TenantID) {
+	if req.TenantID != "" && !intune.IsGUID(req.TenantID) {
 		add("tenant_id", "%q is not a tenant id (a GUID)", req.TenantID)
 	}
 	if len(req.ManagedDevices) == 0 && len(req.CoManagedDevices) == 0 && len(req.Targets) == 0 {
@@ -168,7 +165,7 @@ func Validate(req Request, lim Limits) (Plan, error) {
 	for i, sel := range req.Targets {
 		field := fmt.Sprintf("targets[%d]", i)
 		t := Selection{Selector: sel, Field: field}
-		if !guidRE.MatchString(sel.ScriptPolicyID) {
+		if !intune.IsGUID(sel.ScriptPolicyID) {
 			add(field+".script_policy_id", "%q is not a GUID", sel.ScriptPolicyID)
 		}
 		if strings.TrimSpace(sel.Filter) == "" && len(sel.DeviceNames) == 0 && len(sel.GroupIDs) == 0 {
@@ -183,12 +180,12 @@ func Validate(req Request, lim Limits) (Plan, error) {
 			}
 		}
 		for j, g := range sel.GroupIDs {
-			if !guidRE.MatchString(g) {
+			if !intune.IsGUID(g) {
 				add(fmt.Sprintf("%s.group_ids[%d]", field, j), "%q is not a group id (a GUID)", g)
 			}
 		}
 		for j, d := range sel.ExcludeDeviceIDs {
-			if !guidRE.MatchString(d) {
+			if !intune.IsGUID(d) {
 				add(fmt.Sprintf("%s.exclude_device_ids[%d]", field, j), "%q is not a GUID", d)
 			}
 		}
@@ -219,23 +216,23 @@ func Validate(req Request, lim Limits) (Plan, error) {
 	}
 	type seenAt struct {
 		field, script string
-		coll          graph.Collection
+		coll          intune.Collection
 	}
 	seen := map[string]seenAt{}
 	lists := []struct {
 		name    string
-		coll    graph.Collection
+		coll    intune.Collection
 		targets []Target
-	}{{"managed_devices", graph.ManagedDevices, req.ManagedDevices}, {"comanaged_devices", graph.CoManagedDevices, req.CoManagedDevices}}
+	}{{"managed_devices", intune.ManagedDevices, req.ManagedDevices}, {"comanaged_devices", intune.CoManagedDevices, req.CoManagedDevices}}
 	for _, l := range lists {
 		for i, t := range l.targets {
 			field := fmt.Sprintf("%s[%d]", l.name, i)
 			ok := true
-			if !guidRE.MatchString(t.DeviceID) {
+			if !intune.IsGUID(t.DeviceID) {
 				add(field+".device_id", "%q is not a GUID", t.DeviceID)
 				ok = false
 			}
-			if !guidRE.MatchString(t.ScriptPolicyID) {
+			if !intune.IsGUID(t.ScriptPolicyID) {
 				add(field+".script_policy_id", "%q is not a GUID", t.ScriptPolicyID)
 				ok = false
 			}

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 )
 
 const (
@@ -104,7 +104,7 @@ func TestDefaultsAndSettings(t *testing.T) {
 	assert.False(t, plan.IgnorePartialFailures)
 	assert.False(t, plan.DryRun)
 	assert.Zero(t, plan.Invoke)
-	assert.Equal(t, graph.CoManagedDevices, plan.Items[0].Collection)
+	assert.Equal(t, intune.CoManagedDevices, plan.Items[0].Collection)
 
 	plan, err = parse(`{"managed_devices":[{"device_id":"`+dev1+`","script_policy_id":"`+script+`"}],
 		"validate_device_exists":false,"ignore_partial_failures":true,"dry_run":true,"timeouts":{"invoke":"2h45m"}}`, Limits{})

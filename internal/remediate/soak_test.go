@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/procbench"
@@ -37,12 +38,12 @@ func BenchmarkSoak(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	eng := New(gc, pace.New(1500, 1e6), Config{Concurrency: 32, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	eng := New(gc, pace.New(1500, 1e6), Config{Concurrency: 32, Retry: RetryPolicy{BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond},
 		Headroom: 500 * time.Millisecond}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	var items []Item
 	for _, d := range tenant.Devices {
 		if d.OperatingSystem == "Windows" && d.JoinType != "azureADRegistered" && !d.CoManaged && len(items) < devices {
-			items = append(items, Item{Collection: graph.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: tenant.RemediationScript().ID})
+			items = append(items, Item{Collection: intune.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: tenant.RemediationScript().ID})
 		}
 	}
 	if len(items) < devices {
@@ -51,7 +52,7 @@ func BenchmarkSoak(b *testing.B) {
 	p := Plan{Items: items, ValidateDevices: true, IgnorePartialFailures: true, Invoke: 6 * time.Second}
 	procbench.ResetPeak()
 	b.ResetTimer()
-	s := eng.Run(context.Background(), p)
+	s := eng.Complete(context.Background(), p)
 	b.StopTimer()
 
 	if len(s.Devices) != devices {
@@ -70,7 +71,7 @@ func BenchmarkSoak(b *testing.B) {
 			b.Fatalf("%s triggered %d times in %d attempts", d.DeviceID, n, d.Attempts)
 		case n > 1:
 			duplicates++ // a retried 503/504/lost answer, admitted by attempts > 1
-		case n == 1 && d.Outcome != Succeeded && d.Reason != ReasonMayHaveApplied:
+		case n == 1 && d.Outcome != Succeeded && d.Reason != ReasonOutcomeUnknown:
 			b.Fatalf("%s took effect but is %s/%s", d.DeviceID, d.Outcome, d.Reason)
 		case n == 0 && d.Outcome == Succeeded:
 			b.Fatalf("%s succeeded without a trigger", d.DeviceID)
@@ -99,20 +100,22 @@ func TestGraphUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng := New(gc, pace.New(1000, 1000), Config{BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
-	p := Plan{Items: []Item{{Collection: graph.ManagedDevices, DeviceID: dev1, ScriptPolicyID: script}, {Collection: graph.ManagedDevices, DeviceID: dev2, ScriptPolicyID: script}}}
-	s := eng.Run(context.Background(), p)
-	if s.HTTPStatus() != 424 || s.Counts.Failed != 2 {
-		t.Fatalf("status %d, counts %+v", s.HTTPStatus(), s.Counts)
+	eng := New(gc, pace.New(1000, 1000), Config{Retry: RetryPolicy{BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	p := Plan{Items: []Item{{Collection: intune.ManagedDevices, DeviceID: dev1, ScriptPolicyID: script}, {Collection: intune.ManagedDevices, DeviceID: dev2, ScriptPolicyID: script}}}
+	s := eng.Complete(context.Background(), p)
+	if answer(s) != "failures" || s.Counts.Failed != 2 {
+		t.Fatalf("answer %s, counts %+v", answer(s), s.Counts)
 	}
 	for _, d := range s.Devices {
-		if d.Reason != ReasonMayHaveApplied || d.Attempts != 3 || d.Message == "" {
+		if d.Reason != ReasonOutcomeUnknown || d.Attempts != 3 || d.Message == "" {
 			t.Errorf("%+v", d)
 		}
 	}
+	// A script that cannot be read is not an invalid script: the run is
+	// refused as graph_unavailable, to be sent again.
 	p.ValidateDevices = true
-	s = eng.Run(context.Background(), p)
-	if s.HTTPStatus() != 422 || s.Error == nil || s.Error.Code != "script_invalid" || s.Devices[0].Reason != ReasonRunRejected {
-		t.Fatalf("status %d, %+v, %+v", s.HTTPStatus(), s.Error, s.Devices[0])
+	s = eng.Complete(context.Background(), p)
+	if answer(s) != "rejected" || s.Error == nil || s.Error.Code != CodeGraphUnavailable || s.Devices[0].Reason != ReasonRunRejected {
+		t.Fatalf("answer %s, %+v, %+v", answer(s), s.Error, s.Devices[0])
 	}
 }

@@ -12,6 +12,10 @@ const (
 	Skipped      Outcome = "skipped"       // not eligible (see Reason); nothing sent
 	NotAttempted Outcome = "not_attempted" // not sent: deadline, cancellation or a rejected run
 	Planned      Outcome = "planned"       // dry run: would be triggered
+	// Pending is a device still to be triggered: by the engine, or by the
+	// workers of an asynchronous run. Answers show it as not_attempted with
+	// reason queued (DeviceResult.Answered).
+	Pending Outcome = "pending"
 )
 
 // Reasons for skipped and not_attempted devices.
@@ -24,10 +28,11 @@ const (
 	ReasonDeadline        = "deadline"
 	ReasonCanceled        = "canceled"
 	ReasonRunRejected     = "run_rejected"
-	ReasonMayHaveApplied  = "outcome_unknown"
+	ReasonNotManaged      = "not_managed"
+	ReasonOutcomeUnknown  = "outcome_unknown"
 	ReasonStale           = "stale"
 	ReasonCooldown        = "cooldown"
-	ReasonQueued          = "queued" // asynchronous run: waiting for a worker
+	ReasonQueued          = "queued" // the answer's form of Pending
 	ReasonPoison          = "poison" // asynchronous run: its work item failed every delivery
 )
 
@@ -83,8 +88,6 @@ type ErrorInfo struct {
 	Code    string       `json:"code"`
 	Message string       `json:"message"`
 	Details []FieldError `json:"details,omitempty"`
-	// status is the HTTP status of the rejection (default 422).
-	status int
 }
 
 // ScriptInfo describes a script a run uses.
@@ -122,52 +125,80 @@ type Summary struct {
 	IgnorePartialFailures bool `json:"-"`
 }
 
-// tally counts the outcomes and sets the run status.
-func (s *Summary) tally() {
-	c := Counts{Total: len(s.Devices)}
+// Add counts one device with outcome o (Pending counts as not
+// attempted, as answers show it).
+func (c *Counts) Add(o Outcome) {
+	c.Total++
+	switch o {
+	case Succeeded:
+		c.Succeeded++
+	case Failed:
+		c.Failed++
+	case Skipped:
+		c.Skipped++
+	case NotAttempted, Pending:
+		c.NotAttempted++
+	case Planned:
+		c.Planned++
+	}
+}
+
+// Merge adds b's counts to c.
+func (c *Counts) Merge(b Counts) {
+	c.Total += b.Total
+	c.Succeeded += b.Succeeded
+	c.Failed += b.Failed
+	c.Skipped += b.Skipped
+	c.NotAttempted += b.NotAttempted
+	c.Planned += b.Planned
+}
+
+// Status is the status of a finished run with these counts: succeeded
+// when nothing failed or was left, partially_succeeded when some devices
+// succeeded, else failed.
+func (c Counts) Status() string {
+	switch {
+	case c.Failed+c.NotAttempted == 0:
+		return StatusSucceeded
+	case c.Succeeded > 0:
+		return StatusPartiallySucceeded
+	}
+	return StatusFailed
+}
+
+// count is the number of devices with outcome o.
+func (s *Summary) count(o Outcome) int {
+	n := 0
 	for _, d := range s.Devices {
-		switch d.Outcome {
-		case Succeeded:
-			c.Succeeded++
-		case Failed:
-			c.Failed++
-		case Skipped:
-			c.Skipped++
-		case NotAttempted:
-			c.NotAttempted++
-		case Planned:
-			c.Planned++
+		if d.Outcome == o {
+			n++
 		}
 	}
+	return n
+}
+
+// tally counts the outcomes and sets the status of a finished run.
+func (s *Summary) tally() {
+	var c Counts
+	for _, d := range s.Devices {
+		c.Add(d.Outcome)
+	}
 	s.Counts = c
-	switch {
-	case s.Status == StatusRejected || s.Status == StatusPlanned || s.Status == StatusAccepted || s.Status == StatusRunning:
-	case c.Failed+c.NotAttempted == 0:
-		s.Status = StatusSucceeded
-	case c.Succeeded > 0:
-		s.Status = StatusPartiallySucceeded
+	switch s.Status {
+	case StatusRejected, StatusPlanned, StatusAccepted, StatusRunning:
 	default:
-		s.Status = StatusFailed
+		s.Status = c.Status()
 	}
 	if s.Warnings == nil {
 		s.Warnings = []string{}
 	}
 }
 
-// HTTPStatus is the status code a synchronous answer carries: 422 for a
-// rejected run, 424 when a device failed or was not attempted and partial
-// failures are not ignored, else 200. Per-device failures are never a 5xx:
-// callers such as Logic Apps retry 5xx and would trigger devices again.
-func (s *Summary) HTTPStatus() int {
-	switch {
-	case s.Status == StatusRejected && s.Error != nil && s.Error.status != 0:
-		return s.Error.status
-	case s.Status == StatusRejected:
-		return 422
-	case s.Status == StatusPlanned:
-		return 200
-	case s.Counts.Failed+s.Counts.NotAttempted > 0 && !s.IgnorePartialFailures:
-		return 424
+// Answered is d as answers show it: a Pending device is not_attempted
+// with reason queued.
+func (d DeviceResult) Answered() DeviceResult {
+	if d.Outcome == Pending {
+		d.Outcome, d.Reason = NotAttempted, ReasonQueued
 	}
-	return 200
+	return d
 }

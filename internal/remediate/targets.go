@@ -1,13 +1,13 @@
 package remediate
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
-	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // nameQueryLimit is the most device names looked up one $filter query
@@ -21,14 +21,14 @@ const windowsFilter = "operatingSystem eq 'Windows'"
 // device come back as skipped results (they have no device id); problems
 // (an ambiguous name under on_duplicate_name=error, a missing group, a
 // filter Intune refused) reject the run.
-func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
+func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 	var items []Item
 	var misses []DeviceResult
 	var problems []FieldError
 	var index *windowsIndex
 	windows := func() (*windowsIndex, error) {
 		if index == nil {
-			idx, err := r.readWindows()
+			idx, err := x.readWindows()
 			if err != nil {
 				return nil, err
 			}
@@ -37,16 +37,16 @@ func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
 		return index, nil
 	}
 	now := time.Now()
-	for _, t := range r.plan.Targets {
-		picked := map[string]graph.Device{}
+	for _, t := range x.plan.Targets {
+		picked := map[string]intune.Device{}
 		excludedFilter, unmanaged := 0, 0
 		if f := strings.TrimSpace(t.Filter); f != "" {
-			err := r.eachPage(f, func(devs []graph.Device) {
+			err := x.eachDevice(f, func(devs []intune.Device) {
 				for _, d := range devs {
 					// Intune ignores filters it does not support and reads ne
 					// as eq: only eligible Windows devices may come out of a
 					// filter.
-					if eligibleWindows(d) {
+					if eligible(&d) {
 						picked[strings.ToLower(d.ID)] = d
 					} else {
 						excludedFilter++
@@ -59,14 +59,14 @@ func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
 		}
 		for j, name := range t.DeviceNames {
 			field := fmt.Sprintf("%s.device_names[%d]", t.Field, j)
-			matches, err := r.byName(name, len(t.DeviceNames), windows)
+			matches, err := x.byName(name, len(t.DeviceNames), windows)
 			if err != nil {
 				problems = append(problems, FieldError{field, "the name could not be looked up: " + err.Error()})
 				continue
 			}
 			switch {
 			case len(matches) == 0:
-				misses = append(misses, DeviceResult{DeviceName: name, ScriptPolicyID: t.ScriptPolicyID, Collection: string(graph.ManagedDevices),
+				misses = append(misses, DeviceResult{DeviceName: name, ScriptPolicyID: t.ScriptPolicyID, Collection: string(intune.ManagedDevices),
 					Outcome: Skipped, Reason: ReasonNotFound, Message: fmt.Sprintf("no managed device is named %q (%s)", name, field)})
 			case len(matches) > 1 && (t.OnDuplicateName == "" || t.OnDuplicateName == "error"):
 				var c []string
@@ -76,7 +76,7 @@ func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
 				problems = append(problems, FieldError{field, fmt.Sprintf("%d devices are named %q: %s; list the device_id, or set on_duplicate_name to most_recent or all",
 					len(matches), name, strings.Join(c, ", "))})
 			case len(matches) > 1 && t.OnDuplicateName == "most_recent":
-				newest := slices.MaxFunc(matches, func(a, b graph.Device) int { return a.LastSyncDateTime.Compare(b.LastSyncDateTime) })
+				newest := slices.MaxFunc(matches, func(a, b intune.Device) int { return a.LastSyncDateTime.Compare(b.LastSyncDateTime) })
 				picked[strings.ToLower(newest.ID)] = newest
 			default:
 				for _, d := range matches {
@@ -86,7 +86,7 @@ func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
 		}
 		for j, g := range t.GroupIDs {
 			field := fmt.Sprintf("%s.group_ids[%d]", t.Field, j)
-			members, err := r.readGroup(g)
+			members, err := x.readGroup(g)
 			if err == nil && len(members) > 0 {
 				var idx *windowsIndex
 				if idx, err = windows(); err == nil {
@@ -107,10 +107,10 @@ func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
 			delete(picked, strings.ToLower(x))
 		}
 		if excludedFilter > 0 {
-			r.warn(fmt.Sprintf("%s: the filter matched %d devices that are not Windows devices Intune manages and that can run remediations; they were left out (Intune ignores filters it cannot apply)", t.Field, excludedFilter))
+			x.warn(fmt.Sprintf("%s: the filter matched %d devices that are not Windows devices Intune manages and that can run remediations; they were left out (Intune ignores filters it cannot apply)", t.Field, excludedFilter))
 		}
 		if unmanaged > 0 {
-			r.warn(fmt.Sprintf("%s: %d group members are not Windows devices managed by Intune; left out", t.Field, unmanaged))
+			x.warn(fmt.Sprintf("%s: %d group members are not Windows devices managed by Intune; left out", t.Field, unmanaged))
 		}
 		var after time.Time
 		if t.LastSyncWithin > 0 {
@@ -123,7 +123,7 @@ func (r *run) resolve() ([]Item, []DeviceResult, []FieldError) {
 		slices.Sort(ids)
 		for _, id := range ids {
 			d := picked[id]
-			items = append(items, Item{Collection: graph.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: t.ScriptPolicyID,
+			items = append(items, Item{Collection: intune.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: t.ScriptPolicyID,
 				Field: t.Field, Device: &d, SyncedAfter: after})
 		}
 	}
@@ -155,23 +155,17 @@ func mergeItems(explicit, resolved []Item, warnings *[]string) []Item {
 	return out
 }
 
-// eligibleWindows is the client-side check of what a filter returned.
-func eligibleWindows(d graph.Device) bool {
-	return strings.Contains(strings.ToLower(d.OperatingSystem), "windows") && d.JoinType != "azureADRegistered" &&
-		(d.ManagementState == "" || d.ManagementState == "managed")
-}
-
 // windowsIndex is the tenant's Windows devices by name and Entra device id.
 type windowsIndex struct {
-	byName    map[string][]graph.Device
-	byEntraID map[string]graph.Device
+	byName    map[string][]intune.Device
+	byEntraID map[string]intune.Device
 }
 
-func (r *run) readWindows() (*windowsIndex, error) {
-	idx := &windowsIndex{byName: map[string][]graph.Device{}, byEntraID: map[string]graph.Device{}}
-	err := r.eachPage(windowsFilter, func(devs []graph.Device) {
+func (x *execution) readWindows() (*windowsIndex, error) {
+	idx := &windowsIndex{byName: map[string][]intune.Device{}, byEntraID: map[string]intune.Device{}}
+	err := x.eachDevice(windowsFilter, func(devs []intune.Device) {
 		for _, d := range devs {
-			if !strings.Contains(strings.ToLower(d.OperatingSystem), "windows") {
+			if !isWindows(&d) {
 				continue // the filter is honoured, but never trusted
 			}
 			idx.byName[strings.ToLower(d.DeviceName)] = append(idx.byName[strings.ToLower(d.DeviceName)], d)
@@ -189,7 +183,7 @@ func (r *run) readWindows() (*windowsIndex, error) {
 // byName finds the devices named name: one filter query per name for a
 // few names, else the Windows device index. Names are compared again here,
 // exactly and case-insensitively, in case Intune ignored the filter.
-func (r *run) byName(name string, names int, windows func() (*windowsIndex, error)) ([]graph.Device, error) {
+func (x *execution) byName(name string, names int, windows func() (*windowsIndex, error)) ([]intune.Device, error) {
 	if names > nameQueryLimit {
 		idx, err := windows()
 		if err != nil {
@@ -197,8 +191,8 @@ func (r *run) byName(name string, names int, windows func() (*windowsIndex, erro
 		}
 		return idx.byName[strings.ToLower(name)], nil
 	}
-	var out []graph.Device
-	err := r.eachPage("deviceName eq '"+strings.ReplaceAll(name, "'", "''")+"'", func(devs []graph.Device) {
+	var out []intune.Device
+	err := x.eachDevice("deviceName eq '"+strings.ReplaceAll(name, "'", "''")+"'", func(devs []intune.Device) {
 		for _, d := range devs {
 			if strings.EqualFold(d.DeviceName, name) {
 				out = append(out, d)
@@ -208,80 +202,31 @@ func (r *run) byName(name string, names int, windows func() (*windowsIndex, erro
 	return out, err
 }
 
-// eachPage pages through the device list under filter, handing each page
-// to fn and keeping none of it: a 100,000-device tenant never sits in
+// eachDevice pages through the device list under filter, handing each
+// page to fn and keeping none of it: a 100,000-device tenant never sits in
 // memory whole.
-func (r *run) eachPage(filter string, fn func([]graph.Device)) error {
-	next := ""
-	for {
-		var p graph.Page
-		err := r.read(func() error {
-			var err error
-			p, err = r.engine.graph.ListDevices(r.callCtx, filter, pageSize, next)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		fn(p.Devices)
-		if p.NextLink == "" {
-			return nil
-		}
-		next = p.NextLink
-	}
+func (x *execution) eachDevice(filter string, fn func([]intune.Device)) error {
+	return eachPage(x, x.devicePages(filter), func(devs []intune.Device) bool {
+		fn(devs)
+		return true
+	})
 }
 
 // readGroup pages through a group's device members.
-func (r *run) readGroup(id string) ([]graph.GroupMember, error) {
-	var out []graph.GroupMember
-	next := ""
-	for {
-		var p graph.GroupPage
-		err := r.read(func() error {
-			var err error
-			p, err = r.engine.graph.GroupDevices(r.callCtx, id, next)
-			return err
-		})
-		if err != nil {
-			return out, err
-		}
-		out = append(out, p.Members...)
-		if p.NextLink == "" {
-			return out, nil
-		}
-		next = p.NextLink
-	}
+func (x *execution) readGroup(id string) ([]intune.GroupMember, error) {
+	var out []intune.GroupMember
+	err := eachPage(x, func(ctx context.Context, next string) ([]intune.GroupMember, string, error) {
+		p, err := x.engine.graph.GroupDevices(ctx, id, next)
+		return p.Members, p.NextLink, err
+	}, func(m []intune.GroupMember) bool {
+		out = append(out, m...)
+		return true
+	})
+	return out, err
 }
 
-// read runs one paced read, retrying 429 (for as long as the run may) and
-// 5xx or lost answers (UnavailableRetries times).
-func (r *run) read(call func() error) error {
-	e := r.engine
-	for attempt, unavailable := 1, 0; ; attempt++ {
-		if _, err := e.pacer.Read(r.runCtx, 1); err != nil {
-			return fmt.Errorf("no time left for the read: %w", err)
-		}
-		err := call()
-		if err == nil {
-			return nil
-		}
-		ge := asGraphError(err)
-		switch {
-		case ge.Throttled() && attempt < maxThrottledRetries:
-			r.onThrottled(ge, attempt)
-		case (ge.Status >= 500 || ge.Transport) && unavailable < e.cfg.UnavailableRetries:
-			unavailable++
-			if pace.Sleep(r.runCtx, pace.Backoff(unavailable, e.cfg.BackoffBase, e.cfg.BackoffMax)) != nil {
-				return ge
-			}
-		default:
-			return ge
-		}
-	}
-}
-
-func (r *run) warn(msg string) {
-	r.warnMu.Lock()
-	defer r.warnMu.Unlock()
-	r.warnings = append(r.warnings, msg)
+func (x *execution) warn(msg string) {
+	x.warnMu.Lock()
+	defer x.warnMu.Unlock()
+	x.warnings = append(x.warnings, msg)
 }

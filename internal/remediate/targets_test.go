@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/procbench"
@@ -69,7 +70,7 @@ func TestFilterSelector(t *testing.T) {
 			f.sim.Reset()
 			p := targetPlan(t, sel(f.script, `"filter":"`+filter+`"`))
 			p.DryRun = true
-			s := f.engine.Run(context.Background(), p)
+			s := f.engine.Complete(context.Background(), p)
 			checkAccounting(t, f, p, s)
 			assert.Equal(t, want, summaryIDs(s, Planned), "only eligible Windows devices, whatever Intune did with the filter")
 			assert.Equal(t, len(want), s.ResolvedDeviceCount)
@@ -84,7 +85,7 @@ func TestFilterSelector(t *testing.T) {
 	}
 	t.Run("filter Intune refuses", func(t *testing.T) {
 		p := targetPlan(t, sel(f.script, `"filter":"operatingSystem in ('Windows')"`))
-		s := f.engine.Run(context.Background(), p)
+		s := f.engine.Complete(context.Background(), p)
 		assert.Equal(t, StatusRejected, s.Status)
 		assert.Equal(t, "targets[0].filter", s.Error.Details[0].Field)
 		assert.Zero(t, f.sim.Counters().Triggers)
@@ -111,7 +112,7 @@ func TestNameSelector(t *testing.T) {
 	require.NotEmpty(t, dup, "the generated tenant has duplicate names")
 
 	p := targetPlan(t, sel(f.script, fmt.Sprintf(`"device_names":[%q,%q]`, strings.ToLower(unique), "NO-SUCH-PC")))
-	s := f.engine.Run(context.Background(), p)
+	s := f.engine.Complete(context.Background(), p)
 	require.Len(t, s.Devices, 2, "the resolved device and the name that matched nothing")
 	assert.Equal(t, byName[unique][0].ID, s.Devices[0].DeviceID, "names match case-insensitively")
 	assert.Equal(t, Succeeded, s.Devices[0].Outcome)
@@ -120,7 +121,7 @@ func TestNameSelector(t *testing.T) {
 	assert.Equal(t, "NO-SUCH-PC", s.Devices[1].DeviceName)
 	assert.Equal(t, 2, s.Counts.Total)
 
-	s = f.engine.Run(context.Background(), targetPlan(t, sel(f.script, fmt.Sprintf(`"device_names":[%q]`, dup))))
+	s = f.engine.Complete(context.Background(), targetPlan(t, sel(f.script, fmt.Sprintf(`"device_names":[%q]`, dup))))
 	assert.Equal(t, StatusRejected, s.Status, "duplicates are an error by default")
 	assert.Contains(t, s.Error.Details[0].Message, byName[dup][0].ID)
 	assert.Contains(t, s.Error.Details[0].Message, byName[dup][1].ID)
@@ -129,13 +130,13 @@ func TestNameSelector(t *testing.T) {
 	f.sim.Reset()
 	p = targetPlan(t, sel(f.script, fmt.Sprintf(`"device_names":[%q],"on_duplicate_name":"most_recent"`, dup)))
 	p.DryRun = true
-	s = f.engine.Run(context.Background(), p)
+	s = f.engine.Complete(context.Background(), p)
 	newest := slices.MaxFunc(byName[dup], func(a, b intunesim.Device) int { return a.LastSyncDateTime.Compare(b.LastSyncDateTime) })
 	assert.Equal(t, []string{newest.ID}, summaryIDs(s, Planned))
 
 	p = targetPlan(t, sel(f.script, fmt.Sprintf(`"device_names":[%q],"on_duplicate_name":"all"`, dup)))
 	p.DryRun = true
-	s = f.engine.Run(context.Background(), p)
+	s = f.engine.Complete(context.Background(), p)
 	assert.Len(t, summaryIDs(s, Planned), 2)
 
 	// Many names: one read of the Windows devices instead of a query each.
@@ -148,7 +149,7 @@ func TestNameSelector(t *testing.T) {
 	f.sim.Reset()
 	p = targetPlan(t, sel(f.script, `"device_names":[`+strings.Join(names, ",")+`]`))
 	p.DryRun = true
-	s = f.engine.Run(context.Background(), p)
+	s = f.engine.Complete(context.Background(), p)
 	assert.Equal(t, 30, s.Counts.Planned)
 	assert.Equal(t, 2, f.sim.Counters().Reads, "the script and one page of Windows devices")
 }
@@ -163,13 +164,13 @@ func TestGroupSelectorAndExclusions(t *testing.T) {
 	want := f.eligibleIDs(func(d intunesim.Device) bool { return inGroup[strings.ToLower(d.AzureADDeviceID)] })
 	exclude := want[0]
 	p := targetPlan(t, sel(f.script, fmt.Sprintf(`"group_ids":[%q],"exclude_device_ids":[%q]`, g.ID, exclude)))
-	s := f.engine.Run(context.Background(), p)
+	s := f.engine.Complete(context.Background(), p)
 	checkAccounting(t, f, p, s)
 	assert.Equal(t, want[1:], summaryIDs(s, Succeeded))
 	assert.Zero(t, f.sim.TriggerCount(exclude, f.script))
 	assert.True(t, slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, "group members are not") }))
 
-	s = f.engine.Run(context.Background(), targetPlan(t, sel(f.script, `"group_ids":["00000000-0000-4000-8000-00000000000a"]`)))
+	s = f.engine.Complete(context.Background(), targetPlan(t, sel(f.script, `"group_ids":["00000000-0000-4000-8000-00000000000a"]`)))
 	assert.Equal(t, StatusRejected, s.Status)
 	assert.Equal(t, "targets[0].group_ids[0]", s.Error.Details[0].Field)
 }
@@ -180,7 +181,7 @@ func TestStaleDevicesAreSkipped(t *testing.T) {
 	within := time.Since(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 	p := targetPlan(t, sel(f.script, fmt.Sprintf(`"filter":"operatingSystem eq 'Windows'","last_sync_within":%q`, within.Round(time.Hour).String())))
 	p.DryRun = true
-	s := f.engine.Run(context.Background(), p)
+	s := f.engine.Complete(context.Background(), p)
 	checkAccounting(t, f, p, s)
 	cut := time.Now().Add(-within.Round(time.Hour))
 	stale := f.eligibleIDs(func(d intunesim.Device) bool { return d.LastSyncDateTime.Before(cut) })
@@ -207,25 +208,25 @@ func TestScriptChecks(t *testing.T) {
 		cfgCopy := e.cfg
 		cfg(&cfgCopy)
 		e.cfg = cfgCopy
-		p := f.plan(devs, graph.ManagedDevices)
+		p := f.plan(devs, intune.ManagedDevices)
 		for i := range p.Items {
 			p.Items[i].ScriptPolicyID = script
 		}
-		return e.Run(context.Background(), p)
+		return e.Complete(context.Background(), p)
 	}
 	none := func(*Config) {}
 
 	s := run("11111111-2222-4333-8444-555555555555", none)
-	assert.Equal(t, 422, s.HTTPStatus())
+	assert.Equal(t, "rejected", answer(s))
 	assert.Equal(t, "script_invalid", s.Error.Code)
 	assert.Contains(t, s.Error.Details[0].Message, "no remediation script")
 
 	s = run(installer.ID, none)
-	assert.Equal(t, 422, s.HTTPStatus())
+	assert.Equal(t, "rejected", answer(s))
 	assert.Contains(t, s.Error.Details[0].Message, "managedInstallerScript")
 
 	s = run(f.script, func(c *Config) { c.AllowedScripts = map[string]bool{"00000000-0000-4000-8000-000000000001": true} })
-	assert.Equal(t, 403, s.HTTPStatus())
+	assert.Equal(t, "rejected", answer(s))
 	assert.Equal(t, "script_not_allowed", s.Error.Code)
 	assert.Zero(t, f.sim.Counters().Requests, "refused before any Graph call")
 
@@ -234,14 +235,14 @@ func TestScriptChecks(t *testing.T) {
 		c.AllowedScripts = map[string]bool{strings.ToLower(sc.ID): true}
 		c.ScriptPins = map[string]time.Time{strings.ToLower(sc.ID): sc.LastModifiedDateTime.Add(-time.Hour)}
 	})
-	assert.Equal(t, 403, s.HTTPStatus())
+	assert.Equal(t, "rejected", answer(s))
 	assert.Equal(t, "script_changed", s.Error.Code)
 	assert.Zero(t, f.sim.Counters().Triggers)
 
 	s = run(f.script, func(c *Config) {
 		c.ScriptPins = map[string]time.Time{strings.ToLower(sc.ID): sc.LastModifiedDateTime}
 	})
-	assert.Equal(t, 200, s.HTTPStatus())
+	assert.Equal(t, "ok", answer(s))
 	require.Len(t, s.Scripts, 1)
 	assert.Equal(t, sc.DisplayName, s.Scripts[0].DisplayName)
 	assert.Equal(t, sc.Version, s.Scripts[0].Version)
@@ -258,35 +259,35 @@ func TestFleetPercentNeedsConfirmation(t *testing.T) {
 
 	dry := targetPlan(t, body)
 	dry.DryRun = true
-	s := f.engine.Run(context.Background(), dry)
+	s := f.engine.Complete(context.Background(), dry)
 	n := s.ResolvedDeviceCount
 	assert.Equal(t, len(f.eligibleIDs(nil)), n)
 	assert.True(t, slices.ContainsFunc(s.Warnings, func(w string) bool {
 		return strings.Contains(w, fmt.Sprintf(`"confirm_device_count": %d`, n))
 	}), "the dry run says what to confirm: %v", s.Warnings)
 
-	s = f.engine.Run(context.Background(), targetPlan(t, body))
-	assert.Equal(t, 428, s.HTTPStatus())
+	s = f.engine.Complete(context.Background(), targetPlan(t, body))
+	assert.Equal(t, "rejected", answer(s))
 	assert.Equal(t, "confirmation_required", s.Error.Code)
 	assert.Zero(t, f.sim.Counters().Triggers)
 
 	wrong := targetPlan(t, body[:len(body)-1]+fmt.Sprintf(`,"confirm_device_count":%d}`, n-1))
-	assert.Equal(t, 428, f.engine.Run(context.Background(), wrong).HTTPStatus(), "the count must be exact")
+	assert.Equal(t, "rejected", answer(f.engine.Complete(context.Background(), wrong)), "the count must be exact")
 
 	ok := targetPlan(t, body[:len(body)-1]+fmt.Sprintf(`,"confirm_device_count":%d}`, n))
-	s = f.engine.Run(context.Background(), ok)
-	assert.Equal(t, 200, s.HTTPStatus())
+	s = f.engine.Complete(context.Background(), ok)
+	assert.Equal(t, "ok", answer(s))
 	assert.Equal(t, n, s.Counts.Succeeded)
 }
 
 func TestCooldown(t *testing.T) {
 	f := newFixture(t, 200, intunesim.Options{}, 5000)
 	f.engine.cfg.Cooldown, f.engine.cfg.CooldownPeriod = NewMemoryCooldown(time.Hour), 10*time.Minute
-	p := f.plan(f.eligible(4), graph.ManagedDevices)
-	s := f.engine.Run(context.Background(), p)
+	p := f.plan(f.eligible(4), intune.ManagedDevices)
+	s := f.engine.Complete(context.Background(), p)
 	assert.Equal(t, 4, s.Counts.Succeeded)
-	p2 := f.plan(f.eligible(6), graph.ManagedDevices)
-	s = f.engine.Run(context.Background(), p2)
+	p2 := f.plan(f.eligible(6), intune.ManagedDevices)
+	s = f.engine.Complete(context.Background(), p2)
 	require.Len(t, s.Devices, 6)
 	assert.Equal(t, 2, s.Counts.Succeeded)
 	assert.Equal(t, 4, s.Counts.Skipped)
@@ -315,7 +316,7 @@ func BenchmarkResolveFilter100k(b *testing.B) {
 	for range b.N {
 		f.sim.Reset()
 		started := time.Now()
-		s := f.engine.Run(context.Background(), p)
+		s := f.engine.Complete(context.Background(), p)
 		elapsed = time.Since(started)
 		resolved = s.ResolvedDeviceCount
 	}
@@ -349,7 +350,7 @@ func BenchmarkResolveFilter100kSeparateSimulator(b *testing.B) {
 	procbench.ResetPeak()
 	b.ResetTimer()
 	started := time.Now()
-	s := eng.Run(context.Background(), p)
+	s := eng.Complete(context.Background(), p)
 	elapsed := time.Since(started)
 	b.StopTimer()
 	if s.ResolvedDeviceCount == 0 {

@@ -114,15 +114,16 @@ func BenchmarkAsyncRun100kSeparateSimulator(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		started := time.Now()
-		p := engine.Prepare(context.Background(), plan)
-		if s := p.Done(); s != nil {
-			b.Fatalf("rejected: %+v", s.Error)
+		p, err := engine.Prepare(context.Background(), plan)
+		if err != nil {
+			b.Fatalf("rejected: %v", err)
 		}
-		s, pending := p.Queue()
-		if err := svc.Submit(context.Background(), s, pending, ""); err != nil {
+		devices := p.Pending()
+		s := p.Queue()
+		if err := svc.Submit(context.Background(), s, ""); err != nil {
 			b.Fatal(err)
 		}
-		id, devices := s.RunID, len(pending)
+		id := s.RunID
 		s, p = nil, nil // what a submitting invocation drops once it has answered
 		queued := time.Now()
 		for {

@@ -26,23 +26,6 @@ var ErrNotFound = errors.New("runs: no such run")
 // read: another worker holds it.
 var ErrConflict = errors.New("runs: the chunk was changed by another worker")
 
-// WorkItem is one device of a chunk: its index in the run's summary and what
-// to trigger.
-type WorkItem struct {
-	Index      int    `json:"i"`
-	DeviceID   string `json:"d"`
-	ScriptID   string `json:"s"`
-	Collection string `json:"c"`
-}
-
-// Message is the body of a queue message: work items of one chunk of one
-// run.
-type Message struct {
-	RunID string     `json:"run"`
-	Chunk int        `json:"chunk"`
-	Items []WorkItem `json:"items"`
-}
-
 // Meta is a run's header.
 type Meta struct {
 	RunID    string
@@ -72,7 +55,7 @@ type Row struct {
 
 // final reports whether the row has its outcome.
 func (r Row) final() bool {
-	return r.Outcome != remediate.NotAttempted || r.Reason != remediate.ReasonQueued
+	return r.Outcome != remediate.Pending
 }
 
 // Chunk is the progress of one chunk: Open devices still to do, and the

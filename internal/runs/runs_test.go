@@ -14,6 +14,7 @@ import (
 	"github.com/remediator/remediator/internal/azstore"
 	"github.com/remediator/remediator/internal/azurite"
 	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
@@ -113,7 +114,7 @@ func newFixture(t testing.TB, store runs.Store, devices int, simOpts intunesim.O
 	require.NoError(t, err)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	eng := remediate.New(gc, pace.New(100_000, 100_000), remediate.Config{Concurrency: 16, Headroom: 50 * time.Millisecond,
-		BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}, log)
+		Retry: remediate.RetryPolicy{BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}}, log)
 	q := &testQueue{}
 	if opts.RecordMargin == 0 {
 		opts.RecordMargin = 20 * time.Millisecond
@@ -143,7 +144,7 @@ func (f *fixture) submitN(t testing.TB, n int) (*remediate.Summary, []int) {
 	plan := remediate.Plan{Mode: remediate.ModeAsync}
 	for _, d := range f.tenant.Windows(false) {
 		if len(plan.Items) < n && !d.CoManaged && d.JoinType != "azureADRegistered" {
-			plan.Items = append(plan.Items, remediate.Item{Collection: graph.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: f.script})
+			plan.Items = append(plan.Items, remediate.Item{Collection: intune.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: f.script})
 		}
 	}
 	require.Len(t, plan.Items, n)
@@ -152,10 +153,16 @@ func (f *fixture) submitN(t testing.TB, n int) (*remediate.Summary, []int) {
 
 func (f *fixture) submitPlan(t testing.TB, plan remediate.Plan) (*remediate.Summary, []int) {
 	t.Helper()
-	p := f.engine.Prepare(context.Background(), plan)
-	require.Nil(t, p.Done(), "nothing rejects this run")
-	s, pending := p.Queue()
-	require.NoError(t, f.svc.Submit(context.Background(), s, pending, ""))
+	p, err := f.engine.Prepare(context.Background(), plan)
+	require.NoError(t, err, "nothing rejects this run")
+	s := p.Queue()
+	var pending []int
+	for i, d := range s.Devices {
+		if d.Outcome == remediate.Pending {
+			pending = append(pending, i)
+		}
+	}
+	require.NoError(t, f.svc.Submit(context.Background(), s, ""))
 	return s, pending
 }
 
@@ -427,7 +434,7 @@ func TestUnanswerableClaimsEndAsOutcomeUnknown(t *testing.T) {
 	assert.Equal(t, len(pending)-20, st.Summary.Counts.Succeeded)
 	for _, it := range m.Items[:20] {
 		d := devs[it.Index]
-		assert.Equal(t, remediate.ReasonMayHaveApplied, d.Reason)
+		assert.Equal(t, remediate.ReasonOutcomeUnknown, d.Reason)
 		assert.Contains(t, d.Message, "could not be read 10 times")
 		assert.Equal(t, 1, f.sim.TriggerCount(d.DeviceID, d.ScriptPolicyID), "never sent again")
 	}

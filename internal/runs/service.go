@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
 
@@ -19,8 +19,8 @@ import (
 // *remediate.Engine implements it.
 type Engine interface {
 	Trigger(ctx context.Context, items []remediate.Item) ([]remediate.DeviceResult, remediate.Throttling)
-	Lookup(ctx context.Context, ids []string) (map[string]*graph.Device, map[string]*graph.Error)
-	RunStates(ctx context.Context, scriptID string, each func([]graph.RunState) bool) error
+	Lookup(ctx context.Context, ids []string) (map[string]*intune.Device, map[string]*intune.Error)
+	RunStates(ctx context.Context, scriptID string, each func([]intune.RunState) bool) error
 	WriteRate() float64
 }
 
@@ -82,11 +82,11 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 	return &Service{store: store, queue: queue, engine: engine, opts: opts, log: log}
 }
 
-// Submit writes a prepared run (the summary and the indexes of its devices
-// left to trigger, from remediate.Prepared.Queue) and queues its chunks.
+// Submit writes a prepared run (its summary from remediate.Prepared.Queue,
+// in which the devices left to trigger are Pending) and queues its chunks.
 // When it returns nil, every device is in the store and every chunk in the
 // queue.
-func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, pending []int, tenant string) error {
+func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, tenant string) error {
 	header := *sum
 	header.Devices = nil
 	head, err := json.Marshal(&header)
@@ -95,14 +95,13 @@ func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, pending []
 	}
 	m := Meta{RunID: sum.RunID, TenantID: tenant, Created: time.Now().UTC(), Devices: len(sum.Devices), Summary: head}
 	rows := make([]Row, len(sum.Devices))
-	isPending := make([]bool, len(sum.Devices))
-	for _, i := range pending {
-		isPending[i] = true
-	}
+	var pending []int
 	for i, d := range sum.Devices {
 		rows[i] = Row{Index: i, DeviceResult: d}
-		if !isPending[i] {
-			addCount(&m.Base, d.Outcome)
+		if d.Outcome == remediate.Pending {
+			pending = append(pending, i)
+		} else {
+			m.Base.Add(d.Outcome)
 		}
 	}
 	var msgs []Message
@@ -130,31 +129,6 @@ func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, pending []
 	}
 	s.log.Info("run queued", "run_id", m.RunID, "devices", m.Devices, "queued", len(pending), "chunks", len(chunks))
 	return nil
-}
-
-func addCount(c *remediate.Counts, o remediate.Outcome) {
-	c.Total++
-	switch o {
-	case remediate.Succeeded:
-		c.Succeeded++
-	case remediate.Failed:
-		c.Failed++
-	case remediate.Skipped:
-		c.Skipped++
-	case remediate.NotAttempted:
-		c.NotAttempted++
-	case remediate.Planned:
-		c.Planned++
-	}
-}
-
-func addCounts(a *remediate.Counts, b remediate.Counts) {
-	a.Total += b.Total
-	a.Succeeded += b.Succeeded
-	a.Failed += b.Failed
-	a.Skipped += b.Skipped
-	a.NotAttempted += b.NotAttempted
-	a.Planned += b.Planned
 }
 
 // Status is a run's state for GET runs/{id}: Done with the final summary
@@ -190,7 +164,7 @@ func (s *Service) Status(ctx context.Context, id string, page int, follow bool) 
 	counts := m.Base
 	var finished time.Time
 	for _, c := range chunks {
-		addCounts(&counts, c.Counts)
+		counts.Merge(c.Counts)
 		st.Queued += c.Open
 		sum.Throttling.ThrottledResponses += c.Throttle.ThrottledResponses
 		sum.Throttling.WaitedMS += c.Throttle.WaitedMS
@@ -203,7 +177,7 @@ func (s *Service) Status(ctx context.Context, id string, page int, follow bool) 
 	sum.Counts = counts
 	st.Done = st.Queued == 0
 	if st.Done {
-		sum.Status = finalStatus(counts)
+		sum.Status = counts.Status()
 		if finished.IsZero() {
 			finished = m.Created
 		}
@@ -222,7 +196,7 @@ func (s *Service) Status(ctx context.Context, id string, page int, follow bool) 
 	}
 	sum.Devices = make([]remediate.DeviceResult, len(rows))
 	for i, r := range rows {
-		sum.Devices[i] = r.DeviceResult
+		sum.Devices[i] = r.DeviceResult.Answered()
 	}
 	if follow {
 		if err := s.follow(ctx, sum.Devices); err != nil {
@@ -234,17 +208,6 @@ func (s *Service) Status(ctx context.Context, id string, page int, follow bool) 
 
 // ErrNoPage is returned by Status for a page past the last.
 var ErrNoPage = errors.New("runs: no such page")
-
-// finalStatus mirrors the synchronous summary's status.
-func finalStatus(c remediate.Counts) string {
-	switch {
-	case c.Failed+c.NotAttempted == 0:
-		return remediate.StatusSucceeded
-	case c.Succeeded > 0:
-		return remediate.StatusPartiallySucceeded
-	}
-	return remediate.StatusFailed
-}
 
 // retryAfter suggests when to poll again: the time the queued devices take
 // at the write pace, between 5 and 60 s.
@@ -274,7 +237,7 @@ func (s *Service) follow(ctx context.Context, devs []remediate.DeviceResult) err
 	var errs []error
 	for sc, byDevice := range want {
 		left := len(byDevice)
-		err := s.engine.RunStates(ctx, sc, func(states []graph.RunState) bool {
+		err := s.engine.RunStates(ctx, sc, func(states []intune.RunState) bool {
 			for _, st := range states {
 				i, ok := byDevice[strings.ToLower(st.ManagedDevice.ID)]
 				if !ok {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
 
@@ -163,7 +163,7 @@ func (s *Service) sort(ctx context.Context, msg Message, rows map[int]*Row) (tod
 		case r.Checks+1 >= maxChecks:
 			// Intune could not be asked, lease after lease: end the
 			// device's part in the run rather than hold it forever.
-			r.Outcome, r.Reason = remediate.Failed, remediate.ReasonMayHaveApplied
+			r.Outcome, r.Reason = remediate.Failed, remediate.ReasonOutcomeUnknown
 			r.Message = fmt.Sprintf("a trigger was sent at %s without a definite answer, and Intune's action record could not be read %d times; the trigger may have taken effect",
 				r.ClaimedAt.Format(time.RFC3339), maxChecks)
 			recovered = append(recovered, *r)
@@ -190,7 +190,7 @@ const maxChecks = 10
 func (s *Service) settleUnknown(ctx context.Context, slice []WorkItem, rows map[int]*Row, results []remediate.DeviceResult) map[int]bool {
 	var ids []string
 	for i, res := range results {
-		if res.Reason == remediate.ReasonMayHaveApplied {
+		if res.Reason == remediate.ReasonOutcomeUnknown {
 			ids = append(ids, slice[i].DeviceID)
 		}
 	}
@@ -203,7 +203,7 @@ func (s *Service) settleUnknown(ctx context.Context, slice []WorkItem, rows map[
 	unsettled := map[int]bool{}
 	for i := range results {
 		res := &results[i]
-		if res.Reason != remediate.ReasonMayHaveApplied {
+		if res.Reason != remediate.ReasonOutcomeUnknown {
 			continue
 		}
 		claimed := rows[slice[i].Index].ClaimedAt
@@ -249,7 +249,7 @@ func (s *Service) claim(ctx context.Context, run string, c *Chunk, rows map[int]
 func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) (unsent, held []WorkItem, err error) {
 	items := make([]remediate.Item, len(slice))
 	for i, it := range slice {
-		items[i] = remediate.Item{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptID, Collection: graph.Collection(it.Collection)}
+		items[i] = remediate.Item{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptID, Collection: intune.Collection(it.Collection)}
 	}
 	results, th := s.engine.Trigger(ctx, items)
 	unsettled := s.settleUnknown(ctx, slice, rows, results)
@@ -293,7 +293,7 @@ func (s *Service) record(ctx context.Context, run string, c *Chunk, rows []Row) 
 		for _, r := range batch {
 			if r.final() {
 				c.Open--
-				addCount(&c.Counts, r.Outcome)
+				c.Counts.Add(r.Outcome)
 			}
 		}
 		if c.Open == 0 {

@@ -1,0 +1,257 @@
+// Package app is remediator's application service: what every trigger
+// asks of it, whatever its transport. HTTP requests (through package
+// httpapi, on every host), timers and EventBridge schedules call
+// Remediate, alerts MapAlert and Alert, pollers Status. It decodes and
+// validates requests, resolves the run's credential, and decides between
+// answering at once and handing the run to workers. Its refusals are
+// *Error values with a code; the HTTP layer alone turns codes into
+// statuses.
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/remediator/remediator/internal/alert"
+	"github.com/remediator/remediator/internal/credential"
+	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/runs"
+)
+
+// Engine prepares runs; *remediate.Engine implements it.
+type Engine interface {
+	Prepare(ctx context.Context, plan remediate.Plan) (*remediate.Prepared, error)
+}
+
+// Runs is the asynchronous side; *runs.Service implements it.
+type Runs interface {
+	Submit(ctx context.Context, s *remediate.Summary, tenant string) error
+	Status(ctx context.Context, id string, page int, follow bool) (runs.Status, error)
+}
+
+// Credentials resolves the Graph credential of a run's tenant before
+// anything is triggered and returns the context the run carries it in;
+// *credential.Source implements it. Its errors are *credential.Error.
+type Credentials interface {
+	Prepare(ctx context.Context, tenant string) (context.Context, error)
+}
+
+// Options configure the Service.
+type Options struct {
+	// Limits bound requests.
+	Limits remediate.Limits
+	// Credentials, when set, resolve each run's tenant first; nil is no
+	// authentication (simulators).
+	Credentials Credentials
+	// Alerts map Azure Monitor alerts to requests.
+	Alerts alert.Settings
+	// Runs, when set, takes runs that do not fit one answer (mode async,
+	// or auto beyond the time left); nil keeps every run synchronous.
+	Runs Runs
+	// SyncBudget is the longest a mode auto run answers synchronously
+	// (its triggers estimated at the write pace), below the callers' own
+	// limits: Logic Apps and Power Automate give up on a call after 120 s
+	// but follow a 202 by themselves. Default 90 s.
+	SyncBudget time.Duration
+}
+
+// Service is the application service.
+type Service struct {
+	engine Engine
+	opts   Options
+	log    *slog.Logger
+}
+
+// New returns a Service.
+func New(engine Engine, opts Options, log *slog.Logger) *Service {
+	if opts.SyncBudget <= 0 {
+		opts.SyncBudget = 90 * time.Second
+	}
+	return &Service{engine: engine, opts: opts, log: log}
+}
+
+// Error codes the service itself refuses with (the domain's are in
+// package remediate, the credentials' in package credential).
+const (
+	CodeStorageUnavailable = "storage_unavailable"
+	CodeNotFound           = "not_found"
+	CodeInternal           = "internal"
+	CodeInvalidRequest     = remediate.CodeInvalidRequest
+	CodeAlertNotActionable = alert.CodeNotActionable
+)
+
+// Error is a refusal: nothing was triggered. Code says why (the HTTP layer
+// maps it to a status), Details name the fields at fault, RetryAfter says
+// when sending again may work, and Summary is the rejected run's account
+// of its devices, if it got that far.
+type Error struct {
+	Code       string
+	Message    string
+	Details    []remediate.FieldError
+	RetryAfter time.Duration
+	Summary    *remediate.Summary
+}
+
+// Error is the code and message.
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Invalid is an invalid_request naming field.
+func Invalid(field, msg string) *Error {
+	return &Error{Code: CodeInvalidRequest, Message: field + ": " + msg, Details: []remediate.FieldError{{Field: field, Message: msg}}}
+}
+
+// Result is a run's answer: Summary for a run carried out (or planned)
+// here, Accepted for a run handed to workers.
+type Result struct {
+	Summary  *remediate.Summary
+	Accepted *Accepted
+}
+
+// Accepted is a run handed to workers.
+type Accepted struct {
+	RunID               string
+	ResolvedDeviceCount int
+	Counts              remediate.Counts
+	Queued              int
+	Estimated           time.Duration
+	Warnings            []string
+}
+
+// Remediate decodes, validates and carries out a request body.
+func (s *Service) Remediate(ctx context.Context, body []byte) (Result, error) {
+	req, err := remediate.Decode(bytes.NewReader(body))
+	if err != nil {
+		return Result{}, asError(err)
+	}
+	return s.Start(ctx, req)
+}
+
+// Start carries out a decoded request: at once when it fits the time the
+// caller has (and the synchronous budget, in mode auto), else on workers.
+func (s *Service) Start(ctx context.Context, req remediate.Request) (Result, error) {
+	plan, err := remediate.Validate(req, s.opts.Limits)
+	if err != nil {
+		return Result{}, asError(err)
+	}
+	if s.opts.Runs == nil && plan.Mode == remediate.ModeAsync {
+		return Result{}, Invalid("mode", "async needs run storage: this deployment runs synchronously only (no run storage is configured)")
+	}
+	if s.opts.Credentials != nil {
+		if ctx, err = s.opts.Credentials.Prepare(ctx, plan.TenantID); err != nil {
+			var ce *credential.Error
+			if !errors.As(err, &ce) {
+				return Result{}, &Error{Code: "credential_unavailable", Message: err.Error(), RetryAfter: 60 * time.Second}
+			}
+			return Result{}, asError(err)
+		}
+	}
+	p, err := s.engine.Prepare(ctx, plan)
+	if err != nil {
+		return Result{}, asError(err)
+	}
+	async := plan.Mode == remediate.ModeAsync || plan.Mode == remediate.ModeAuto && !fits(ctx, p.Estimated(), s.opts.SyncBudget)
+	if s.opts.Runs == nil || p.Pending() == 0 || !async {
+		return Result{Summary: p.Execute()}, nil
+	}
+	queued := p.Pending()
+	sum := p.Queue()
+	if err := s.opts.Runs.Submit(ctx, sum, plan.TenantID); err != nil {
+		s.log.Error("run could not be queued; nothing was triggered", "run_id", sum.RunID, "error", err.Error())
+		return Result{}, &Error{Code: CodeStorageUnavailable, RetryAfter: 30 * time.Second,
+			Message: "the run could not be stored or queued; nothing was triggered, send it again"}
+	}
+	return Result{Accepted: &Accepted{RunID: sum.RunID, ResolvedDeviceCount: sum.ResolvedDeviceCount, Counts: sum.Counts,
+		Queued: queued, Estimated: p.Estimated(), Warnings: sum.Warnings}}, nil
+}
+
+// fits reports whether triggers estimated to take d can be answered
+// synchronously: within budget and four fifths of the time ctx has left.
+func fits(ctx context.Context, d, budget time.Duration) bool {
+	if d > budget {
+		return false
+	}
+	dl, ok := ctx.Deadline()
+	return !ok || d <= time.Until(dl)*4/5
+}
+
+// MapAlert reads an Azure Monitor alert (common alert schema). A resolved
+// alert maps to Ignored; an alert that cannot be acted on is an *Error
+// (never one a retry could fix: action groups retry 5xx).
+func (s *Service) MapAlert(body []byte, queryScript string) (alert.Mapping, error) {
+	m, err := alert.Map(body, queryScript, s.opts.Alerts)
+	if err != nil {
+		return m, asError(err)
+	}
+	return m, nil
+}
+
+// Alert carries out a mapped alert's request. Alert runs skip ineligible
+// devices rather than refusing.
+func (s *Service) Alert(ctx context.Context, m alert.Mapping) (Result, error) {
+	res, err := s.Start(ctx, m.Request)
+	note := append(append([]string(nil), m.Warnings...), "devices from the alert's "+m.Source+" (rule "+m.AlertRule+")")
+	switch {
+	case res.Summary != nil:
+		res.Summary.Warnings = append(res.Summary.Warnings, note...)
+	case res.Accepted != nil:
+		res.Accepted.Warnings = append(res.Accepted.Warnings, note...)
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Summary != nil {
+		e.Summary.Warnings = append(e.Summary.Warnings, note...)
+	}
+	return res, err
+}
+
+// Status reads run id (page is 0-based); follow adds each triggered
+// device's script results.
+func (s *Service) Status(ctx context.Context, id string, page int, follow bool) (runs.Status, error) {
+	if s.opts.Runs == nil {
+		return runs.Status{}, &Error{Code: CodeNotFound, Message: "this deployment keeps no runs (no storage is configured)"}
+	}
+	st, err := s.opts.Runs.Status(ctx, id, page, follow)
+	switch {
+	case errors.Is(err, runs.ErrNotFound):
+		return st, &Error{Code: CodeNotFound, Message: fmt.Sprintf("no run %q", id)}
+	case errors.Is(err, runs.ErrNoPage):
+		e := Invalid("page", "out of range")
+		e.Message = "page: " + err.Error()
+		return st, e
+	case err != nil:
+		s.log.Error("run status unavailable", "run_id", id, "error", err.Error())
+		return st, &Error{Code: CodeStorageUnavailable, RetryAfter: 10 * time.Second, Message: "the run could not be read; try again"}
+	}
+	return st, nil
+}
+
+// asError turns the errors of the layers below into *Error.
+func asError(err error) error {
+	var (
+		e   *Error
+		inv *remediate.InvalidRequestError
+		rej *remediate.Rejection
+		ce  *credential.Error
+		ae  *alert.Error
+	)
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.As(err, &inv):
+		return &Error{Code: CodeInvalidRequest, Message: inv.Error(), Details: inv.Details}
+	case errors.As(err, &rej):
+		out := &Error{Code: rej.Summary.Error.Code, Message: rej.Summary.Error.Message, Details: rej.Summary.Error.Details, Summary: rej.Summary}
+		if out.Code == remediate.CodeGraphUnavailable || out.Code == remediate.CodeFleetSizeUnknown {
+			out.RetryAfter = 30 * time.Second
+		}
+		return out
+	case errors.As(err, &ce):
+		return &Error{Code: ce.Code, Message: ce.Message, RetryAfter: ce.RetryAfter}
+	case errors.As(err, &ae):
+		return &Error{Code: ae.Code, Message: ae.Message}
+	}
+	return &Error{Code: CodeInternal, Message: err.Error()}
+}

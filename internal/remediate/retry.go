@@ -1,0 +1,176 @@
+package remediate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/remediator/remediator/internal/intune"
+	"github.com/remediator/remediator/internal/pace"
+)
+
+// callKind is what a Graph call does: a write may have taken effect even
+// when its answer was an error, a read never has.
+type callKind int
+
+const (
+	read callKind = iota
+	write
+)
+
+// retryClass is what the policy makes of a failed call.
+type retryClass int
+
+const (
+	final     retryClass = iota // the error stands
+	throttled                   // 429: close the gate and retry
+	transient                   // a server-side failure worth a retry
+)
+
+// RetryPolicy is the one retry policy of every Graph call, in the style of
+// go-retryablehttp: CheckRetry says what is retryable, Backoff how long to
+// wait. Zero fields take their defaults.
+type RetryPolicy struct {
+	// MaxThrottled bounds the 429 retries of one call, for runs without
+	// a deadline. Default 100.
+	MaxThrottled int
+	// MaxTransient bounds the retries of transient failures of one call
+	// (the trigger may already have taken effect). Default 2; negative is
+	// none.
+	MaxTransient int
+	// BackoffBase and BackoffMax shape the waits after a 429 without
+	// Retry-After and after transient failures. Defaults 1 s and 60 s.
+	BackoffBase, BackoffMax time.Duration
+}
+
+func (p *RetryPolicy) defaults() {
+	if p.MaxThrottled <= 0 {
+		p.MaxThrottled = 100
+	}
+	switch {
+	case p.MaxTransient < 0:
+		p.MaxTransient = 0
+	case p.MaxTransient == 0:
+		p.MaxTransient = 2
+	}
+	if p.BackoffBase <= 0 {
+		p.BackoffBase = time.Second
+	}
+	if p.BackoffMax <= 0 {
+		p.BackoffMax = 60 * time.Second
+	}
+}
+
+// CheckRetry classifies a failed call: 429 is throttled; a lost answer,
+// 503 or 504 is transient for every call, other 5xx only for reads (a
+// write that failed with 500 is not sent twice); the rest is final.
+func (p RetryPolicy) CheckRetry(kind callKind, e *intune.Error) retryClass {
+	switch {
+	case e.Throttled():
+		return throttled
+	case e.Unavailable(), kind == read && e.ServerSide():
+		return transient
+	}
+	return final
+}
+
+// Backoff is the wait before retry n (from 1) after e: the Retry-After
+// Graph sent, else capped exponential backoff with jitter.
+func (p RetryPolicy) Backoff(e *intune.Error, n int) time.Duration {
+	if d, ok := pace.RetryAfter(e.RetryAfter, time.Now()); ok {
+		return d
+	}
+	return pace.Backoff(n, p.BackoffBase, p.BackoffMax)
+}
+
+// errNoTime is the error of a call that could not start (or retry) before
+// the execution's time ran out. It wraps the previous attempt's error, if
+// any.
+var errNoTime = errors.New("no time left for the call")
+
+// call runs fn under the pacer and the retry policy. It returns the
+// attempts sent, when the last one was sent, and nil or the error that
+// stands. A 429 pauses every caller of the pacer for the wait; a transient
+// failure waits on its own.
+func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (attempts int, sent time.Time, err error) {
+	e := x.engine
+	policy := e.cfg.Retry
+	var last error
+	throttledN, transientN := 0, 0
+	for {
+		var perr error
+		if kind == write {
+			_, perr = e.pacer.Write(x.runCtx)
+		} else {
+			_, perr = e.pacer.Read(x.runCtx, 1)
+		}
+		if perr != nil {
+			if last != nil {
+				return attempts, sent, fmt.Errorf("%w: %w", errNoTime, last)
+			}
+			return attempts, sent, errNoTime
+		}
+		attempts++
+		sent = time.Now().UTC()
+		last = fn(x.callCtx)
+		if last == nil {
+			return attempts, sent, nil
+		}
+		ge := asGraphError(last)
+		switch policy.CheckRetry(kind, ge) {
+		case throttled:
+			if throttledN++; throttledN > policy.MaxThrottled {
+				return attempts, sent, last
+			}
+			x.onThrottled(ge, throttledN)
+		case transient:
+			if transientN++; transientN > policy.MaxTransient {
+				return attempts, sent, last
+			}
+			if pace.Sleep(x.runCtx, policy.Backoff(ge, transientN)) != nil {
+				return attempts, sent, last
+			}
+		default:
+			return attempts, sent, last
+		}
+	}
+}
+
+// onThrottled closes the pacer's gate for every caller: for Retry-After,
+// else for a capped exponential backoff.
+func (x *execution) onThrottled(ge *intune.Error, n int) {
+	wait := x.engine.cfg.Retry.Backoff(ge, n)
+	x.engine.pacer.Pause(wait)
+	x.throttle.add(wait)
+}
+
+// read is one paced, retried read.
+func (x *execution) read(fn func(ctx context.Context) error) error {
+	_, _, err := x.call(read, fn)
+	return err
+}
+
+// eachPage is the one iterator over Graph's @odata.nextLink paging: fetch
+// reads the page at next ("" for the first) and returns its items and the
+// next link; each gets every page until it returns false. Each page is a
+// paced, retried read; the error that stopped the paging is returned.
+func eachPage[T any](x *execution, fetch func(ctx context.Context, next string) ([]T, string, error), each func([]T) bool) error {
+	next := ""
+	for {
+		var items []T
+		var link string
+		err := x.read(func(ctx context.Context) error {
+			var err error
+			items, link, err = fetch(ctx, next)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if !each(items) || link == "" {
+			return nil
+		}
+		next = link
+	}
+}
