@@ -249,7 +249,7 @@ func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
 	// 80 triggers/s: the chunk of 200 takes 2.5 seconds, time enough to
 	// kill the worker in the middle of it. FUNCTION_TIMEOUT is also the
 	// claim lease.
-	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "GRAPH_WRITE_RATE=80", "FUNCTION_TIMEOUT=4s")
+	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "GRAPH_WRITE_RATE=80", "FUNCTION_TIMEOUT=3s")
 	w := startWorker(t, env...)
 	devs := f.eligible(0, 200)
 	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"mode":"async"`))
@@ -261,7 +261,7 @@ func TestAzureWorkerKilledMidChunkIsRedelivered(t *testing.T) {
 
 	host := newQueueHost(t, conn, "work")
 	ctx := context.Background()
-	vis := int32(5) // the host's lease on a message it is working
+	vis := int32(3) // the host's lease on a message it is working
 	resp, err := host.work.DequeueMessage(ctx, &azqueue.DequeueMessageOptions{VisibilityTimeout: &vis})
 	require.NoError(t, err)
 	require.Len(t, resp.Messages, 1)

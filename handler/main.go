@@ -44,15 +44,15 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := dispatch(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "remediator:", err)
 		os.Exit(1)
 	}
 }
 
-// run is the whole program, with its inputs and outputs passed in so tests
+// dispatch is the whole program, with its inputs and outputs passed in so tests
 // can call it.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if port := getenv("FUNCTIONS_CUSTOMHANDLER_PORT"); port != "" {
 		return azureWorker(ctx, port, getenv, stderr)
 	}
@@ -190,7 +190,7 @@ func openStorage(ctx context.Context, cfg config.Config, getenv func(string) str
 			Table: cfg.RunsTable, Queue: cfg.RemediationQueue}
 		if conn == "" {
 			var mi *azidentity.ManagedIdentityCredentialOptions
-			if id := getenv("AzureWebJobsStorage__clientId"); id != "" {
+			if id := cfg.StorageClientID; id != "" {
 				mi = &azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(id)}
 			}
 			cred, err := azidentity.NewManagedIdentityCredential(mi)
@@ -208,9 +208,8 @@ func openStorage(ctx context.Context, cfg config.Config, getenv func(string) str
 		log.Info("asynchronous runs kept in Azure Storage", "table", cfg.RunsTable, "queue", cfg.RemediationQueue)
 		return storage{store: st, queue: q, durable: st}, nil
 	}
-	underHost := getenv("FUNCTIONS_CUSTOMHANDLER_WORKER_ID") != "" // set by the real host, not by make run
 	switch {
-	case runtime == runtimeLocal, runtime == runtimeAzure && !underHost:
+	case runtime == runtimeLocal, runtime == runtimeAzure && !cfg.UnderHost: // make run plays the host without one
 		q := runs.NewMemoryQueue(2, log)
 		return storage{store: runs.NewMemoryStore(), queue: q, local: q}, nil
 	case runtime == runtimeAzure:

@@ -25,7 +25,7 @@ func TestDemo(t *testing.T) {
 		}
 		return os.Getenv(k)
 	}
-	require.NoError(t, run(context.Background(), []string{"demo"}, env, &stdout, &stderr), stderr.String())
+	require.NoError(t, dispatch(context.Background(), []string{"demo"}, env, &stdout, &stderr), stderr.String())
 	out := stdout.String()
 	i := strings.LastIndex(out, "\nHTTP ")
 	require.Greater(t, i, 0, out)
@@ -50,7 +50,7 @@ func TestDemo(t *testing.T) {
 
 func TestUnknownCommand(t *testing.T) {
 	t.Parallel()
-	err := run(context.Background(), []string{"launch"}, os.Getenv, &bytes.Buffer{}, &bytes.Buffer{})
+	err := dispatch(context.Background(), []string{"launch"}, os.Getenv, &bytes.Buffer{}, &bytes.Buffer{})
 	assert.ErrorContains(t, err, "unknown command")
 }
 
@@ -59,7 +59,7 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 	env := func(k string) string {
 		return map[string]string{"GRAPH_BASE_URL": "https://graph.microsoft.com/beta", "GRAPH_AUTH": "none", "MAX_CONCURRENCY": "0"}[k]
 	}
-	err := run(context.Background(), []string{"serve"}, env, &bytes.Buffer{}, &bytes.Buffer{})
+	err := dispatch(context.Background(), []string{"serve"}, env, &bytes.Buffer{}, &bytes.Buffer{})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "GRAPH_AUTH")
 	assert.Contains(t, err.Error(), "MAX_CONCURRENCY")

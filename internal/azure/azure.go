@@ -25,12 +25,14 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
+	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/httpapi"
 )
 
 // Settings configure the adapter.
 type Settings struct {
-	// FunctionTimeout mirrors host.json functionTimeout. Default 5 min.
+	// FunctionTimeout mirrors host.json functionTimeout. Default
+	// config.DefaultFunctionTimeout.
 	FunctionTimeout time.Duration
 	// HTTPBudget bounds HTTP functions below the front end's 230 s.
 	// Default 200 s.
@@ -54,7 +56,7 @@ type Host struct {
 // New returns a Host over the one HTTP API and the application service.
 func New(api *httpapi.API, svc *app.Service, s Settings, log *slog.Logger) *Host {
 	if s.FunctionTimeout <= 0 {
-		s.FunctionTimeout = 5 * time.Minute
+		s.FunctionTimeout = config.DefaultFunctionTimeout
 	}
 	if s.HTTPBudget <= 0 {
 		s.HTTPBudget = 200 * time.Second

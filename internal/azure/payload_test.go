@@ -2,6 +2,7 @@ package azure
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/config"
 )
 
 func TestLenientKV(t *testing.T) {
@@ -91,7 +94,9 @@ func TestAppLayout(t *testing.T) {
 	assert.Equal(t, 1, q.BatchSize, "one chunk at a time per instance: the write pace is per process")
 	assert.Zero(t, q.NewBatchThreshold)
 	assert.Equal(t, 5, q.MaxDequeueCount)
-	assert.Equal(t, "00:05:00", host.FunctionTimeout, "mirror FUNCTION_TIMEOUT's default (5m)")
+	d := config.DefaultFunctionTimeout
+	assert.Equal(t, fmt.Sprintf("%02d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60), host.FunctionTimeout,
+		"host.json's functionTimeout is FUNCTION_TIMEOUT's default")
 	assert.Equal(t, "bin/handler", host.CustomHandler.Description.DefaultExecutablePath)
 	assert.True(t, host.CustomHandler.EnableForwardingHTTPRequest)
 

@@ -1,5 +1,7 @@
 // Package config reads remediator's settings from the environment (app
-// settings on Azure, environment variables on Lambda and locally). Every
+// settings on Azure, environment variables on Lambda and locally). The
+// settings are one table (Settings: name, default, meaning, parser): Load
+// runs it, and the README's settings table is generated from it. Every
 // problem is reported at once, so a misconfigured deployment fails at start
 // with one message that names each setting at fault.
 package config
@@ -94,7 +96,18 @@ type Config struct {
 	// DeviceCooldown skips a device+script triggered this recently (0 =
 	// off).
 	DeviceCooldown time.Duration
+
+	// StorageClientID is AzureWebJobsStorage__clientId: the user-assigned
+	// identity of identity-based storage.
+	StorageClientID string
+	// UnderHost is true when the real Functions host started the process
+	// (FUNCTIONS_CUSTOMHANDLER_WORKER_ID is set), not `make run`.
+	UnderHost bool
 }
+
+// DefaultFunctionTimeout is FUNCTION_TIMEOUT's default, host.json's
+// functionTimeout: the one place the five minutes are written.
+const DefaultFunctionTimeout = 5 * time.Minute
 
 // Intune's documented per-app limits: 200 writes and 2,000 requests per
 // 20 seconds.
@@ -103,249 +116,426 @@ const (
 	intuneReadsPerSecond  = 100.0
 )
 
-// Load reads the configuration through getenv (os.Getenv in production).
-func Load(getenv func(string) string) (Config, error) {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+// Setting is one environment variable: its name, its default as written
+// in the environment ("" for none), what the README says of its default
+// when that is not a plain value, its meaning, and how Load reads it.
+type Setting struct {
+	Name       string
+	Default    string
+	DefaultDoc string
+	Meaning    string
+	// read sets the value v (the default when unset) in l.c; nil for
+	// settings read where they are used (secrets, the runtime's own).
+	read func(l *loader, v string)
+}
+
+// loader is the state of one Load.
+type loader struct {
+	c      Config
+	getenv func(string) string
+	errs   []error
+	// current is the setting being read: parsers report problems under it.
+	current string
+	// microsoft is true when Graph is Microsoft's (not a simulator).
+	microsoft bool
+	lambda    bool
+}
+
+func (l *loader) bad(name, format string, args ...any) {
+	l.errs = append(l.errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+}
+
+// get reads a setting, refusing an unresolved Key Vault reference.
+func (l *loader) get(name string) string {
+	v := strings.TrimSpace(l.getenv(name))
+	if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
+		l.bad(name, "is an unresolved Key Vault reference (%s); grant the app's identity access to the vault or fix the reference", v)
+		return ""
 	}
-	get := func(name string) string {
-		v := strings.TrimSpace(getenv(name))
-		if strings.HasPrefix(v, "@Microsoft.KeyVault(") {
-			bad(name, "is an unresolved Key Vault reference (%s); grant the app's identity access to the vault or fix the reference", v)
-			return ""
-		}
-		return v
-	}
-	intOf := func(name string, def, lo, hi int) int {
-		v := get(name)
-		if v == "" {
-			return def
-		}
+	return v
+}
+
+// Parsers for the table's common kinds.
+
+func intIn(lo, hi int, set func(*Config, int)) func(*loader, string) {
+	return func(l *loader, v string) {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < lo || n > hi {
-			bad(name, "%q must be a whole number from %d to %d", v, lo, hi)
-			return def
+			l.bad(l.current, "%q must be a whole number from %d to %d", v, lo, hi)
+			return
 		}
-		return n
+		set(&l.c, n)
 	}
-	floatOf := func(name string, def, hi float64) float64 {
-		v := get(name)
-		if v == "" {
-			return def
-		}
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 || f > hi {
-			bad(name, "%q must be a number above 0 and at most %g", v, hi)
-			return def
-		}
-		return f
-	}
-	durOf := func(name string, def time.Duration) time.Duration {
-		v := get(name)
-		if v == "" {
-			return def
-		}
+}
+
+func duration(set func(*Config, time.Duration)) func(*loader, string) {
+	return func(l *loader, v string) {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			bad(name, "%q must be a positive duration such as \"30s\"", v)
-			return def
+			l.bad(l.current, "%q must be a positive duration such as \"30s\"", v)
+			return
 		}
-		return d
+		set(&l.c, d)
 	}
+}
 
-	need := func(name, mode string) string {
-		v := get(name)
+func text(set func(*Config, string)) func(*loader, string) {
+	return func(l *loader, v string) { set(&l.c, v) }
+}
+
+// number reads a number above 0 and at most hi.
+func number(hi float64, set func(*Config, float64)) func(*loader, string) {
+	return func(l *loader, v string) {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > hi {
+			l.bad(l.current, "%q must be a number above 0 and at most %g", v, hi)
+			return
+		}
+		set(&l.c, f)
+	}
+}
+
+// rate reads a pace per second, capped at Intune's limit against
+// Microsoft Graph (a simulator may compress time).
+func rate(limit float64, set func(*Config, float64)) func(*loader, string) {
+	return func(l *loader, v string) {
+		hi := limit
+		if !l.microsoft {
+			hi = 100000
+		}
+		number(hi, set)(l, v)
+	}
+}
+
+// need reads a GUID required by the credential mode.
+func need(set func(*Config, string)) func(*loader, string) {
+	return func(l *loader, v string) {
+		if l.c.GraphAuth != "client-secret" && l.c.GraphAuth != "keyvault" {
+			return
+		}
 		if !guidRE.MatchString(v) {
-			bad(name, "%q must be a GUID; it is required with GRAPH_AUTH=%s", v, mode)
+			l.bad(l.current, "%q must be a GUID; it is required with GRAPH_AUTH=%s", v, l.c.GraphAuth)
 		}
-		return v
+		set(&l.c, v)
 	}
+}
 
-	c := Config{GraphBaseURL: strings.TrimSuffix(get("GRAPH_BASE_URL"), "/")}
-	microsoft := true
-	if c.GraphBaseURL != "" {
-		u, err := url.Parse(c.GraphBaseURL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("GRAPH_BASE_URL", "%q is not an http(s) URL", c.GraphBaseURL)
-		} else {
-			microsoft = isMicrosoftGraph(u.Hostname())
-			if u.Scheme == "http" && microsoft {
-				bad("GRAPH_BASE_URL", "Microsoft Graph is only reachable over https")
-			}
+// Settings is every setting remediator reads, in the order Load reads them
+// (a setting may depend on those before it).
+var Settings = []Setting{
+	{Name: "GRAPH_BASE_URL", DefaultDoc: "`https://graph.microsoft.com/beta` under the Functions host and on Lambda; for `handler serve`, unset starts the embedded simulator",
+		Meaning: "Graph endpoint", read: readGraphBaseURL},
+	{Name: "GRAPH_AUTH", DefaultDoc: "`managed-identity` for Microsoft Graph, `none` for simulators",
+		Meaning: "how tokens are obtained: managed-identity, client-secret, keyvault, or none (simulators only)", read: readGraphAuth},
+	{Name: "GRAPH_TENANT_ID", Meaning: "the app registration's tenant (client-secret and keyvault modes)",
+		read: need(func(c *Config, v string) { c.GraphTenantID = v })},
+	{Name: "GRAPH_CLIENT_ID", Meaning: "the app registration's client id (client-secret and keyvault modes)",
+		read: need(func(c *Config, v string) { c.GraphClientID = v })},
+	{Name: "GRAPH_CLIENT_SECRET", Meaning: "client-secret mode: the secret; read once where the credential is built, never kept or logged",
+		read: readClientSecret},
+	{Name: "KEY_VAULT_URL", Meaning: "keyvault mode: the vault's https URL", read: readKeyVaultURL},
+	{Name: "KEY_VAULT_CREDENTIAL", DefaultDoc: "`managed-identity`; `environment` on Lambda",
+		Meaning: "how keyvault mode reads the vault: managed-identity, or environment (`AZURE_*` app credential)", read: readKeyVaultCredential},
+	{Name: "GRAPH_CREDENTIAL_SECRET", Meaning: "keyvault mode: the secret's name (`<name>-<tenant>` for other tenants)", read: readCredentialSecret},
+	{Name: "AZURE_CLIENT_ID", Meaning: "user-assigned managed identity to use", read: readManagedIdentity},
+	{Name: "AZURE_AUTHORITY_HOST", DefaultDoc: "public cloud", Meaning: "Microsoft Entra ID host for sovereign clouds", read: readAuthorityHost},
+	{Name: "MAX_CONCURRENCY", Default: "8", Meaning: "Graph calls in flight (1–64)",
+		read: intIn(1, 64, func(c *Config, n int) { c.MaxConcurrency = n })},
+	{Name: "GRAPH_WRITE_RATE", Default: "8", Meaning: "triggers per second for the whole process; at most 10 against Microsoft Graph (Intune's 200 per 20 s)",
+		read: rate(intuneWritesPerSecond, func(c *Config, f float64) { c.GraphWriteRate = f })},
+	{Name: "GRAPH_READ_RATE", Default: "80", Meaning: "reads per second (Intune allows 100); each `$batch` item counts",
+		read: rate(intuneReadsPerSecond, func(c *Config, f float64) { c.GraphReadRate = f })},
+	{Name: "MAX_DEVICES_PER_RUN", Default: "5000", Meaning: "devices per request, listed or resolved",
+		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
+	{Name: "MAX_FLEET_PERCENT", Default: "100", DefaultDoc: "100 (off)", Meaning: "share of the tenant's Windows devices a run may trigger without `confirm_device_count`",
+		read: number(100, func(c *Config, f float64) { c.MaxFleetPercent = f })},
+	{Name: "ALLOWED_SCRIPT_POLICY_IDS", Meaning: "comma list: the only scripts runs may use", read: readAllowedScripts},
+	{Name: "ALLOWED_SCRIPT_PINS", Meaning: "comma list of `<script id>=<lastModifiedDateTime>`", read: readScriptPins},
+	{Name: "DEVICE_COOLDOWN", Default: "10m", Meaning: "skip a device triggered with the same script this recently; `0` is off", read: readCooldown},
+	{Name: "GRAPH_CALL_TIMEOUT", Default: "30s", Meaning: "one Graph request",
+		read: duration(func(c *Config, d time.Duration) { c.GraphCallTimeout = d })},
+	{Name: "PORT", Default: "8080", Meaning: "where `handler serve` listens (127.0.0.1)",
+		read: intIn(1, 65535, func(c *Config, n int) { c.Port = n })},
+	{Name: "LOG_LEVEL", Default: "info", Meaning: "debug, info, warn, error; logs are JSON on stderr, one line per run", read: readLogLevel},
+	{Name: "FUNCTION_TIMEOUT", Default: "5m", Meaning: "mirror of `host.json` `functionTimeout`; every invocation ends before it",
+		read: duration(func(c *Config, d time.Duration) { c.FunctionTimeout = d })},
+	{Name: "HTTP_RESPONSE_BUDGET", Default: "200s", Meaning: "HTTP invocations answer before it (at most 230s)", read: readHTTPBudget},
+	{Name: "REMEDIATION_SCHEDULE", Meaning: "the timer's NCRONTAB expression, e.g. `0 0 6 * * 1-5`; required with a scheduled request", read: readSchedule},
+	{Name: "SCHEDULED_REQUEST", Meaning: "the request the timer runs, inline JSON (checked at start-up)", read: readScheduledRequest},
+	{Name: "SCHEDULED_REQUEST_FILE", Meaning: "the same from a file, relative to the app root", read: readScheduledRequestFile},
+	{Name: "ALERT_DEVICE_DIMENSION", Default: "DeviceId", Meaning: "alert dimension or result column holding Intune device ids",
+		read: text(func(c *Config, v string) { c.AlertDeviceDimension = v })},
+	{Name: "ALERT_SCRIPT_POLICY_ID", Meaning: "script for alerts that name none", read: readAlertScript},
+	{Name: "AzureWebJobsStorage", Meaning: "storage for asynchronous runs, idempotency keys and cooldowns (connection string; `UseDevelopmentStorage=true` is Azurite); a secret: read where the store is opened, never kept or logged"},
+	{Name: "AzureWebJobsStorage__accountName", Meaning: "identity-based storage instead of the connection string",
+		read: text(func(c *Config, v string) { c.StorageAccountName = v })},
+	{Name: "AzureWebJobsStorage__clientId", Meaning: "the user-assigned identity of identity-based storage",
+		read: text(func(c *Config, v string) { c.StorageClientID = v })},
+	{Name: "AzureWebJobsStorage__tableServiceUri", Meaning: "identity-based storage: the table endpoint, when not the account's default",
+		read: text(func(c *Config, v string) { c.StorageTableURI = v })},
+	{Name: "AzureWebJobsStorage__queueServiceUri", Meaning: "identity-based storage: the queue endpoint, when not the account's default",
+		read: text(func(c *Config, v string) { c.StorageQueueURI = v })},
+	{Name: "REMEDIATION_QUEUE", Default: "remediation-work", Meaning: "the work queue (also named in the `worker` and `poison` bindings: set it as an app setting)",
+		read: readQueueName},
+	{Name: "RUNS_TABLE", Default: "remediatorruns", Meaning: "the table of runs, idempotency keys and cooldowns", read: readTableName},
+	{Name: "IDEMPOTENCY_TTL", Default: "24h", Meaning: "how long answers are kept for `Idempotency-Key` and alert replays",
+		read: duration(func(c *Config, d time.Duration) { c.IdempotencyTTL = d })},
+	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of `GET /api/runs/{id}` (1–5000)",
+		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
+	{Name: "SYNC_BUDGET", Default: "90s", Meaning: "`mode: auto` answers synchronously only when the triggers are estimated to take less (Logic Apps and Power Automate drop calls after 120 s, but follow a 202)",
+		read: duration(func(c *Config, d time.Duration) { c.SyncBudget = d })},
+	{Name: "FUNCTIONS_CUSTOMHANDLER_PORT", Meaning: "set by the Functions host: serve the custom-handler protocol on this port"},
+	{Name: "FUNCTIONS_CUSTOMHANDLER_WORKER_ID", Meaning: "set by the Functions host (not by `make run`): asynchronous runs need storage there",
+		read: text(func(c *Config, v string) { c.UnderHost = v != "" })},
+	{Name: "FUNCTIONS_APP_ROOT_PATH", Meaning: "set by the Functions host: where `SCHEDULED_REQUEST_FILE` is found"},
+	{Name: "AWS_LAMBDA_RUNTIME_API", Meaning: "set by Lambda: run the Lambda runtime loop"},
+	{Name: "GOMEMLIMIT", Meaning: "Go's soft memory limit, e.g. `120MiB` on small plans (see *Performance*)"},
+}
+
+// Load reads the configuration through getenv (os.Getenv in production).
+func Load(getenv func(string) string) (Config, error) {
+	l := &loader{getenv: getenv, microsoft: true, lambda: getenv("AWS_LAMBDA_RUNTIME_API") != ""}
+	for _, s := range Settings {
+		if s.read == nil {
+			continue
+		}
+		l.current = s.Name
+		v := l.get(s.Name)
+		if v == "" {
+			v = s.Default
+		}
+		s.read(l, v)
+	}
+	if l.c.ScheduledRequest != nil && l.c.RemediationSchedule == "" && !l.lambda {
+		l.bad("REMEDIATION_SCHEDULE", "must be set when a scheduled request is configured (the schedule function reads it; on Lambda the EventBridge rule holds the schedule)")
+	}
+	if len(l.errs) > 0 {
+		return Config{}, fmt.Errorf("configuration: %w", errors.Join(l.errs...))
+	}
+	return l.c, nil
+}
+
+func readGraphBaseURL(l *loader, v string) {
+	l.c.GraphBaseURL = strings.TrimSuffix(v, "/")
+	if v == "" {
+		return
+	}
+	u, err := url.Parse(l.c.GraphBaseURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		l.bad("GRAPH_BASE_URL", "%q is not an http(s) URL", l.c.GraphBaseURL)
+		return
+	}
+	l.microsoft = isMicrosoftGraph(u.Hostname())
+	if u.Scheme == "http" && l.microsoft {
+		l.bad("GRAPH_BASE_URL", "Microsoft Graph is only reachable over https")
+	}
+}
+
+func readGraphAuth(l *loader, v string) {
+	if v == "" {
+		v = "none"
+		if l.c.GraphBaseURL != "" && l.microsoft {
+			v = "managed-identity"
 		}
 	}
-	c.GraphAuth = get("GRAPH_AUTH")
-	if c.GraphAuth == "" {
-		c.GraphAuth = "none"
-		if c.GraphBaseURL != "" && microsoft {
-			c.GraphAuth = "managed-identity"
-		}
-	}
-	switch c.GraphAuth {
+	l.c.GraphAuth = v
+	switch v {
 	case "none":
-		if c.GraphBaseURL != "" && microsoft {
-			bad("GRAPH_AUTH", "\"none\" sends no token; it is only for simulators, not for %s", c.GraphBaseURL)
+		if l.c.GraphBaseURL != "" && l.microsoft {
+			l.bad("GRAPH_AUTH", "\"none\" sends no token; it is only for simulators, not for %s", l.c.GraphBaseURL)
 		}
 	case "managed-identity":
-		if getenv("AWS_LAMBDA_RUNTIME_API") != "" {
-			bad("GRAPH_AUTH", "managed-identity is not available on AWS Lambda; use client-secret, or keyvault with KEY_VAULT_CREDENTIAL=environment")
+		if l.lambda {
+			l.bad("GRAPH_AUTH", "managed-identity is not available on AWS Lambda; use client-secret, or keyvault with KEY_VAULT_CREDENTIAL=environment")
 		}
-	case "client-secret":
-		c.GraphTenantID, c.GraphClientID = need("GRAPH_TENANT_ID", c.GraphAuth), need("GRAPH_CLIENT_ID", c.GraphAuth)
-		if getenv("GRAPH_CLIENT_SECRET") == "" {
-			bad("GRAPH_CLIENT_SECRET", "is required with GRAPH_AUTH=client-secret")
-		} else if strings.HasPrefix(getenv("GRAPH_CLIENT_SECRET"), "@Microsoft.KeyVault(") {
-			bad("GRAPH_CLIENT_SECRET", "is an unresolved Key Vault reference; grant the app's identity access to the vault, or use GRAPH_AUTH=keyvault")
-		}
-	case "keyvault":
-		c.GraphTenantID, c.GraphClientID = need("GRAPH_TENANT_ID", c.GraphAuth), need("GRAPH_CLIENT_ID", c.GraphAuth)
-		c.KeyVaultURL = get("KEY_VAULT_URL")
-		if u, err := url.Parse(c.KeyVaultURL); c.KeyVaultURL == "" || err != nil || u.Scheme != "https" || u.Host == "" {
-			bad("KEY_VAULT_URL", "%q must be the vault's https URL, e.g. https://my-vault.vault.azure.net", c.KeyVaultURL)
-		}
-		c.KeyVaultCredential = get("KEY_VAULT_CREDENTIAL")
-		switch c.KeyVaultCredential {
-		case "":
-			c.KeyVaultCredential = "managed-identity"
-			if getenv("AWS_LAMBDA_RUNTIME_API") != "" {
-				c.KeyVaultCredential = "environment"
-			}
-		case "managed-identity", "environment":
-		default:
-			bad("KEY_VAULT_CREDENTIAL", "%q must be managed-identity or environment", c.KeyVaultCredential)
-		}
-		if c.KeyVaultCredential == "environment" && (getenv("AZURE_TENANT_ID") == "" || getenv("AZURE_CLIENT_ID") == "" ||
-			(getenv("AZURE_CLIENT_SECRET") == "" && getenv("AZURE_CLIENT_CERTIFICATE_PATH") == "")) {
-			bad("KEY_VAULT_CREDENTIAL", "environment needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) for reading Key Vault")
-		}
-		c.CredentialSecret = get("GRAPH_CREDENTIAL_SECRET")
-		if !secretNameRE.MatchString(c.CredentialSecret) {
-			bad("GRAPH_CREDENTIAL_SECRET", "%q must be a Key Vault secret name (letters, digits and dashes)", c.CredentialSecret)
-		}
+	case "client-secret", "keyvault":
 	default:
-		bad("GRAPH_AUTH", "%q must be one of managed-identity, client-secret, keyvault, none", c.GraphAuth)
+		l.bad("GRAPH_AUTH", "%q must be one of managed-identity, client-secret, keyvault, none", v)
 	}
-	if c.KeyVaultCredential != "environment" {
-		// AZURE_CLIENT_ID selects a user-assigned identity, except where it
-		// is the app credential that reads Key Vault.
-		c.ManagedIdentityClientID = get("AZURE_CLIENT_ID")
+}
+
+// readClientSecret checks the secret is there; its value is read where
+// the credential is built and never kept in Config.
+func readClientSecret(l *loader, _ string) {
+	if l.c.GraphAuth != "client-secret" {
+		return
 	}
-	if c.ManagedIdentityClientID != "" && !guidRE.MatchString(c.ManagedIdentityClientID) {
-		bad("AZURE_CLIENT_ID", "%q is not a client id (a GUID)", c.ManagedIdentityClientID)
+	switch raw := l.getenv("GRAPH_CLIENT_SECRET"); {
+	case raw == "":
+		l.bad("GRAPH_CLIENT_SECRET", "is required with GRAPH_AUTH=client-secret")
+	case strings.HasPrefix(raw, "@Microsoft.KeyVault("):
+		l.bad("GRAPH_CLIENT_SECRET", "is an unresolved Key Vault reference; grant the app's identity access to the vault, or use GRAPH_AUTH=keyvault")
 	}
-	c.AuthorityHost = get("AZURE_AUTHORITY_HOST")
-	if u, err := url.Parse(c.AuthorityHost); c.AuthorityHost != "" && (err != nil || u.Scheme != "https") {
-		bad("AZURE_AUTHORITY_HOST", "%q must be an https URL", c.AuthorityHost)
+}
+
+func readKeyVaultURL(l *loader, v string) {
+	if l.c.GraphAuth != "keyvault" {
+		return
 	}
-	maxWrite, maxRead := intuneWritesPerSecond, intuneReadsPerSecond
-	if !microsoft {
-		maxWrite, maxRead = 100000, 100000 // a simulator may compress time
+	l.c.KeyVaultURL = v
+	if u, err := url.Parse(v); v == "" || err != nil || u.Scheme != "https" || u.Host == "" {
+		l.bad("KEY_VAULT_URL", "%q must be the vault's https URL, e.g. https://my-vault.vault.azure.net", v)
 	}
-	c.MaxConcurrency = intOf("MAX_CONCURRENCY", 8, 1, 64)
-	c.GraphWriteRate = floatOf("GRAPH_WRITE_RATE", 8, maxWrite)
-	c.GraphReadRate = floatOf("GRAPH_READ_RATE", 80, maxRead)
-	c.MaxDevicesPerRun = intOf("MAX_DEVICES_PER_RUN", 5000, 1, 1000000)
-	c.GraphCallTimeout = durOf("GRAPH_CALL_TIMEOUT", 30*time.Second)
-	c.Port = intOf("PORT", 8080, 1, 65535)
-	c.MaxFleetPercent = floatOf("MAX_FLEET_PERCENT", 100, 100)
-	if v := get("ALLOWED_SCRIPT_POLICY_IDS"); v != "" {
-		c.AllowedScripts = map[string]bool{}
-		for _, id := range strings.Split(v, ",") {
-			if id = strings.TrimSpace(id); !guidRE.MatchString(id) {
-				bad("ALLOWED_SCRIPT_POLICY_IDS", "%q is not a script id (a GUID)", id)
-			}
-			c.AllowedScripts[strings.ToLower(id)] = true
+}
+
+func readKeyVaultCredential(l *loader, v string) {
+	if l.c.GraphAuth != "keyvault" {
+		return
+	}
+	switch v {
+	case "":
+		v = "managed-identity"
+		if l.lambda {
+			v = "environment"
 		}
+	case "managed-identity", "environment":
+	default:
+		l.bad("KEY_VAULT_CREDENTIAL", "%q must be managed-identity or environment", v)
 	}
-	if v := get("ALLOWED_SCRIPT_PINS"); v != "" {
-		c.ScriptPins = map[string]time.Time{}
-		for _, pin := range strings.Split(v, ",") {
-			id, at, ok := strings.Cut(strings.TrimSpace(pin), "=")
-			t, err := time.Parse(time.RFC3339, at)
-			if !ok || err != nil || !guidRE.MatchString(id) {
-				bad("ALLOWED_SCRIPT_PINS", "%q must be <script id>=<lastModifiedDateTime, RFC 3339>", pin)
-				continue
-			}
-			c.ScriptPins[strings.ToLower(id)] = t
+	l.c.KeyVaultCredential = v
+	if v == "environment" && (l.getenv("AZURE_TENANT_ID") == "" || l.getenv("AZURE_CLIENT_ID") == "" ||
+		(l.getenv("AZURE_CLIENT_SECRET") == "" && l.getenv("AZURE_CLIENT_CERTIFICATE_PATH") == "")) {
+		l.bad("KEY_VAULT_CREDENTIAL", "environment needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) for reading Key Vault")
+	}
+}
+
+func readCredentialSecret(l *loader, v string) {
+	if l.c.GraphAuth != "keyvault" {
+		return
+	}
+	l.c.CredentialSecret = v
+	if !secretNameRE.MatchString(v) {
+		l.bad("GRAPH_CREDENTIAL_SECRET", "%q must be a Key Vault secret name (letters, digits and dashes)", v)
+	}
+}
+
+// readManagedIdentity: AZURE_CLIENT_ID selects a user-assigned identity,
+// except where it is the app credential that reads Key Vault.
+func readManagedIdentity(l *loader, v string) {
+	if l.c.KeyVaultCredential == "environment" || v == "" {
+		return
+	}
+	l.c.ManagedIdentityClientID = v
+	if !guidRE.MatchString(v) {
+		l.bad("AZURE_CLIENT_ID", "%q is not a client id (a GUID)", v)
+	}
+}
+
+func readAuthorityHost(l *loader, v string) {
+	l.c.AuthorityHost = v
+	if u, err := url.Parse(v); v != "" && (err != nil || u.Scheme != "https") {
+		l.bad("AZURE_AUTHORITY_HOST", "%q must be an https URL", v)
+	}
+}
+
+func readAllowedScripts(l *loader, v string) {
+	if v == "" {
+		return
+	}
+	l.c.AllowedScripts = map[string]bool{}
+	for _, id := range strings.Split(v, ",") {
+		if id = strings.TrimSpace(id); !guidRE.MatchString(id) {
+			l.bad("ALLOWED_SCRIPT_POLICY_IDS", "%q is not a script id (a GUID)", id)
 		}
+		l.c.AllowedScripts[strings.ToLower(id)] = true
 	}
-	if v := get("DEVICE_COOLDOWN"); v == "0" {
-		c.DeviceCooldown = 0
-	} else {
-		c.DeviceCooldown = durOf("DEVICE_COOLDOWN", 10*time.Minute)
+}
+
+func readScriptPins(l *loader, v string) {
+	if v == "" {
+		return
 	}
-	c.FunctionTimeout = durOf("FUNCTION_TIMEOUT", 5*time.Minute)
-	c.HTTPResponseBudget = durOf("HTTP_RESPONSE_BUDGET", 200*time.Second)
-	if c.HTTPResponseBudget > 230*time.Second {
-		bad("HTTP_RESPONSE_BUDGET", "%s is over the 230 s after which Azure's front end drops HTTP responses", c.HTTPResponseBudget)
-	}
-	c.StorageAccountName = get("AzureWebJobsStorage__accountName")
-	c.StorageTableURI, c.StorageQueueURI = get("AzureWebJobsStorage__tableServiceUri"), get("AzureWebJobsStorage__queueServiceUri")
-	c.RemediationQueue = get("REMEDIATION_QUEUE")
-	if c.RemediationQueue == "" {
-		c.RemediationQueue = "remediation-work"
-	} else if !queueNameRE.MatchString(c.RemediationQueue) {
-		bad("REMEDIATION_QUEUE", "%q is not a queue name (3-63 lower-case letters, digits and single hyphens)", c.RemediationQueue)
-	}
-	c.RunsTable = get("RUNS_TABLE")
-	if c.RunsTable == "" {
-		c.RunsTable = "remediatorruns"
-	} else if !tableNameRE.MatchString(c.RunsTable) {
-		bad("RUNS_TABLE", "%q is not a table name (3-63 letters and digits, starting with a letter)", c.RunsTable)
-	}
-	c.IdempotencyTTL = durOf("IDEMPOTENCY_TTL", 24*time.Hour)
-	c.RunPageSize = intOf("RUN_PAGE_SIZE", 1000, 1, 5000)
-	c.SyncBudget = durOf("SYNC_BUDGET", 90*time.Second)
-	c.RemediationSchedule = get("REMEDIATION_SCHEDULE")
-	if c.RemediationSchedule != "" {
-		if n := len(strings.Fields(c.RemediationSchedule)); n != 5 && n != 6 {
-			bad("REMEDIATION_SCHEDULE", "%q is not an NCRONTAB expression of 5 or 6 fields such as \"0 0 6 * * 1-5\"", c.RemediationSchedule)
+	l.c.ScriptPins = map[string]time.Time{}
+	for _, pin := range strings.Split(v, ",") {
+		id, at, ok := strings.Cut(strings.TrimSpace(pin), "=")
+		t, err := time.Parse(time.RFC3339, at)
+		if !ok || err != nil || !guidRE.MatchString(id) {
+			l.bad("ALLOWED_SCRIPT_PINS", "%q must be <script id>=<lastModifiedDateTime, RFC 3339>", pin)
+			continue
 		}
+		l.c.ScriptPins[strings.ToLower(id)] = t
 	}
-	inline, file := get("SCHEDULED_REQUEST"), get("SCHEDULED_REQUEST_FILE")
-	switch {
-	case inline != "" && file != "":
-		bad("SCHEDULED_REQUEST", "set either SCHEDULED_REQUEST or SCHEDULED_REQUEST_FILE, not both")
-	case inline != "":
-		c.ScheduledRequest = []byte(inline)
-	case file != "":
-		if root := get("FUNCTIONS_APP_ROOT_PATH"); root != "" && !filepath.IsAbs(file) {
-			file = filepath.Join(root, file)
-		}
-		b, err := readFile(file)
-		if err != nil {
-			bad("SCHEDULED_REQUEST_FILE", "%v", err)
-		}
-		c.ScheduledRequest = b
+}
+
+func readCooldown(l *loader, v string) {
+	if v == "0" {
+		return
 	}
-	if c.ScheduledRequest != nil && c.RemediationSchedule == "" && getenv("AWS_LAMBDA_RUNTIME_API") == "" {
-		bad("REMEDIATION_SCHEDULE", "must be set when a scheduled request is configured (the schedule function reads it; on Lambda the EventBridge rule holds the schedule)")
-	}
-	c.AlertDeviceDimension = get("ALERT_DEVICE_DIMENSION")
-	if c.AlertDeviceDimension == "" {
-		c.AlertDeviceDimension = "DeviceId"
-	}
-	c.AlertScriptPolicyID = get("ALERT_SCRIPT_POLICY_ID")
-	if c.AlertScriptPolicyID != "" && !guidRE.MatchString(c.AlertScriptPolicyID) {
-		bad("ALERT_SCRIPT_POLICY_ID", "%q is not a GUID", c.AlertScriptPolicyID)
-	}
-	switch lvl := strings.ToLower(get("LOG_LEVEL")); lvl {
-	case "", "info":
-		c.LogLevel = slog.LevelInfo
+	duration(func(c *Config, d time.Duration) { c.DeviceCooldown = d })(l, v)
+}
+
+func readLogLevel(l *loader, v string) {
+	switch lvl := strings.ToLower(v); lvl {
+	case "info":
+		l.c.LogLevel = slog.LevelInfo
 	case "debug":
-		c.LogLevel = slog.LevelDebug
+		l.c.LogLevel = slog.LevelDebug
 	case "warn", "warning":
-		c.LogLevel = slog.LevelWarn
+		l.c.LogLevel = slog.LevelWarn
 	case "error":
-		c.LogLevel = slog.LevelError
+		l.c.LogLevel = slog.LevelError
 	default:
-		bad("LOG_LEVEL", "%q must be debug, info, warn or error", lvl)
+		l.bad("LOG_LEVEL", "%q must be debug, info, warn or error", lvl)
 	}
-	if len(errs) > 0 {
-		return Config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))
+}
+
+func readHTTPBudget(l *loader, v string) {
+	duration(func(c *Config, d time.Duration) { c.HTTPResponseBudget = d })(l, v)
+	if l.c.HTTPResponseBudget > 230*time.Second {
+		l.bad("HTTP_RESPONSE_BUDGET", "%s is over the 230 s after which Azure's front end drops HTTP responses", l.c.HTTPResponseBudget)
 	}
-	return c, nil
+}
+
+func readSchedule(l *loader, v string) {
+	l.c.RemediationSchedule = v
+	if n := len(strings.Fields(v)); v != "" && n != 5 && n != 6 {
+		l.bad("REMEDIATION_SCHEDULE", "%q is not an NCRONTAB expression of 5 or 6 fields such as \"0 0 6 * * 1-5\"", v)
+	}
+}
+
+func readScheduledRequest(l *loader, v string) {
+	if v != "" {
+		l.c.ScheduledRequest = []byte(v)
+	}
+}
+
+func readScheduledRequestFile(l *loader, file string) {
+	switch {
+	case file == "":
+		return
+	case l.c.ScheduledRequest != nil:
+		l.bad("SCHEDULED_REQUEST", "set either SCHEDULED_REQUEST or SCHEDULED_REQUEST_FILE, not both")
+		return
+	}
+	if root := l.get("FUNCTIONS_APP_ROOT_PATH"); root != "" && !filepath.IsAbs(file) {
+		file = filepath.Join(root, file)
+	}
+	b, err := readFile(file)
+	if err != nil {
+		l.bad("SCHEDULED_REQUEST_FILE", "%v", err)
+	}
+	l.c.ScheduledRequest = b
+}
+
+func readAlertScript(l *loader, v string) {
+	l.c.AlertScriptPolicyID = v
+	if v != "" && !guidRE.MatchString(v) {
+		l.bad("ALERT_SCRIPT_POLICY_ID", "%q is not a GUID", v)
+	}
+}
+
+func readQueueName(l *loader, v string) {
+	l.c.RemediationQueue = v
+	if !queueNameRE.MatchString(v) {
+		l.bad("REMEDIATION_QUEUE", "%q is not a queue name (3-63 lower-case letters, digits and single hyphens)", v)
+	}
+}
+
+func readTableName(l *loader, v string) {
+	l.c.RunsTable = v
+	if !tableNameRE.MatchString(v) {
+		l.bad("RUNS_TABLE", "%q is not a table name (3-63 letters and digits, starting with a letter)", v)
+	}
 }
 
 var secretNameRE = regexp.MustCompile(`^[0-9A-Za-z-]{1,90}$`)
@@ -377,4 +567,21 @@ func isMicrosoftGraph(host string) bool {
 		}
 	}
 	return false
+}
+
+// Markdown is the README's settings table, generated from Settings.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| setting | default | meaning |\n|---|---|---|\n")
+	for _, s := range Settings {
+		def := s.DefaultDoc
+		if def == "" && s.Default != "" {
+			def = s.Default
+		}
+		if def == "" {
+			def = "—"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", s.Name, def, s.Meaning)
+	}
+	return b.String()
 }

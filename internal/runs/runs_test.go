@@ -89,8 +89,12 @@ type fixture struct {
 // stores runs a test against the in-memory store and against Azure Tables
 // served by Azurite.
 func stores(t *testing.T, test func(t *testing.T, newStore func() runs.Store)) {
-	t.Run("memory", func(t *testing.T) { test(t, func() runs.Store { return runs.NewMemoryStore() }) })
+	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
+		test(t, func() runs.Store { return runs.NewMemoryStore() })
+	})
 	t.Run("azure-tables", func(t *testing.T) {
+		t.Parallel()
 		conn := azurite.Start(t)
 		test(t, func() runs.Store {
 			st, _, err := azstore.Open(context.Background(), azstore.Config{ConnectionString: conn, Table: "runs", Queue: "work"})
@@ -225,6 +229,7 @@ func (f *fixture) exactlyOnce(t testing.TB, s *remediate.Summary, devs []remedia
 }
 
 func TestAsyncRunCompletesExactlyOnce(t *testing.T) {
+	t.Parallel()
 	stores(t, func(t *testing.T, newStore func() runs.Store) {
 		store := newStore()
 		_, memory := store.(*runs.MemoryStore)
@@ -305,6 +310,7 @@ func (d *dyingStore) Save(ctx context.Context, id string, c *runs.Chunk, rows []
 }
 
 func TestKilledWorkerRedeliveredLosesAndRepeatsNothing(t *testing.T) {
+	t.Parallel()
 	stores(t, func(t *testing.T, newStore func() runs.Store) {
 		store := newStore()
 		dying := &dyingStore{Store: store, after: 4}
@@ -337,6 +343,7 @@ func TestKilledWorkerRedeliveredLosesAndRepeatsNothing(t *testing.T) {
 }
 
 func TestHeldClaimsAreNotTriggeredTwice(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, runs.NewMemoryStore(), 300, intunesim.Options{}, runs.Options{ClaimLease: time.Hour, SliceSize: 20})
 	dying := &dyingStore{Store: runs.NewMemoryStore(), after: 0}
 	f.svc = runs.New(dying, f.queue, f.engine, runs.Options{ClaimLease: time.Hour, SliceSize: 20}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
@@ -361,6 +368,7 @@ func TestHeldClaimsAreNotTriggeredTwice(t *testing.T) {
 }
 
 func TestPoisonMessageFailsItsDevices(t *testing.T) {
+	t.Parallel()
 	stores(t, func(t *testing.T, newStore func() runs.Store) {
 		f := newFixture(t, newStore(), 500, intunesim.Options{}, runs.Options{ChunkSize: 50})
 		s, pending := f.submit(t)
@@ -383,6 +391,7 @@ func TestPoisonMessageFailsItsDevices(t *testing.T) {
 }
 
 func TestFollowUpReportsScriptResults(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, runs.NewMemoryStore(), 200, intunesim.Options{RunStateDelay: 300 * time.Millisecond}, runs.Options{})
 	s, _ := f.submit(t)
 	f.drain(t, time.Minute)
@@ -412,6 +421,7 @@ func TestFollowUpReportsScriptResults(t *testing.T) {
 }
 
 func TestUnanswerableClaimsEndAsOutcomeUnknown(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, runs.NewMemoryStore(), 300, intunesim.Options{}, runs.Options{})
 	dying := &dyingStore{Store: runs.NewMemoryStore(), after: 0}
 	f.svc = runs.New(dying, f.queue, f.engine, runs.Options{ClaimLease: time.Nanosecond, SliceSize: 20, RecordMargin: 20 * time.Millisecond},

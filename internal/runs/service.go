@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -41,7 +42,8 @@ type Options struct {
 	SliceSize int
 	// ClaimLease is how long a claimed device is left to the worker that
 	// claimed it before another treats that worker as gone. It must exceed
-	// the time one slice can take. Default 5 min.
+	// the time one slice can take. Default config.DefaultFunctionTimeout
+	// (the lease is the function's timeout).
 	ClaimLease time.Duration
 	// PageSize is the number of devices per status page. Default 1,000.
 	PageSize int
@@ -71,7 +73,7 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 	}
 	opts.SliceSize = min(opts.SliceSize, 99, opts.ChunkSize)
 	if opts.ClaimLease <= 0 {
-		opts.ClaimLease = 5 * time.Minute
+		opts.ClaimLease = config.DefaultFunctionTimeout
 	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = 1000

@@ -1,0 +1,99 @@
+package architecture
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/remediator/remediator/"
+
+// layers ranks the module's packages: a package may import only packages
+// of lower layers. Tools for tests (simulator, fakes) are at the bottom.
+var layers = map[string]int{
+	"internal/intune":     0,
+	"internal/pace":       0,
+	"internal/config":     0,
+	"internal/replay":     0,
+	"internal/intunesim":  0,
+	"internal/procbench":  0,
+	"internal/azurite":    0,
+	"internal/azurefake":  0,
+	"internal/remediate":  1,
+	"internal/graph":      1,
+	"internal/credential": 1,
+	"internal/alert":      2,
+	"internal/runs":       2,
+	"internal/azstore":    3,
+	"internal/app":        3,
+	"internal/httpapi":    4,
+	"internal/azure":      5,
+	"internal/awslambda":  5,
+	"handler":             6,
+}
+
+// sdkAllowed may depend on the Graph SDK: the client that wraps it and
+// the command that wires it.
+var sdkAllowed = map[string]bool{"internal/graph": true, "handler": true}
+
+// httpFree are the domain packages: they know nothing of HTTP.
+var httpFree = map[string]bool{"internal/intune": true, "internal/remediate": true, "internal/app": true, "internal/runs": true}
+
+func golist(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command("go", append([]string{"list"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list %v: %v\n%s", args, err, out)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// TestOnlyGraphImportsTheSDK: no package but graph and handler depends,
+// even indirectly, on the Graph SDK or Kiota, so they compile and test
+// without its ten-gigabyte models package.
+func TestOnlyGraphImportsTheSDK(t *testing.T) {
+	t.Parallel()
+	for _, line := range golist(t, "-f", `{{.ImportPath}} {{join .Deps " "}}`, "../../...") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		if sdkAllowed[pkg] || pkg == "internal/architecture" {
+			continue
+		}
+		for _, dep := range fields[1:] {
+			if strings.HasPrefix(dep, "github.com/microsoftgraph/") || strings.HasPrefix(dep, "github.com/microsoft/kiota-") {
+				t.Errorf("%s depends on %s: only internal/graph may use the Graph SDK", pkg, dep)
+				break
+			}
+		}
+	}
+}
+
+// TestImportsPointDown: every package imports only packages of lower
+// layers, and the domain imports no HTTP.
+func TestImportsPointDown(t *testing.T) {
+	t.Parallel()
+	for _, line := range golist(t, "-f", `{{.ImportPath}} {{join .Imports " "}}`, "../../...") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		if pkg == "internal/architecture" {
+			continue
+		}
+		rank, ok := layers[pkg]
+		if !ok {
+			t.Errorf("package %s has no layer: add it to the table", pkg)
+			continue
+		}
+		for _, imp := range fields[1:] {
+			if httpFree[pkg] && imp == "net/http" {
+				t.Errorf("%s imports net/http: the domain knows nothing of HTTP", pkg)
+			}
+			dep, own := strings.CutPrefix(imp, module)
+			if !own {
+				continue
+			}
+			if r, ok := layers[dep]; ok && r >= rank {
+				t.Errorf("%s (layer %d) imports %s (layer %d): imports point down only", pkg, rank, dep, r)
+			}
+		}
+	}
+}
