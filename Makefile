@@ -51,9 +51,10 @@ fmt-check:
 tidy-check:
 	$(GO) mod tidy -diff
 
-## settings-doc: rewrite the README's settings table from internal/config
+## settings-doc: rewrite the README's settings and status tables from internal/config and internal/httpapi
 settings-doc:
 	$(GO) test ./internal/config -run TestREADMESettingsTable -update
+	$(GO) test ./internal/httpapi -run TestREADMEStatusTable -update
 
 ## build: the release binary (linux/amd64, static, stripped) in bin/, with the flags above
 build:

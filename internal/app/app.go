@@ -80,8 +80,11 @@ const (
 	CodeStorageUnavailable = "storage_unavailable"
 	CodeNotFound           = "not_found"
 	CodeInternal           = "internal"
-	CodeInvalidRequest     = remediate.CodeInvalidRequest
-	CodeAlertNotActionable = alert.CodeNotActionable
+	// CodeCredentialUnavailable: the credential source failed in a way of
+	// its own (not a *credential.Error).
+	CodeCredentialUnavailable = "credential_unavailable"
+	CodeInvalidRequest        = remediate.CodeInvalidRequest
+	CodeAlertNotActionable    = alert.CodeNotActionable
 )
 
 // Error is a refusal: nothing was triggered. Code says why (the HTTP layer
@@ -144,7 +147,7 @@ func (s *Service) Start(ctx context.Context, req remediate.Request) (Result, err
 		if ctx, err = s.opts.Credentials.Prepare(ctx, plan.TenantID); err != nil {
 			var ce *credential.Error
 			if !errors.As(err, &ce) {
-				return Result{}, &Error{Code: "credential_unavailable", Message: err.Error(), RetryAfter: 60 * time.Second}
+				return Result{}, &Error{Code: CodeCredentialUnavailable, Message: err.Error(), RetryAfter: 60 * time.Second}
 			}
 			return Result{}, asError(err)
 		}

@@ -13,7 +13,6 @@ const module = "github.com/remediator/remediator/"
 var layers = map[string]int{
 	"internal/intune":     0,
 	"internal/pace":       0,
-	"internal/config":     0,
 	"internal/replay":     0,
 	"internal/intunesim":  0,
 	"internal/procbench":  0,
@@ -22,6 +21,7 @@ var layers = map[string]int{
 	"internal/remediate":  1,
 	"internal/graph":      1,
 	"internal/credential": 1,
+	"internal/config":     1,
 	"internal/alert":      2,
 	"internal/runs":       2,
 	"internal/azstore":    3,

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // Config is the whole of remediator's configuration. It holds no secrets.
@@ -213,7 +215,7 @@ func need(set func(*Config, string)) func(*loader, string) {
 		if l.c.GraphAuth != "client-secret" && l.c.GraphAuth != "keyvault" {
 			return
 		}
-		if !guidRE.MatchString(v) {
+		if !intune.IsGUID(v) {
 			l.bad(l.current, "%q must be a GUID; it is required with GRAPH_AUTH=%s", v, l.c.GraphAuth)
 		}
 		set(&l.c, v)
@@ -416,7 +418,7 @@ func readManagedIdentity(l *loader, v string) {
 		return
 	}
 	l.c.ManagedIdentityClientID = v
-	if !guidRE.MatchString(v) {
+	if !intune.IsGUID(v) {
 		l.bad("AZURE_CLIENT_ID", "%q is not a client id (a GUID)", v)
 	}
 }
@@ -434,7 +436,7 @@ func readAllowedScripts(l *loader, v string) {
 	}
 	l.c.AllowedScripts = map[string]bool{}
 	for _, id := range strings.Split(v, ",") {
-		if id = strings.TrimSpace(id); !guidRE.MatchString(id) {
+		if id = strings.TrimSpace(id); !intune.IsGUID(id) {
 			l.bad("ALLOWED_SCRIPT_POLICY_IDS", "%q is not a script id (a GUID)", id)
 		}
 		l.c.AllowedScripts[strings.ToLower(id)] = true
@@ -449,7 +451,7 @@ func readScriptPins(l *loader, v string) {
 	for _, pin := range strings.Split(v, ",") {
 		id, at, ok := strings.Cut(strings.TrimSpace(pin), "=")
 		t, err := time.Parse(time.RFC3339, at)
-		if !ok || err != nil || !guidRE.MatchString(id) {
+		if !ok || err != nil || !intune.IsGUID(id) {
 			l.bad("ALLOWED_SCRIPT_PINS", "%q must be <script id>=<lastModifiedDateTime, RFC 3339>", pin)
 			continue
 		}
@@ -519,7 +521,7 @@ func readScheduledRequestFile(l *loader, file string) {
 
 func readAlertScript(l *loader, v string) {
 	l.c.AlertScriptPolicyID = v
-	if v != "" && !guidRE.MatchString(v) {
+	if v != "" && !intune.IsGUID(v) {
 		l.bad("ALERT_SCRIPT_POLICY_ID", "%q is not a GUID", v)
 	}
 }
@@ -544,8 +546,6 @@ var (
 	queueNameRE = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
 	tableNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{2,62}$`)
 )
-
-var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // readFile reads a deployed request file, refusing anything over 1 MiB.
 func readFile(name string) ([]byte, error) {

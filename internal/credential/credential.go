@@ -40,6 +40,14 @@ type Error struct {
 	RetryAfter time.Duration
 }
 
+// Error codes of credential problems.
+const (
+	CodeUnknownTenant       = "unknown_tenant"
+	CodeTokenUnavailable    = "token_unavailable"
+	CodeKeyVaultUnavailable = "key_vault_unavailable"
+	CodeBadCredential       = "bad_credential"
+)
+
 // Error returns the message; it names vaults, secrets and tenants, never a value.
 func (e *Error) Error() string { return e.Message }
 
@@ -127,7 +135,7 @@ func (s *Source) Token(ctx context.Context) (string, uint64, error) {
 	}
 	tok, err := e.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{s.cfg.Scope}})
 	if err != nil {
-		return "", 0, &Error{Code: "token_unavailable", RetryAfter: 30 * time.Second,
+		return "", 0, &Error{Code: CodeTokenUnavailable, RetryAfter: 30 * time.Second,
 			Message: fmt.Sprintf("no Graph token for tenant %s: %s", s.tenantName(tenant), firstLine(err))}
 	}
 	return tok.Token, e.gen, nil
@@ -161,7 +169,7 @@ func (s *Source) credential(ctx context.Context, tenant string) (*entry, error) 
 	var cred azcore.TokenCredential
 	switch {
 	case s.cfg.Mode != "keyvault" && key != "":
-		return nil, &Error{Code: "unknown_tenant",
+		return nil, &Error{Code: CodeUnknownTenant,
 			Message: fmt.Sprintf("tenant %s is not this app's tenant; runs in other tenants need GRAPH_AUTH=keyvault with a secret per tenant", tenant)}
 	case s.cfg.Mode != "keyvault":
 		cred = s.cfg.Credential
@@ -189,7 +197,7 @@ func (s *Source) fromVault(ctx context.Context, tenant string) (azcore.TokenCred
 		var re *azcore.ResponseError
 		notFound := errors.As(err, &re) && re.StatusCode == http.StatusNotFound
 		if notFound && tenant != "" {
-			return nil, &Error{Code: "unknown_tenant",
+			return nil, &Error{Code: CodeUnknownTenant,
 				Message: fmt.Sprintf("no credential for tenant %s: Key Vault %s has no secret %q", tenant, s.cfg.VaultURL, name)}
 		}
 		what := "could not be read"
@@ -198,7 +206,7 @@ func (s *Source) fromVault(ctx context.Context, tenant string) (azcore.TokenCred
 		} else if re != nil {
 			what = fmt.Sprintf("could not be read (%d %s)", re.StatusCode, re.ErrorCode)
 		}
-		return nil, &Error{Code: "key_vault_unavailable", RetryAfter: 60 * time.Second,
+		return nil, &Error{Code: CodeKeyVaultUnavailable, RetryAfter: 60 * time.Second,
 			Message: fmt.Sprintf("the Graph credential in Key Vault %s, secret %q, %s; nothing was triggered", s.cfg.VaultURL, name, what)}
 	}
 	clientID := s.cfg.ClientID
@@ -207,7 +215,7 @@ func (s *Source) fromVault(ctx context.Context, tenant string) (azcore.TokenCred
 	}
 	cred, err := s.build(tenantID, clientID, resp.Secret)
 	if err != nil {
-		return nil, &Error{Code: "bad_credential", RetryAfter: 60 * time.Second,
+		return nil, &Error{Code: CodeBadCredential, RetryAfter: 60 * time.Second,
 			Message: fmt.Sprintf("the secret %q in Key Vault %s is not a usable credential: %v", name, s.cfg.VaultURL, err)}
 	}
 	s.log.Info("graph credential read from Key Vault", "vault", s.cfg.VaultURL, "secret", name, "tenant", s.tenantName(tenant))

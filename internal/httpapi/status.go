@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -10,53 +11,66 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
+	"github.com/remediator/remediator/internal/credential"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 )
 
-// statusOf is the one table from the codes the layers below answer with to
-// HTTP statuses. Per-device failures are never a 5xx: callers such as
-// Logic Apps retry 5xx and would trigger devices again.
-var statusOf = map[string]int{
-	// The request itself.
-	remediate.CodeInvalidRequest: http.StatusBadRequest,
-	"request_too_large":          http.StatusRequestEntityTooLarge,
-	"method_not_allowed":         http.StatusMethodNotAllowed,
-	"invalid_invocation":         http.StatusBadRequest,
-	app.CodeNotFound:             http.StatusNotFound,
-	// Runs refused before their first trigger.
-	remediate.CodeScriptNotAllowed:       http.StatusForbidden,
-	remediate.CodeScriptChanged:          http.StatusForbidden,
-	remediate.CodeScriptInvalid:          http.StatusUnprocessableEntity,
-	remediate.CodeTargetResolutionFailed: http.StatusUnprocessableEntity,
-	remediate.CodeDeviceValidationFailed: http.StatusUnprocessableEntity,
-	remediate.CodeTooManyDevices:         http.StatusUnprocessableEntity,
-	remediate.CodeConfirmationRequired:   http.StatusPreconditionRequired,
-	remediate.CodeFleetSizeUnknown:       http.StatusServiceUnavailable,
-	remediate.CodeGraphUnavailable:       http.StatusServiceUnavailable,
-	app.CodeAlertNotActionable:           http.StatusUnprocessableEntity,
-	// Credentials.
-	"unknown_tenant":         http.StatusForbidden,
-	"token_unavailable":      http.StatusServiceUnavailable,
-	"key_vault_unavailable":  http.StatusServiceUnavailable,
-	"bad_credential":         http.StatusServiceUnavailable,
-	"credential_unavailable": http.StatusServiceUnavailable,
-	// Storage and idempotency.
-	app.CodeStorageUnavailable: http.StatusServiceUnavailable,
-	"in_progress":              http.StatusConflict,
-	"idempotency_key_reused":   http.StatusUnprocessableEntity,
-	// Runs that ran: some devices failed or were not attempted, and the
-	// request does not ignore partial failures.
-	"devices_failed": http.StatusFailedDependency,
-	app.CodeInternal: http.StatusInternalServerError,
+// codes is the one table from the codes the layers below answer with to
+// HTTP statuses, with what each means to a caller. Per-device failures are
+// never a 5xx: callers such as Logic Apps retry 5xx and would trigger
+// devices again.
+var codes = []struct {
+	Code    string
+	Status  int
+	Meaning string
+}{
+	{"devices_failed", http.StatusFailedDependency, "the run ran (the body is its summary): a device failed or was not attempted and `ignore_partial_failures` is false"},
+	{remediate.CodeInvalidRequest, http.StatusBadRequest, "the request is invalid; `error.details` names each field at fault"},
+	{"invalid_invocation", http.StatusBadRequest, "the Functions host's payload could not be read"},
+	{"request_too_large", http.StatusRequestEntityTooLarge, "the body is over 1 MiB (about 10,000 devices): split the request"},
+	{"method_not_allowed", http.StatusMethodNotAllowed, "wrong method for the route (`Allow` says which)"},
+	{app.CodeNotFound, http.StatusNotFound, "no such run, no such route, or a deployment without run storage"},
+	{remediate.CodeScriptNotAllowed, http.StatusForbidden, "a script is not on `ALLOWED_SCRIPT_POLICY_IDS`"},
+	{remediate.CodeScriptChanged, http.StatusForbidden, "a pinned script was edited after its approval (`ALLOWED_SCRIPT_PINS`)"},
+	{credential.CodeUnknownTenant, http.StatusForbidden, "no credential for the request's `tenant_id`"},
+	{remediate.CodeScriptInvalid, http.StatusUnprocessableEntity, "a script does not exist or is not a remediation script"},
+	{remediate.CodeTargetResolutionFailed, http.StatusUnprocessableEntity, "a selector (filter, name, group) could not be resolved"},
+	{remediate.CodeDeviceValidationFailed, http.StatusUnprocessableEntity, "listed devices failed validation (the body is the run's summary, each device with its reason)"},
+	{remediate.CodeTooManyDevices, http.StatusUnprocessableEntity, "the targets resolve to more than `MAX_DEVICES_PER_RUN`"},
+	{app.CodeAlertNotActionable, http.StatusUnprocessableEntity, "the alert names no device or no script"},
+	{"idempotency_key_reused", http.StatusUnprocessableEntity, "the `Idempotency-Key` was used for another body"},
+	{remediate.CodeConfirmationRequired, http.StatusPreconditionRequired, "over `MAX_FLEET_PERCENT`: send `confirm_device_count` (the message says the number)"},
+	{"in_progress", http.StatusConflict, "a request with this `Idempotency-Key` is still being answered; retry after `Retry-After`"},
+	{remediate.CodeFleetSizeUnknown, http.StatusServiceUnavailable, "the tenant's Windows devices could not be counted for `MAX_FLEET_PERCENT`"},
+	{remediate.CodeGraphUnavailable, http.StatusServiceUnavailable, "Graph could not be read while preparing the run (throttled, unavailable): send it again after `Retry-After`"},
+	{credential.CodeTokenUnavailable, http.StatusServiceUnavailable, "no Graph token could be had"},
+	{credential.CodeKeyVaultUnavailable, http.StatusServiceUnavailable, "Key Vault could not be read, or the secret does not exist"},
+	{credential.CodeBadCredential, http.StatusServiceUnavailable, "the secret in Key Vault is not a usable credential"},
+	{app.CodeCredentialUnavailable, http.StatusServiceUnavailable, "the credential could not be resolved"},
+	{app.CodeStorageUnavailable, http.StatusServiceUnavailable, "run storage could not be reached; nothing was triggered"},
+	{app.CodeInternal, http.StatusInternalServerError, "a fault of remediator's own"},
 }
 
 // StatusOf is the HTTP status of code (500 for a code the table lacks).
 func StatusOf(code string) int {
-	if s, ok := statusOf[code]; ok {
-		return s
+	for _, c := range codes {
+		if c.Code == code {
+			return c.Status
+		}
 	}
 	return http.StatusInternalServerError
+}
+
+// CodesMarkdown is the README's table of codes and statuses, generated
+// from the one table.
+func CodesMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| status | code | meaning |\n|---|---|---|\n")
+	for _, c := range codes {
+		fmt.Fprintf(&b, "| %d | `%s` | %s |\n", c.Status, c.Code, c.Meaning)
+	}
+	return b.String()
 }
 
 // Answer is an HTTP answer: status, extra headers and the value sent as

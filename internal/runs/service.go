@@ -198,7 +198,7 @@ func (s *Service) Status(ctx context.Context, id string, page int, follow bool) 
 	}
 	sum.Devices = make([]remediate.DeviceResult, len(rows))
 	for i, r := range rows {
-		sum.Devices[i] = r.DeviceResult.Answered()
+		sum.Devices[i] = r.Answered()
 	}
 	if follow {
 		if err := s.follow(ctx, sum.Devices); err != nil {
