@@ -64,15 +64,15 @@ func triggerURL(base, coll, id string) string {
 func scriptBody(id string) []byte { return []byte(`{"scriptPolicyId":"` + id + `"}`) }
 
 func TestGenerateIsDeterministicAndRealistic(t *testing.T) {
-	a := Generate(42, GenerateOptions{Devices: 2000})
-	b := Generate(42, GenerateOptions{Devices: 2000})
-	c := Generate(43, GenerateOptions{Devices: 2000})
-	require.Equal(t, a, b, "same seed, same tenant")
+	ref := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	a := Generate(42, GenerateOptions{Devices: 2000, Now: ref})
+	b := Generate(42, GenerateOptions{Devices: 2000, Now: ref})
+	c := Generate(43, GenerateOptions{Devices: 2000, Now: ref})
+	require.Equal(t, a, b, "same seed and clock, same tenant")
 	require.NotEqual(t, a.Devices[0].ID, c.Devices[0].ID, "another seed, another tenant")
 
 	windows, co, registered, stale := 0, 0, 0, 0
 	names := map[string]int{}
-	ref := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	for _, d := range a.Devices {
 		names[d.DeviceName]++
 		if d.OperatingSystem == "Windows" {
@@ -694,4 +694,29 @@ func BenchmarkSimulatorTriggers(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(started).Seconds(), "requests/s")
+}
+
+// TestGeneratedDatesFollowTheClock: a tenant generated today has the same
+// share of stale devices as one generated on any other day (its dates are
+// relative to the clock), so examples that skip stale devices keep
+// working.
+func TestGeneratedDatesFollowTheClock(t *testing.T) {
+	t.Parallel()
+	tenant := Generate(2026, GenerateOptions{Devices: 600})
+	fresh, stale := 0, 0
+	for _, d := range tenant.Devices {
+		age := time.Since(d.LastSyncDateTime)
+		switch {
+		case age < 0:
+			t.Fatalf("device %s synced in the future: %s", d.ID, d.LastSyncDateTime)
+		case age <= 72*time.Hour+time.Minute:
+			fresh++
+		case age >= 30*24*time.Hour:
+			stale++
+		default:
+			t.Errorf("device %s synced %s ago: neither recent nor stale", d.ID, age)
+		}
+	}
+	assert.Greater(t, fresh, 500, "most devices synced in the last three days")
+	assert.Less(t, stale, 100, "about 8%% are stale")
 }

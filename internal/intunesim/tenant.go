@@ -55,10 +55,11 @@ type Tenant struct {
 type GenerateOptions struct {
 	Devices int       // number of devices
 	Scripts int       // number of remediation scripts; default 5
-	Now     time.Time // reference time for sync dates; default 2026-11-01T00:00:00Z
+	Now     time.Time // reference time for sync and script dates; default the clock's now
 }
 
-// Generate builds a realistic tenant deterministically from seed: about 70%
+// Generate builds a realistic tenant deterministically from seed (dates
+// relative to opts.Now): about 70%
 // Windows devices (a sixth of them co-managed, a few Entra-registered), the
 // rest macOS, iOS and Android; about 8% stale devices that have not synced
 // for weeks; a handful of duplicate device names; and remediation scripts of
@@ -68,7 +69,10 @@ func Generate(seed uint64, opts GenerateOptions) *Tenant {
 		opts.Scripts = 5
 	}
 	if opts.Now.IsZero() {
-		opts.Now = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+		// Relative to the clock, never to a fixed date: staleness is
+		// judged by the clock, and a fixed date makes every device stale
+		// once enough weeks have passed.
+		opts.Now = time.Now().UTC().Truncate(time.Minute)
 	}
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	t := &Tenant{}
