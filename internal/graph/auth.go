@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 
 	abs "github.com/microsoft/kiota-abstractions-go"
@@ -19,11 +20,22 @@ type TokenSource interface {
 }
 
 // bearer is the kiota authentication provider: it adds a token only to
-// requests for the Graph host the client was built for, so a token never
-// follows a link elsewhere.
+// requests for the scheme, host and port the client was built for, so a
+// token never follows a link elsewhere, nor to the same host in clear
+// text.
 type bearer struct {
 	tokens TokenSource
-	host   string
+	origin string // scheme://host:port, lower case
+}
+
+// originOf is u's scheme, host and port (the scheme's default port when
+// none is given), lower case.
+func originOf(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Hostname() + ":" + port)
 }
 
 // AuthenticateRequest implements authentication.AuthenticationProvider.
@@ -32,7 +44,8 @@ func (b bearer) AuthenticateRequest(ctx context.Context, ri *abs.RequestInformat
 	if err != nil {
 		return err
 	}
-	if !strings.EqualFold(u.Host, b.host) {
+	if originOf(u) != b.origin {
+		ri.Headers.Remove("Authorization")
 		return nil
 	}
 	tok, gen, err := b.tokens.Token(ctx)

@@ -74,7 +74,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	var auth authentication.AuthenticationProvider = &authentication.AnonymousAuthenticationProvider{}
 	if cfg.Tokens != nil {
-		auth = bearer{tokens: cfg.Tokens, host: base.Host}
+		auth = bearer{tokens: cfg.Tokens, origin: originOf(base)}
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
@@ -91,7 +91,9 @@ func New(cfg Config) (*Client, error) {
 		captureHandler{calls: &c.calls},
 		khttp.NewParametersNameDecodingHandler(),
 		khttp.NewUserAgentHandler(),
-		khttp.NewRedirectHandler(),
+		// No redirect handler: a redirect is never followed (a trigger
+		// "accepted" by another host never reached Intune); captureHandler
+		// turns a 3xx into a failure with its status.
 	}
 	hc := &http.Client{
 		Transport: khttp.NewCustomTransportWithParentTransport(cfg.Transport, mws...),
@@ -186,6 +188,15 @@ type captureHandler struct{ calls *atomic.Int64 }
 func (h captureHandler) Intercept(p khttp.Pipeline, i int, req *http.Request) (*http.Response, error) {
 	h.calls.Add(1)
 	resp, err := p.Next(req, i)
+	if err == nil && resp != nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Kiota counts every status under 400 as success: a redirect would
+		// read as an accepted trigger.
+		if c, ok := req.Context().Value(captureKey{}).(*capture); ok {
+			c.status, c.header = resp.StatusCode, resp.Header.Clone()
+		}
+		_ = resp.Body.Close()
+		return nil, &redirectError{status: resp.StatusCode, location: redirectHost(resp.Header.Get("Location"))}
+	}
 	if c, ok := req.Context().Value(captureKey{}).(*capture); ok && resp != nil {
 		c.status = resp.StatusCode
 		c.header = resp.Header.Clone()
@@ -201,6 +212,27 @@ func (h captureHandler) Intercept(p khttp.Pipeline, i int, req *http.Request) (*
 	return resp, err
 }
 
+// redirectError is a 3xx answer: never followed, always a failure.
+type redirectError struct {
+	status   int
+	location string
+}
+
+// Error says where Graph redirected to.
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("Graph answered %d, a redirect to %s; redirects are never followed, so the call did not reach Intune", e.status, e.location)
+}
+
+// redirectHost is the host a Location points at (never the whole URL,
+// which may hold a token).
+func redirectHost(loc string) string {
+	u, err := url.Parse(loc)
+	if err != nil || u.Host == "" {
+		return "a relative or unreadable location"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
 // toError turns whatever the SDK returned into an *intune.Error, never calling
 // ODataError.Error (it panics on bodies without a message).
 func toError(ctx context.Context, err error, capt *capture) *intune.Error {
@@ -213,7 +245,10 @@ func toError(ctx context.Context, err error, capt *capture) *intune.Error {
 	var oe *odataerrors.ODataError
 	var ae abs.ApiErrorable
 	var te *tokenError
+	var re *redirectError
 	switch {
+	case errors.As(err, &re):
+		e.Status, e.Message = re.status, re.Error()
 	case errors.As(err, &te):
 		e.Code, e.Message = "token_unavailable", te.Error()
 	case errors.As(err, &oe):

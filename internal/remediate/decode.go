@@ -61,6 +61,11 @@ func Decode(r io.Reader) (Request, error) {
 	if !ok {
 		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "the body must be a JSON object"}}}
 	}
+	if dups := duplicateKeys(raw); len(dups) > 0 {
+		// {"dry_run":true, ..., "dry_run":false} means two things: refuse it
+		// rather than let the last one win.
+		return Request{}, &InvalidRequestError{Details: dups}
+	}
 	var problems []FieldError
 	checkObject(obj, requestSchema, "", &problems)
 	if len(problems) > 0 {
@@ -71,6 +76,58 @@ func Decode(r io.Reader) (Request, error) {
 		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: err.Error()}}}
 	}
 	return req, nil
+}
+
+// maxDuplicates bounds the duplicate keys reported.
+const maxDuplicates = 20
+
+// duplicateKeys lists, by path, the keys that an object of the JSON
+// document raw (already known to be valid) holds more than once.
+func duplicateKeys(raw []byte) []FieldError {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var out []FieldError
+	var walk func(path string) error
+	walk = func(path string) error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				k, _ := kt.(string)
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if seen[k] && len(out) < maxDuplicates {
+					out = append(out, FieldError{p, "appears more than once in the same object; send each field once"})
+				}
+				seen[k] = true
+				if err := walk(p); err != nil {
+					return err
+				}
+			}
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if err := walk(fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		default:
+			return nil
+		}
+		_, err = dec.Token() // the closing delimiter
+		return err
+	}
+	_ = walk("") // raw is valid JSON: an error here cannot happen
+	return out
 }
 
 func checkObject(obj map[string]any, s schema, prefix string, problems *[]FieldError) {

@@ -133,3 +133,25 @@ func TestMaxDevicesPerRun(t *testing.T) {
 	assert.Equal(t, "managed_devices", ie.Details[0].Field)
 	assert.Contains(t, ie.Details[0].Message, "MAX_DEVICES_PER_RUN")
 }
+
+// TestDuplicateKeysAreRefused: a body whose objects repeat a key means two
+// things at once ({"dry_run":true, …, "dry_run":false} would otherwise run
+// for real); it is a 400 naming each repeated field, at any depth.
+func TestDuplicateKeysAreRefused(t *testing.T) {
+	t.Parallel()
+	dev := `{"device_id":"12345678-1234-1234-1234-123456789abc","script_policy_id":"87654321-4321-4321-4321-ba9876543210"`
+	for body, field := range map[string]string{
+		`{"dry_run":true,"managed_devices":[` + dev + `}],"dry_run":false}`:                                     "dry_run",
+		`{"managed_devices":[` + dev + `},` + dev + `,"device_id":"22345678-1234-1234-1234-123456789abc"}]}`: "managed_devices[1].device_id",
+		`{"timeouts":{"invoke":"1m","invoke":"2h"},"managed_devices":[` + dev + `}]}`:                          "timeouts.invoke",
+	} {
+		_, err := Decode(strings.NewReader(body))
+		var inv *InvalidRequestError
+		if assert.ErrorAs(t, err, &inv, body) && assert.NotEmpty(t, inv.Details) {
+			assert.Equal(t, field, inv.Details[0].Field, body)
+			assert.Contains(t, inv.Details[0].Message, "more than once")
+		}
+	}
+	_, err := Decode(strings.NewReader(`{"managed_devices":[` + dev + `},` + dev + `}],"dry_run":true}`))
+	assert.NoError(t, err, "the same key in two objects is no duplicate")
+}
