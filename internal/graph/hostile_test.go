@@ -20,8 +20,10 @@ import (
 // staticTokens hands out one token.
 type staticTokens struct{}
 
-func (staticTokens) Token(context.Context) (string, uint64, error) { return "secret-graph-token", 1, nil }
-func (staticTokens) Invalidate(context.Context, uint64)            {}
+func (staticTokens) Token(context.Context) (string, uint64, error) {
+	return "secret-graph-token", 1, nil
+}
+func (staticTokens) Invalidate(context.Context, uint64) {}
 
 // TestRedirectsAreNeverFollowed: a trigger answered 307 to another host is
 // a failure with its status, and the other host receives nothing (kiota

@@ -141,9 +141,9 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 	t.Parallel()
 	dev := `{"device_id":"12345678-1234-1234-1234-123456789abc","script_policy_id":"87654321-4321-4321-4321-ba9876543210"`
 	for body, field := range map[string]string{
-		`{"dry_run":true,"managed_devices":[` + dev + `}],"dry_run":false}`:                                     "dry_run",
+		`{"dry_run":true,"managed_devices":[` + dev + `}],"dry_run":false}`:                                  "dry_run",
 		`{"managed_devices":[` + dev + `},` + dev + `,"device_id":"22345678-1234-1234-1234-123456789abc"}]}`: "managed_devices[1].device_id",
-		`{"timeouts":{"invoke":"1m","invoke":"2h"},"managed_devices":[` + dev + `}]}`:                          "timeouts.invoke",
+		`{"timeouts":{"invoke":"1m","invoke":"2h"},"managed_devices":[` + dev + `}]}`:                        "timeouts.invoke",
 	} {
 		_, err := Decode(strings.NewReader(body))
 		var inv *InvalidRequestError
