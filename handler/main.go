@@ -103,7 +103,7 @@ type deps struct {
 // connection string) are read from getenv here and handed on, never stored
 // in the configuration.
 func build(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, runtime string) (deps, error) {
-	gcfg := graph.Config{BaseURL: cfg.GraphBaseURL, CallTimeout: cfg.GraphCallTimeout}
+	gcfg := graph.Config{BaseURL: cfg.GraphBaseURL, CallTimeout: cfg.GraphCallTimeout, MaxResponseBytes: int64(cfg.GraphMaxResponseMB) << 20}
 	var creds app.Credentials
 	if cfg.GraphAuth != "none" {
 		src, err := credential.Open(credential.Settings{
@@ -129,6 +129,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	ecfg := remediate.Config{
 		Concurrency:     cfg.MaxConcurrency,
 		MaxDevices:      cfg.MaxDevicesPerRun,
+		MaxListed:       cfg.MaxListedDevices,
 		MaxFleetPercent: cfg.MaxFleetPercent,
 		AllowedScripts:  cfg.AllowedScripts,
 		ScriptPins:      cfg.ScriptPins,

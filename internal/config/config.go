@@ -35,8 +35,12 @@ type Config struct {
 	GraphWriteRate, GraphReadRate float64
 	// MaxDevicesPerRun caps the devices of one request.
 	MaxDevicesPerRun int
+	// MaxListedDevices bounds the devices one run reads from device lists.
+	MaxListedDevices int
 	// GraphCallTimeout bounds one Graph request.
 	GraphCallTimeout time.Duration
+	// GraphMaxResponseMB bounds one Graph answer, decompressed.
+	GraphMaxResponseMB int
 	// LogLevel is the slog level (debug, info, warn, error).
 	LogLevel slog.Level
 	// Port is where `serve` listens locally.
@@ -249,6 +253,8 @@ var Settings = []Setting{
 		read: rate(intuneReadsPerSecond, func(c *Config, f float64) { c.GraphReadRate = f })},
 	{Name: "MAX_DEVICES_PER_RUN", Default: "5000", Meaning: "devices per request, listed or resolved",
 		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
+	{Name: "MAX_LISTED_DEVICES", Default: "250000", Meaning: "devices one run may read from the tenant's device list (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",
+		read: intIn(1000, 5000000, func(c *Config, n int) { c.MaxListedDevices = n })},
 	{Name: "MAX_FLEET_PERCENT", Default: "100", DefaultDoc: "100 (off)", Meaning: "share of the tenant's Windows devices a run may trigger without `confirm_device_count`",
 		read: number(100, func(c *Config, f float64) { c.MaxFleetPercent = f })},
 	{Name: "ALLOWED_SCRIPT_POLICY_IDS", Meaning: "comma list: the only scripts runs may use", read: readAllowedScripts},
@@ -256,6 +262,8 @@ var Settings = []Setting{
 	{Name: "DEVICE_COOLDOWN", Default: "10m", Meaning: "skip a device triggered with the same script this recently; `0` is off", read: readCooldown},
 	{Name: "GRAPH_CALL_TIMEOUT", Default: "30s", Meaning: "one Graph request",
 		read: duration(func(c *Config, d time.Duration) { c.GraphCallTimeout = d })},
+	{Name: "GRAPH_MAX_RESPONSE_MB", Default: "16", Meaning: "the largest Graph answer read, after decompression (1–256); a page of 1,000 devices is about 0.5 MB",
+		read: intIn(1, 256, func(c *Config, n int) { c.GraphMaxResponseMB = n })},
 	{Name: "PORT", Default: "8080", Meaning: "where `handler serve` listens (127.0.0.1)",
 		read: intIn(1, 65535, func(c *Config, n int) { c.Port = n })},
 	{Name: "LOG_LEVEL", Default: "info", Meaning: "debug, info, warn, error; logs are JSON on stderr, one line per run", read: readLogLevel},

@@ -46,11 +46,19 @@ type Config struct {
 	Tokens TokenSource
 	// CallTimeout bounds one HTTP attempt. Default 30 s.
 	CallTimeout time.Duration
+	// MaxResponseBytes bounds the body of one answer, counted after
+	// decompression (a small gzip can inflate to gigabytes). Default
+	// DefaultMaxResponseBytes.
+	MaxResponseBytes int64
 	// Transport is the HTTP transport under the middleware; nil uses a
 	// clone of http.DefaultTransport that keeps enough idle connections for
 	// concurrent workers.
 	Transport http.RoundTripper
 }
+
+// DefaultMaxResponseBytes is the largest Graph answer read by default:
+// a page of 1,000 devices is about half a megabyte.
+const DefaultMaxResponseBytes = 16 << 20
 
 // Client calls Graph. It is safe for concurrent use.
 type Client struct {
@@ -79,6 +87,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
 	if cfg.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 64
@@ -88,7 +99,7 @@ func New(cfg Config) (*Client, error) {
 	opts := core.GraphClientOptions{GraphServiceVersion: "beta", GraphServiceLibraryVersion: "0.165.0"}
 	mws := []khttp.Middleware{
 		core.NewGraphTelemetryHandler(&opts),
-		captureHandler{calls: &c.calls},
+		captureHandler{calls: &c.calls, maxBody: cfg.MaxResponseBytes},
 		khttp.NewParametersNameDecodingHandler(),
 		khttp.NewUserAgentHandler(),
 		// No redirect handler: a redirect is never followed (a trigger
@@ -182,7 +193,10 @@ func withCapture(ctx context.Context) (context.Context, *capture) {
 
 // captureHandler is a middleware that counts requests and fills the
 // request's capture.
-type captureHandler struct{ calls *atomic.Int64 }
+type captureHandler struct {
+	calls   *atomic.Int64
+	maxBody int64
+}
 
 // Intercept implements khttp.Middleware.
 func (h captureHandler) Intercept(p khttp.Pipeline, i int, req *http.Request) (*http.Response, error) {
@@ -209,7 +223,37 @@ func (h captureHandler) Intercept(p khttp.Pipeline, i int, req *http.Request) (*
 			resp.Body = io.NopCloser(bytes.NewReader(b))
 		}
 	}
+	if resp != nil && resp.Body != nil {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: h.maxBody, max: h.maxBody}
+	}
 	return resp, err
+}
+
+// limitedBody fails a read past max bytes: no answer from Graph, however
+// large or however well it compresses, takes more memory than that.
+type limitedBody struct {
+	io.ReadCloser
+	left, max int64
+}
+
+// Read implements io.Reader: it reads at most one byte past max, which
+// tells a body of max bytes from a larger one.
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left >= 0 && int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	if b.left < 0 {
+		return 0, b.tooLarge()
+	}
+	n, err := b.ReadCloser.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, b.tooLarge()
+	}
+	return n, err
+}
+
+func (b *limitedBody) tooLarge() error {
+	return fmt.Errorf("graph: the answer is larger than %d bytes (GRAPH_MAX_RESPONSE_MB); not read", b.max)
 }
 
 // redirectError is a 3xx answer: never followed, always a failure.

@@ -1,11 +1,14 @@
 package graph
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,4 +87,43 @@ func TestTokensGoOnlyToTheConfiguredOrigin(t *testing.T) {
 			assert.Empty(t, got, "%s gets no token", target)
 		}
 	}
+}
+
+// TestAnswersAreReadWithALimit: a device list larger than the limit, or a
+// small gzip that inflates past it, fails the call with a clear error and
+// is never read whole; an answer of exactly the limit is read.
+func TestAnswersAreReadWithALimit(t *testing.T) {
+	t.Parallel()
+	const limit = 1 << 20
+	page := func(size int) []byte {
+		head, tail := `{"value":[],"pad":"`, `"}`
+		return []byte(head + strings.Repeat("x", size-len(head)-len(tail)) + tail)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(page(64 << 20))
+	_ = zw.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Query().Get("$filter") {
+		case "big":
+			_, _ = w.Write(page(8 * limit))
+		case "bomb":
+			w.Header().Set("Content-Encoding", "gzip")
+			_, _ = w.Write(gz.Bytes())
+		default:
+			_, _ = w.Write(page(limit))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{BaseURL: srv.URL + "/beta", CallTimeout: 5 * time.Second, MaxResponseBytes: limit})
+	require.NoError(t, err)
+	require.Less(t, gz.Len(), limit, "the bomb itself is small")
+	for _, filter := range []string{"big", "bomb"} {
+		_, err := c.ListDevices(context.Background(), filter, 10, "")
+		require.Error(t, err, filter)
+		assert.Contains(t, err.Error(), "larger than 1048576 bytes", filter)
+	}
+	_, err = c.ListDevices(context.Background(), "exact", 10, "")
+	assert.NoError(t, err, "an answer of exactly the limit is read")
 }

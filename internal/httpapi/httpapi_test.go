@@ -156,3 +156,21 @@ func TestNeverA5xxForDeviceFailures(t *testing.T) {
 	assert.Equal(t, 424, status)
 	assert.Equal(t, "failed", body["status"])
 }
+
+// TestProblemsAreCapped: a 1 MiB body of empty device objects has two
+// problems per device; the answer lists the first hundred and says how
+// many there are, in a few kilobytes rather than ninety megabytes.
+func TestProblemsAreCapped(t *testing.T) {
+	t.Parallel()
+	api, _, _ := newAPI(t, app.Options{Limits: remediate.Limits{MaxDevices: 1_000_000}})
+	n := (MaxBody - 100) / len(`{},`)
+	body := `{"managed_devices":[` + strings.Repeat(`{},`, n-1) + `{}]}`
+	require.Less(t, len(body), MaxBody)
+	status, _, out := call(api.Handler(), "POST", "/api/remediate", body)
+	assert.Equal(t, 400, status)
+	assert.Less(t, len(out), 64<<10, "the answer stays small")
+	var e ErrorResponse
+	require.NoError(t, json.Unmarshal(out, &e))
+	assert.Len(t, e.Error.Details, remediate.MaxProblems)
+	assert.Contains(t, e.Error.Message, fmt.Sprintf("%d in all", 2*n))
+}

@@ -46,34 +46,34 @@ var requestSchema = schema{
 func Decode(r io.Reader) (Request, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
-		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "reading the body: " + err.Error()}}}
+		return Request{}, invalid([]FieldError{{Message: "reading the body: " + err.Error()}})
 	}
 	var doc any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if err := dec.Decode(&doc); err != nil {
-		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "the body is not valid JSON: " + err.Error()}}}
+		return Request{}, invalid([]FieldError{{Message: "the body is not valid JSON: " + err.Error()}})
 	}
 	if dec.More() {
-		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "the body holds more than one JSON value"}}}
+		return Request{}, invalid([]FieldError{{Message: "the body holds more than one JSON value"}})
 	}
 	obj, ok := doc.(map[string]any)
 	if !ok {
-		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: "the body must be a JSON object"}}}
+		return Request{}, invalid([]FieldError{{Message: "the body must be a JSON object"}})
 	}
 	if dups := duplicateKeys(raw); len(dups) > 0 {
 		// {"dry_run":true, ..., "dry_run":false} means two things: refuse it
 		// rather than let the last one win.
-		return Request{}, &InvalidRequestError{Details: dups}
+		return Request{}, invalid(dups)
 	}
 	var problems []FieldError
 	checkObject(obj, requestSchema, "", &problems)
 	if len(problems) > 0 {
-		return Request{}, &InvalidRequestError{Details: problems}
+		return Request{}, invalid(problems)
 	}
 	var req Request
 	if err := json.Unmarshal(raw, &req); err != nil {
-		return Request{}, &InvalidRequestError{Details: []FieldError{{Message: err.Error()}}}
+		return Request{}, invalid([]FieldError{{Message: err.Error()}})
 	}
 	return req, nil
 }

@@ -12,8 +12,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -44,8 +46,15 @@ type Config struct {
 	// Retry is the retry policy of every Graph call.
 	Retry RetryPolicy
 	// MaxDevices caps the devices a run triggers once selectors are
-	// resolved (MAX_DEVICES_PER_RUN); 0 is no cap.
+	// resolved (MAX_DEVICES_PER_RUN); 0 is no cap. A real run stops
+	// resolving as soon as its selectors pass it.
 	MaxDevices int
+	// MaxListed bounds the devices one run reads from the tenant's device
+	// list, over every page of every filter, name look-up and validation
+	// (MAX_LISTED_DEVICES): a nextLink chain that never ends, or a tenant
+	// larger than planned for, cannot take the process's memory. Default
+	// DefaultMaxListed.
+	MaxListed int
 	// MaxFleetPercent refuses, without confirm_device_count, runs that
 	// trigger more than this share of the tenant's Windows devices; 0 or
 	// 100 is off.
@@ -68,8 +77,15 @@ func (c *Config) defaults() {
 	if c.Headroom <= 0 {
 		c.Headroom = 2 * time.Second
 	}
+	if c.MaxListed <= 0 {
+		c.MaxListed = DefaultMaxListed
+	}
 	c.Retry.defaults()
 }
+
+// DefaultMaxListed is MaxListed's default: the 190,000-device tenant of
+// the benchmarks, with room.
+const DefaultMaxListed = 250_000
 
 // Engine prepares and carries out remediation plans. It is safe for
 // concurrent use; executions share its Pacer, so together they stay under
@@ -146,7 +162,10 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 	var misses []DeviceResult
 	if len(plan.Targets) > 0 {
 		items, m, problems := x.resolve()
-		if problems != nil {
+		switch {
+		case x.tooMany:
+			return reject(CodeTooManyDevices, fmt.Sprintf("the targets select more than MAX_DEVICES_PER_RUN (%d) devices; nothing was triggered", e.cfg.MaxDevices), problems)
+		case problems != nil:
 			return reject(CodeTargetResolutionFailed, "the targets could not be resolved; nothing was triggered", problems)
 		}
 		plan.Items, misses = mergeItems(plan.Items, items, &s.Warnings), m
@@ -298,6 +317,10 @@ type execution struct {
 	throttle        *throttleLog
 	warnMu          sync.Mutex
 	warnings        []string
+	// listed counts the devices read from device lists (MaxListed).
+	listed atomic.Int64
+	// tooMany is set when selectors found more than MaxDevices.
+	tooMany bool
 }
 
 // newExecution derives an execution's contexts from ctx's deadline and

@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -139,12 +140,20 @@ func (x *execution) listLookup(ids []string, want map[string]bool, found map[str
 }
 
 // devicePages is the fetch of eachPage over the device list under filter.
+// It fails with errTooManyListed once the execution has read more than
+// MaxListed devices.
 func (x *execution) devicePages(filter string) func(ctx context.Context, next string) ([]intune.Device, string, error) {
 	return func(ctx context.Context, next string) ([]intune.Device, string, error) {
 		p, err := x.engine.graph.ListDevices(ctx, filter, pageSize, next)
+		if n := x.listed.Add(int64(len(p.Devices))); n > int64(x.engine.cfg.MaxListed) {
+			return nil, "", fmt.Errorf("%w: more than %d devices read from the tenant's list (MAX_LISTED_DEVICES)", errTooManyListed, x.engine.cfg.MaxListed)
+		}
 		return p.Devices, p.NextLink, err
 	}
 }
+
+// errTooManyListed stops a run that has read MaxListed devices.
+var errTooManyListed = errors.New("too many devices listed")
 
 // fleetSize reads the size of the device list under filter (@odata.count,
 // -1 when Graph does not say) with a one-device page.

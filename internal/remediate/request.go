@@ -64,12 +64,29 @@ type FieldError struct {
 	Message string `json:"message"`
 }
 
-// InvalidRequestError lists every problem found in a request.
+// InvalidRequestError lists the problems found in a request: the first
+// MaxProblems of them, and how many there are in all.
 type InvalidRequestError struct {
 	Details []FieldError
+	// Total is the number of problems, listed or not.
+	Total int
 }
 
-// Error lists every problem on one line.
+// MaxProblems bounds the problems an answer lists: a 1 MiB body of empty
+// device objects has a hundred thousand, and listing them all would take
+// hundreds of megabytes to answer one bad request.
+const MaxProblems = 100
+
+// invalid is the error of a request with problems (at least one).
+func invalid(problems []FieldError) *InvalidRequestError {
+	e := &InvalidRequestError{Details: problems, Total: len(problems)}
+	if len(problems) > MaxProblems {
+		e.Details = problems[:MaxProblems:MaxProblems]
+	}
+	return e
+}
+
+// Error lists the problems on one line.
 func (e *InvalidRequestError) Error() string {
 	parts := make([]string, len(e.Details))
 	for i, d := range e.Details {
@@ -78,7 +95,11 @@ func (e *InvalidRequestError) Error() string {
 			parts[i] = d.Message
 		}
 	}
-	return "invalid request: " + strings.Join(parts, "; ")
+	msg := "invalid request: " + strings.Join(parts, "; ")
+	if more := e.Total - len(e.Details); more > 0 {
+		msg += fmt.Sprintf("; and %d more problems (%d in all; the first %d are listed)", more, e.Total, len(e.Details))
+	}
+	return msg
 }
 
 // Item is one device of a validated request.
@@ -259,7 +280,7 @@ func Validate(req Request, lim Limits) (Plan, error) {
 		add("managed_devices", "%d devices in one request, more than the limit of %d (MAX_DEVICES_PER_RUN); split the request", len(plan.Items), lim.MaxDevices)
 	}
 	if len(problems) > 0 {
-		return Plan{}, &InvalidRequestError{Details: problems}
+		return Plan{}, invalid(problems)
 	}
 	return plan, nil
 }

@@ -117,6 +117,9 @@ func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (att
 		if last == nil {
 			return attempts, sent, nil
 		}
+		if errors.Is(last, errTooManyListed) {
+			return attempts, sent, last // a bound of ours, not Graph's: never retried
+		}
 		ge := asGraphError(last)
 		switch policy.CheckRetry(kind, ge) {
 		case throttled:

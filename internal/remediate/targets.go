@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -41,7 +42,7 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 		picked := map[string]intune.Device{}
 		excludedFilter, unmanaged := 0, 0
 		if f := strings.TrimSpace(t.Filter); f != "" {
-			err := x.eachDevice(f, func(devs []intune.Device) {
+			err := x.eachDevice(f, func(devs []intune.Device) bool {
 				for _, d := range devs {
 					// Intune ignores filters it does not support and reads ne
 					// as eq: only eligible Windows devices may come out of a
@@ -52,8 +53,16 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 						excludedFilter++
 					}
 				}
+				return !x.overCap(len(items) + len(picked))
 			})
-			if err != nil {
+			switch {
+			case x.tooMany:
+				problems = append(problems, FieldError{t.Field + ".filter", fmt.Sprintf(
+					"selects more than MAX_DEVICES_PER_RUN (%d) devices; resolving stopped there: narrow the filter, split the run, or send a dry run to count them", x.engine.cfg.MaxDevices)})
+				return nil, nil, problems
+			case errors.Is(err, errTooManyListed):
+				problems = append(problems, FieldError{t.Field + ".filter", "reading the filter's devices stopped: " + err.Error()})
+			case err != nil:
 				problems = append(problems, FieldError{t.Field + ".filter", "Intune refused the filter: " + err.Error()})
 			}
 		}
@@ -130,6 +139,18 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 	return items, misses, problems
 }
 
+// overCap reports whether a real run's selectors have found more than
+// MAX_DEVICES_PER_RUN devices (n): resolving stops there, so a filter that
+// matches the whole tenant holds no more than the cap in memory. A dry
+// run resolves everything, to report the number.
+func (x *execution) overCap(n int) bool {
+	if x.plan.DryRun || x.engine.cfg.MaxDevices <= 0 || n <= x.engine.cfg.MaxDevices {
+		return false
+	}
+	x.tooMany = true
+	return true
+}
+
 // mergeItems adds resolved items to the explicit ones: a device already
 // present with the same script is kept once (with a warning); with another
 // script, the first entry wins and the conflict is a warning too, since
@@ -163,7 +184,7 @@ type windowsIndex struct {
 
 func (x *execution) readWindows() (*windowsIndex, error) {
 	idx := &windowsIndex{byName: map[string][]intune.Device{}, byEntraID: map[string]intune.Device{}}
-	err := x.eachDevice(windowsFilter, func(devs []intune.Device) {
+	err := x.eachDevice(windowsFilter, func(devs []intune.Device) bool {
 		for _, d := range devs {
 			if !isWindows(&d) {
 				continue // the filter is honoured, but never trusted
@@ -173,6 +194,7 @@ func (x *execution) readWindows() (*windowsIndex, error) {
 				idx.byEntraID[strings.ToLower(d.AzureADDeviceID)] = d
 			}
 		}
+		return true
 	})
 	if err != nil {
 		return nil, err
@@ -192,24 +214,22 @@ func (x *execution) byName(name string, names int, windows func() (*windowsIndex
 		return idx.byName[strings.ToLower(name)], nil
 	}
 	var out []intune.Device
-	err := x.eachDevice("deviceName eq '"+strings.ReplaceAll(name, "'", "''")+"'", func(devs []intune.Device) {
+	err := x.eachDevice("deviceName eq '"+strings.ReplaceAll(name, "'", "''")+"'", func(devs []intune.Device) bool {
 		for _, d := range devs {
 			if strings.EqualFold(d.DeviceName, name) {
 				out = append(out, d)
 			}
 		}
+		return true
 	})
 	return out, err
 }
 
 // eachDevice pages through the device list under filter, handing each
-// page to fn and keeping none of it: a 100,000-device tenant never sits in
-// memory whole.
-func (x *execution) eachDevice(filter string, fn func([]intune.Device)) error {
-	return eachPage(x, x.devicePages(filter), func(devs []intune.Device) bool {
-		fn(devs)
-		return true
-	})
+// page to fn and keeping none of it (a 100,000-device tenant never sits in
+// memory whole) until fn returns false.
+func (x *execution) eachDevice(filter string, fn func([]intune.Device) bool) error {
+	return eachPage(x, x.devicePages(filter), fn)
 }
 
 // readGroup pages through a group's device members.

@@ -1,0 +1,73 @@
+package remediate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/pace"
+)
+
+// endlessGraph is a hostile Graph whose device list never ends: every page
+// holds 1,000 new eligible Windows devices and a nextLink to the next.
+func endlessGraph(t *testing.T) (url string, pages *atomic.Int64) {
+	t.Helper()
+	pages = &atomic.Int64{}
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("page"))
+		pages.Add(1)
+		devs := make([]map[string]any, 1000)
+		for i := range devs {
+			devs[i] = map[string]any{"id": fmt.Sprintf("00000000-0000-4000-8000-%012d", n*1000+i), "deviceName": fmt.Sprintf("PC-%d", n*1000+i),
+				"operatingSystem": "Windows", "joinType": "azureADJoined", "managementAgent": "mdm", "managementState": "managed",
+				"lastSyncDateTime": time.Now().UTC().Format(time.RFC3339)}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"value": devs, "@odata.nextLink": fmt.Sprintf("%s/beta/deviceManagement/managedDevices?page=%d", srv.URL, n+1)})
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/beta", pages
+}
+
+// TestCapsApplyWhilePaging: a device list that never ends stops a real run
+// as soon as its selectors pass MAX_DEVICES_PER_RUN, and any run (a dry
+// run too) once it has read MAX_LISTED_DEVICES: memory is bounded by the
+// settings, not by what Graph sends.
+func TestCapsApplyWhilePaging(t *testing.T) {
+	t.Parallel()
+	base, pages := endlessGraph(t)
+	gc, err := graph.New(graph.Config{BaseURL: base, CallTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	e := New(gc, pace.New(1000, 100_000), Config{MaxDevices: 2500, MaxListed: 10_000}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	plan := targetPlan(t, sel("87654321-4321-4321-4321-ba9876543210", `"filter":"operatingSystem eq 'Windows'"`))
+	plan.ValidateDevices = false
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := e.Complete(ctx, plan)
+	require.Equal(t, StatusRejected, s.Status)
+	assert.Equal(t, CodeTooManyDevices, s.Error.Code)
+	assert.LessOrEqual(t, pages.Load(), int64(3), "resolving stopped at the cap")
+
+	pages.Store(0)
+	plan.DryRun = true
+	s = e.Complete(ctx, plan)
+	require.Equal(t, StatusRejected, s.Status)
+	assert.Equal(t, CodeTargetResolutionFailed, s.Error.Code)
+	require.NotEmpty(t, s.Error.Details)
+	assert.Contains(t, s.Error.Details[0].Message, "MAX_LISTED_DEVICES")
+	assert.LessOrEqual(t, pages.Load(), int64(11), "reading stopped at MAX_LISTED_DEVICES")
+}
