@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -469,4 +470,51 @@ func TestAzureLoad(t *testing.T) {
 		most = max(most, j-i)
 	}
 	assert.LessOrEqual(t, most, limit)
+}
+
+// TestSlowRequestsAndIdleConnectionsAreClosed: a body trickled a byte at a
+// time is cut off at HTTP_READ_TIMEOUT, and an idle keep-alive connection
+// is closed at HTTP_IDLE_TIMEOUT, through the built binary.
+func TestSlowRequestsAndIdleConnectionsAreClosed(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 50, intunesim.Options{})
+	w := startWorker(t, f.env("HTTP_READ_TIMEOUT=1s", "HTTP_IDLE_TIMEOUT=1s")...)
+	addr := strings.TrimPrefix(w.url, "http://")
+
+	slow, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer slow.Close()
+	_, err = fmt.Fprintf(slow, "POST /api/remediate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", addr)
+	require.NoError(t, err)
+	started := time.Now()
+	closed := false
+	for time.Since(started) < 10*time.Second {
+		if _, err := slow.Write([]byte(" ")); err != nil {
+			closed = true
+			break
+		}
+		_ = slow.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := slow.Read(make([]byte, 1024)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			closed = true // answered (408/400) or closed
+			break
+		}
+	}
+	assert.True(t, closed, "a trickled body is cut off")
+	assert.Less(t, time.Since(started), 5*time.Second, "within about HTTP_READ_TIMEOUT")
+
+	idle, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer idle.Close()
+	_, err = fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	require.NoError(t, err)
+	_ = idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := idle.Read(buf)
+	require.NoError(t, err)
+	assert.Contains(t, string(buf[:n]), "200 OK")
+	started = time.Now()
+	for err == nil {
+		_, err = idle.Read(buf)
+	}
+	assert.Less(t, time.Since(started), 5*time.Second, "the idle connection was closed: %v", err)
 }

@@ -44,7 +44,7 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- serveUntil(sctx, ln, api.Handler(), newLogger(io.Discard, slog.LevelError)) }()
+	go func() { done <- serveUntil(sctx, ln, api.Handler(), cfg, newLogger(io.Discard, slog.LevelError)) }()
 
 	body := sampleRequest(tenant, 30, 4, 3, 2)
 	fmt.Fprintf(stderr, "demo: simulated tenant of %d devices at %s; sending %d device entries to POST /api/remediate at %.0f triggers/s...\n",

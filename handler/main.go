@@ -261,15 +261,18 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String())
-	return serveUntil(ctx, ln, api.Handler(), log)
+	return serveUntil(ctx, ln, api.Handler(), cfg, log)
 }
 
 // serveUntil runs an HTTP server on ln until ctx ends, then shuts it down.
 // Requests inherit ctx, so runs in flight stop starting new triggers,
 // account for every device and answer before the server closes.
-func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+// Reading a request is bounded (HTTP_READ_TIMEOUT: a body trickled byte by
+// byte does not hold a connection), and so are idle keep-alive connections
+// (HTTP_IDLE_TIMEOUT).
+func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Config, log *slog.Logger) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, cfg.HTTPReadTimeout), ReadTimeout: cfg.HTTPReadTimeout,
+		IdleTimeout: cfg.HTTPIdleTimeout, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -333,7 +336,7 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 	}
 	log.Info("custom handler listening", "addr", ln.Addr().String(), "graph_base_url", cfg.GraphBaseURL,
 		"write_rate", cfg.GraphWriteRate, "function_timeout", cfg.FunctionTimeout.String())
-	return serveUntil(ctx, ln, host.Handler(), log)
+	return serveUntil(ctx, ln, host.Handler(), cfg, log)
 }
 
 // lambdaWorker runs the AWS Lambda runtime loop. It returns only on a

@@ -65,6 +65,9 @@ type Config struct {
 	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end
 	// limit.
 	HTTPResponseBudget time.Duration
+	// HTTPReadTimeout bounds reading one request (headers and body);
+	// HTTPIdleTimeout closes idle keep-alive connections.
+	HTTPReadTimeout, HTTPIdleTimeout time.Duration
 	// RemediationSchedule is the timer's NCRONTAB expression (read by the
 	// host through %REMEDIATION_SCHEDULE%; checked here).
 	RemediationSchedule string
@@ -270,6 +273,10 @@ var Settings = []Setting{
 	{Name: "FUNCTION_TIMEOUT", Default: "5m", Meaning: "mirror of `host.json` `functionTimeout`; every invocation ends before it",
 		read: duration(func(c *Config, d time.Duration) { c.FunctionTimeout = d })},
 	{Name: "HTTP_RESPONSE_BUDGET", Default: "200s", Meaning: "HTTP invocations answer before it (at most 230s)", read: readHTTPBudget},
+	{Name: "HTTP_READ_TIMEOUT", Default: "30s", Meaning: "reading one request, headers and body: a body trickled byte by byte cannot hold a connection open",
+		read: duration(func(c *Config, d time.Duration) { c.HTTPReadTimeout = d })},
+	{Name: "HTTP_IDLE_TIMEOUT", Default: "2m", Meaning: "idle keep-alive connections are closed after it",
+		read: duration(func(c *Config, d time.Duration) { c.HTTPIdleTimeout = d })},
 	{Name: "REMEDIATION_SCHEDULE", Meaning: "the timer's NCRONTAB expression, e.g. `0 0 6 * * 1-5`; required with a scheduled request", read: readSchedule},
 	{Name: "SCHEDULED_REQUEST", Meaning: "the request the timer runs, inline JSON (checked at start-up)", read: readScheduledRequest},
 	{Name: "SCHEDULED_REQUEST_FILE", Meaning: "the same from a file, relative to the app root", read: readScheduledRequestFile},
