@@ -105,7 +105,9 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	devs := f.eligible(0, 600)
 	body := f.request(devs, `,"mode":"async"`)
 
-	reply, b := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711")
+	// A forwarding header never moves Location (another caller could
+	// point it, and the function key in it, at any host).
+	reply, b := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711", "X-Forwarded-Host", "attacker.invalid")
 	require.Equal(t, 202, reply.StatusCode, "%s", b)
 	var acc struct {
 		RunID     string `json:"run_id"`
@@ -192,10 +194,12 @@ func TestAzurePoisonMessagesFailTheirDevices(t *testing.T) {
 	t.Parallel()
 	conn := azurite.Start(t)
 	f := newTenant(t, 1000, intunesim.Options{})
-	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work")...)
+	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "WEBSITE_HOSTNAME=remediator-test.azurewebsites.net")...)
 	devs := f.eligible(0, 250)
 	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"mode":"async"`))
 	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	assert.True(t, strings.HasPrefix(reply.Header.Get("Location"), "https://remediator-test.azurewebsites.net/api/runs/"),
+		"Location is built from WEBSITE_HOSTNAME: %s", reply.Header.Get("Location"))
 
 	// Every delivery of one chunk fails (its message is corrupted in the
 	// queue): after maxDequeueCount the host moves it to the poison queue.

@@ -142,7 +142,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Alerts:      alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
 		SyncBudget:  cfg.SyncBudget,
 	}
-	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL}
+	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, PublicBaseURL: cfg.PublicBaseURL}
 	switch runtime {
 	case runtimeAzure:
 		hopts.Audit = azure.Audit

@@ -106,6 +106,10 @@ type Config struct {
 	// off).
 	DeviceCooldown time.Duration
 
+	// PublicBaseURL is where callers reach the API (scheme and host), for
+	// absolute Location URLs: PUBLIC_BASE_URL, else https://WEBSITE_HOSTNAME.
+	PublicBaseURL string
+
 	// StorageClientID is AzureWebJobsStorage__clientId: the user-assigned
 	// identity of identity-based storage.
 	StorageClientID string
@@ -299,8 +303,16 @@ var Settings = []Setting{
 		read: duration(func(c *Config, d time.Duration) { c.IdempotencyTTL = d })},
 	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of `GET /api/runs/{id}` (1–5000)",
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
+	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",
+		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
 	{Name: "SYNC_BUDGET", Default: "90s", Meaning: "`mode: auto` answers synchronously only when the triggers are estimated to take less (Logic Apps and Power Automate drop calls after 120 s, but follow a 202)",
 		read: duration(func(c *Config, d time.Duration) { c.SyncBudget = d })},
+	{Name: "WEBSITE_HOSTNAME", Meaning: "set by Azure: the app's host name; `Location` and status URLs are `https://` it, never taken from a request's headers",
+		read: func(l *loader, v string) {
+			if v != "" && l.c.PublicBaseURL == "" {
+				l.c.PublicBaseURL = "https://" + v
+			}
+		}},
 	{Name: "FUNCTIONS_CUSTOMHANDLER_PORT", Meaning: "set by the Functions host: serve the custom-handler protocol on this port"},
 	{Name: "FUNCTIONS_CUSTOMHANDLER_WORKER_ID", Meaning: "set by the Functions host (not by `make run`): asynchronous runs need storage there",
 		read: text(func(c *Config, v string) { c.UnderHost = v != "" })},
@@ -532,6 +544,18 @@ func readScheduledRequestFile(l *loader, file string) {
 		l.bad("SCHEDULED_REQUEST_FILE", "%v", err)
 	}
 	l.c.ScheduledRequest = b
+}
+
+func readPublicBaseURL(l *loader, v string) {
+	if v == "" {
+		return
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		l.bad("PUBLIC_BASE_URL", "%q must be a scheme and host such as https://remediation.contoso.com", v)
+		return
+	}
+	l.c.PublicBaseURL = u.Scheme + "://" + u.Host
 }
 
 func readAlertScript(l *loader, v string) {

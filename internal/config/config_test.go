@@ -169,3 +169,17 @@ func TestLambdaSettings(t *testing.T) {
 	assert.Equal(t, "environment", c.KeyVaultCredential)
 	assert.Empty(t, c.ManagedIdentityClientID, "AZURE_CLIENT_ID is the Key Vault reader here, not an identity")
 }
+
+// TestPublicBaseURL: Location URLs come from configuration only:
+// PUBLIC_BASE_URL, else the host name Azure sets.
+func TestPublicBaseURL(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"WEBSITE_HOSTNAME": "remediator-prod.azurewebsites.net"}))
+	require.NoError(t, err)
+	assert.Equal(t, "https://remediator-prod.azurewebsites.net", c.PublicBaseURL)
+	c, err = Load(env(map[string]string{"WEBSITE_HOSTNAME": "remediator-prod.azurewebsites.net", "PUBLIC_BASE_URL": "https://remediation.contoso.com/"}))
+	require.NoError(t, err)
+	assert.Equal(t, "https://remediation.contoso.com", c.PublicBaseURL, "a custom domain wins")
+	_, err = Load(env(map[string]string{"PUBLIC_BASE_URL": "https://contoso.com/api?x=1"}))
+	assert.ErrorContains(t, err, "PUBLIC_BASE_URL")
+}

@@ -32,7 +32,7 @@ func asyncAPI(t *testing.T, budget time.Duration, replays replay.Store) (*API, *
 	q := runs.NewMemoryQueue(1, log)
 	svc := runs.New(runs.NewMemoryStore(), q, engine, runs.Options{}, log)
 	q.Start(ctx, svc)
-	return New(app.New(engine, app.Options{Runs: svc, SyncBudget: budget}, log), Options{Replays: replays}, log), tenant, q
+	return New(app.New(engine, app.Options{Runs: svc, SyncBudget: budget}, log), Options{Replays: replays, PublicBaseURL: "https://app.example"}, log), tenant, q
 }
 
 func listed(tenant *intunesim.Tenant, n int, extra string) string {
@@ -76,6 +76,13 @@ func TestModeAutoChoosesByEstimate(t *testing.T) {
 	page := decode[remediate.Summary](t, body)
 	assert.Equal(t, 60, page.Counts.Total)
 	assert.Equal(t, 60, page.Counts.Succeeded)
+
+	// Location never follows a request's forwarding headers: a caller could
+	// point another caller's Location, with its key, at any host.
+	status, hdr, _ = call(h, "POST", "/api/remediate?code=s3cr3t", listed(tenant, 2, `,"mode":"async"`),
+		"X-Forwarded-Host", "attacker.invalid", "X-Forwarded-Proto", "http")
+	require.Equal(t, 202, status)
+	assert.True(t, strings.HasPrefix(hdr.Get("Location"), "https://app.example/api/runs/"), hdr.Get("Location"))
 
 	// mode sync overrides the estimate; the key travels in Location only.
 	status, _, _ = call(h, "POST", "/api/remediate?code=s3cr3t", listed(tenant, 1, `,"mode":"async","dry_run":true`))

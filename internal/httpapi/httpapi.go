@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
@@ -32,6 +33,11 @@ type Options struct {
 	// Audit adds the host's own attributes (invocation id, caller) to the
 	// audit line each request writes; nil adds none.
 	Audit func(r *http.Request) []any
+	// PublicBaseURL is the scheme and host callers reach the API at
+	// (PUBLIC_BASE_URL, else https://WEBSITE_HOSTNAME), for absolute
+	// Location and status URLs. Empty: loopback hosts for local runs,
+	// else relative URLs.
+	PublicBaseURL string
 }
 
 // API serves the remediation endpoints.
@@ -49,6 +55,7 @@ func New(svc *app.Service, opts Options, log *slog.Logger) *API {
 	if opts.IdempotencyTTL <= 0 {
 		opts.IdempotencyTTL = 24 * time.Hour
 	}
+	opts.PublicBaseURL = strings.TrimSuffix(opts.PublicBaseURL, "/")
 	return &API{svc: svc, opts: opts, log: log}
 }
 
@@ -127,7 +134,7 @@ func (a *API) remediate(r *http.Request) Answer {
 	if bad != nil {
 		return *bad
 	}
-	links := linksOf(r)
+	links := a.linksOf(r)
 	run := func() Answer {
 		res, err := a.svc.Remediate(r.Context(), raw)
 		return Render(res, err, links)
@@ -151,12 +158,12 @@ func (a *API) alert(r *http.Request) Answer {
 	}
 	m, err := a.svc.MapAlert(raw, r.URL.Query().Get("script_policy_id"))
 	if err != nil {
-		return Render(app.Result{}, err, linksOf(r))
+		return Render(app.Result{}, err, a.linksOf(r))
 	}
 	if m.Ignored {
 		return Answer{Status: http.StatusOK, Body: map[string]string{"status": "ignored", "reason": m.Reason, "alert_id": m.AlertID}}
 	}
-	links := linksOf(r)
+	links := a.linksOf(r)
 	run := func() Answer {
 		res, err := a.svc.Alert(r.Context(), m)
 		return Render(res, err, links)
@@ -194,5 +201,5 @@ func (a *API) status(r *http.Request) Answer {
 	if err != nil {
 		return Render(app.Result{}, err, links{})
 	}
-	return renderStatus(id, st, linksOf(r))
+	return renderStatus(id, st, a.linksOf(r))
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -89,30 +90,28 @@ type links struct {
 	base, code string
 }
 
-func linksOf(r *http.Request) links {
-	return links{base: BaseURL(r), code: r.URL.Query().Get("code")}
+func (a *API) linksOf(r *http.Request) links {
+	return links{base: a.baseURL(r), code: r.URL.Query().Get("code")}
 }
 
-// BaseURL is the scheme and host a request was sent to, for absolute
-// Location URLs: the forwarding headers when a front end set them, else
-// the Host header; https unless the request came over plain HTTP to this
-// machine (local runs).
-func BaseURL(r *http.Request) string {
+// baseURL is the scheme and host for absolute Location URLs, from trusted
+// configuration only: PublicBaseURL (PUBLIC_BASE_URL, or WEBSITE_HOSTNAME,
+// which Azure sets), else, for local runs, the loopback host the request
+// came to; else none (relative URLs). Forwarding headers and other Host
+// values are never used: a caller could point another caller's Location,
+// with its function key, at a host of its choosing.
+func (a *API) baseURL(r *http.Request) string {
+	if a.opts.PublicBaseURL != "" {
+		return a.opts.PublicBaseURL
+	}
 	host := r.Host
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if host == "" {
-		return ""
+	if ip := net.ParseIP(strings.Trim(host, "[]")); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+		return "http://" + r.Host
 	}
-	scheme := "https"
-	switch p := r.Header.Get("X-Forwarded-Proto"); {
-	case p != "":
-		scheme = p
-	case r.TLS == nil && (strings.HasPrefix(host, "127.0.0.1") || strings.HasPrefix(host, "localhost") || strings.HasPrefix(host, "[::1]")):
-		scheme = "http"
-	}
-	return scheme + "://" + host
+	return ""
 }
 
 // statusPath is the route of a run's status.
