@@ -153,6 +153,15 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	}
 	reply, _ = get(t, loc+"?page=3")
 	assert.Equal(t, 400, reply.StatusCode)
+	// Another caller (an App Service Authentication principal) cannot see
+	// the run, nor follow its scripts.
+	other, err := http.NewRequestWithContext(context.Background(), http.MethodGet, loc+"?follow=true", nil)
+	require.NoError(t, err)
+	other.Header.Set("X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
+	otherResp, err := http.DefaultClient.Do(other)
+	require.NoError(t, err)
+	_ = otherResp.Body.Close()
+	assert.Equal(t, 404, otherResp.StatusCode, "a run is its caller's only")
 	reply, _ = get(t, w.url+"/api/runs/0123456789abcdef01234567")
 	assert.Equal(t, 404, reply.StatusCode)
 
@@ -166,7 +175,7 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	// The same key again, from a restarted worker: the first answer,
 	// nothing triggered, nothing queued.
 	_ = w.cmd.Process.Kill()
-	err := w.wait()
+	err = w.wait()
 	require.Error(t, err, "killed, not exited")
 	w = startWorker(t, env...)
 	reply, b = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711")

@@ -145,9 +145,9 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, PublicBaseURL: cfg.PublicBaseURL}
 	switch runtime {
 	case runtimeAzure:
-		hopts.Audit = azure.Audit
+		hopts.Audit, hopts.Caller = azure.Audit, azure.Caller
 	case runtimeLambda:
-		hopts.Audit = awslambda.Audit
+		hopts.Audit, hopts.Caller = awslambda.Audit, awslambda.Caller
 	}
 	if st.durable != nil {
 		ecfg.Cooldown, hopts.Replays = st.durable, st.durable

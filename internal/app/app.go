@@ -29,8 +29,8 @@ type Engine interface {
 
 // Runs is the asynchronous side; *runs.Service implements it.
 type Runs interface {
-	Submit(ctx context.Context, s *remediate.Summary, tenant string) error
-	Status(ctx context.Context, id string, page int, follow bool) (runs.Status, error)
+	Submit(ctx context.Context, s *remediate.Summary, tenant, caller string) error
+	Status(ctx context.Context, id, caller string, page int, follow bool) (runs.Status, error)
 }
 
 // Credentials resolves the Graph credential of a run's tenant before
@@ -124,18 +124,20 @@ type Accepted struct {
 	Warnings            []string
 }
 
-// Remediate decodes, validates and carries out a request body.
-func (s *Service) Remediate(ctx context.Context, body []byte) (Result, error) {
+// Remediate decodes, validates and carries out a request body for caller
+// (who alone may read an asynchronous run's status; "" is the shared
+// function-key caller).
+func (s *Service) Remediate(ctx context.Context, caller string, body []byte) (Result, error) {
 	req, err := remediate.Decode(bytes.NewReader(body))
 	if err != nil {
 		return Result{}, asError(err)
 	}
-	return s.Start(ctx, req)
+	return s.Start(ctx, caller, req)
 }
 
 // Start carries out a decoded request: at once when it fits the time the
 // caller has (and the synchronous budget, in mode auto), else on workers.
-func (s *Service) Start(ctx context.Context, req remediate.Request) (Result, error) {
+func (s *Service) Start(ctx context.Context, caller string, req remediate.Request) (Result, error) {
 	plan, err := remediate.Validate(req, s.opts.Limits)
 	if err != nil {
 		return Result{}, asError(err)
@@ -162,7 +164,7 @@ func (s *Service) Start(ctx context.Context, req remediate.Request) (Result, err
 	}
 	queued := p.Pending()
 	sum := p.Queue()
-	if err := s.opts.Runs.Submit(ctx, sum, plan.TenantID); err != nil {
+	if err := s.opts.Runs.Submit(ctx, sum, plan.TenantID, caller); err != nil {
 		s.log.Error("run could not be queued; nothing was triggered", "run_id", sum.RunID, "error", err.Error())
 		return Result{}, &Error{Code: CodeStorageUnavailable, RetryAfter: 30 * time.Second,
 			Message: "the run could not be stored or queued; nothing was triggered, send it again"}
@@ -194,8 +196,8 @@ func (s *Service) MapAlert(body []byte, queryScript string) (alert.Mapping, erro
 
 // Alert carries out a mapped alert's request. Alert runs skip ineligible
 // devices rather than refusing.
-func (s *Service) Alert(ctx context.Context, m alert.Mapping) (Result, error) {
-	res, err := s.Start(ctx, m.Request)
+func (s *Service) Alert(ctx context.Context, caller string, m alert.Mapping) (Result, error) {
+	res, err := s.Start(ctx, caller, m.Request)
 	note := append(append([]string(nil), m.Warnings...), "devices from the alert's "+m.Source+" (rule "+m.AlertRule+")")
 	switch {
 	case res.Summary != nil:
@@ -210,13 +212,13 @@ func (s *Service) Alert(ctx context.Context, m alert.Mapping) (Result, error) {
 	return res, err
 }
 
-// Status reads run id (page is 0-based); follow adds each triggered
-// device's script results.
-func (s *Service) Status(ctx context.Context, id string, page int, follow bool) (runs.Status, error) {
+// Status reads run id for caller (page is 0-based); follow adds each
+// triggered device's script results. Another caller's run is not found.
+func (s *Service) Status(ctx context.Context, caller, id string, page int, follow bool) (runs.Status, error) {
 	if s.opts.Runs == nil {
 		return runs.Status{}, &Error{Code: CodeNotFound, Message: "this deployment keeps no runs (no storage is configured)"}
 	}
-	st, err := s.opts.Runs.Status(ctx, id, page, follow)
+	st, err := s.opts.Runs.Status(ctx, id, caller, page, follow)
 	switch {
 	case errors.Is(err, runs.ErrNotFound):
 		return st, &Error{Code: CodeNotFound, Message: fmt.Sprintf("no run %q", id)}

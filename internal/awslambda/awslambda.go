@@ -64,6 +64,17 @@ func Audit(r *http.Request) []any {
 	return []any{"aws_request_id", requestID(r.Context()), "caller", caller}
 }
 
+// Caller is who sent an HTTP invocation: the IAM caller when IAM
+// authorized it, else "", the shared caller.
+func Caller(r *http.Request) string {
+	if ev, ok := r.Context().Value(eventKey{}).(*events.APIGatewayV2HTTPRequest); ok {
+		if a := ev.RequestContext.Authorizer; a != nil && a.IAM != nil && a.IAM.UserARN != "" {
+			return "iam:" + a.IAM.UserARN
+		}
+	}
+	return ""
+}
+
 // probe reads just enough of an event to tell its kind.
 type probe struct {
 	RequestContext struct {
@@ -149,7 +160,7 @@ func (h *Handler) scheduled(ctx context.Context) (any, error) {
 		return nil, fmt.Errorf("remediator: a scheduled event arrived but no SCHEDULED_REQUEST or SCHEDULED_REQUEST_FILE is configured")
 	}
 	started := time.Now()
-	res, err := h.svc.Remediate(ctx, h.s.ScheduledRequest)
+	res, err := h.svc.Remediate(ctx, "", h.s.ScheduledRequest)
 	ans := httpapi.RenderSchedule(res, err)
 	h.api.Audit(ctx, "schedule", ans, started, "aws_request_id", requestID(ctx), "caller", "eventbridge")
 	if ans.Status >= 400 && ans.Status != http.StatusFailedDependency {

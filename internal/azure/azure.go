@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
@@ -69,6 +70,17 @@ func New(api *httpapi.API, svc *app.Service, s Settings, log *slog.Logger) *Host
 // the platform sets (and strips from callers' requests).
 func Audit(r *http.Request) []any {
 	return []any{"invocation_id", r.Header.Get("X-Azure-Functions-InvocationId"), "caller", r.Header.Get("X-MS-CLIENT-PRINCIPAL-NAME")}
+}
+
+// Caller is who sent an HTTP invocation: the App Service Authentication
+// principal (X-MS-CLIENT-PRINCIPAL-ID, which the platform sets and strips
+// from callers' own requests) when present, else "", the shared caller of
+// every function-key holder.
+func Caller(r *http.Request) string {
+	if id := r.Header.Get("X-MS-CLIENT-PRINCIPAL-ID"); id != "" {
+		return "principal:" + strings.ToLower(id)
+	}
+	return ""
 }
 
 // Handler routes the host's calls: payload-mode functions and non-HTTP
@@ -190,7 +202,7 @@ func (h *Host) schedule(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.settings.FunctionTimeout)
 	defer cancel()
 	started := time.Now()
-	res, err := h.svc.Remediate(ctx, h.settings.ScheduledRequest)
+	res, err := h.svc.Remediate(ctx, "", h.settings.ScheduledRequest)
 	ans := httpapi.RenderSchedule(res, err)
 	h.api.Audit(ctx, "schedule", ans, started, "invocation_id", invocation, "caller", "timer", "past_due", ti.IsPastDue)
 	out, _ := json.Marshal(ans.Body)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +108,35 @@ func TestModeAutoChoosesByEstimate(t *testing.T) {
 	assert.Equal(t, 202, status)
 	assert.Equal(t, "true", again.Get("Idempotent-Replayed"))
 	assert.Equal(t, strings.Replace(first.Get("Location"), "s3cr3t", "other", 1), again.Get("Location"))
+	q.Wait()
+}
+
+// TestCallersAreKeptApart: a run is visible only to the caller that
+// submitted it, and idempotency keys are each caller's own: B replays
+// nothing of A's and cannot block A's key.
+func TestCallersAreKeptApart(t *testing.T) {
+	t.Parallel()
+	api, tenant, q := asyncAPI(t, time.Second, replay.NewMemory())
+	api.opts.Caller = func(r *http.Request) string { return r.Header.Get("X-Test-Caller") }
+	h := api.Handler()
+	body := listed(tenant, 2, `,"mode":"async"`)
+
+	status, _, out := call(h, "POST", "/api/remediate", body, "X-Test-Caller", "a", "Idempotency-Key", "k")
+	require.Equal(t, 202, status, "%s", out)
+	run := decode[Accepted](t, out).RunID
+	q.Wait()
+	status, _, _ = call(h, "GET", "/api/runs/"+run, "", "X-Test-Caller", "a")
+	assert.Equal(t, 200, status, "the submitter reads its run")
+	status, _, out = call(h, "GET", "/api/runs/"+run+"?follow=true", "", "X-Test-Caller", "b")
+	assert.Equal(t, 404, status, "another caller does not: %s", out)
+	assert.NotContains(t, string(out), tenant.RemediationScript().ID)
+
+	status, hdr, out := call(h, "POST", "/api/remediate", body, "X-Test-Caller", "b", "Idempotency-Key", "k")
+	require.Equal(t, 202, status)
+	assert.Empty(t, hdr.Get("Idempotent-Replayed"), "B's key k is not A's")
+	assert.NotEqual(t, run, decode[Accepted](t, out).RunID)
+	status, hdr, _ = call(h, "POST", "/api/remediate", body, "X-Test-Caller", "a", "Idempotency-Key", "k")
+	assert.Equal(t, 202, status)
+	assert.Equal(t, "true", hdr.Get("Idempotent-Replayed"), "A still gets its own answer")
 	q.Wait()
 }

@@ -33,6 +33,11 @@ type Options struct {
 	// Audit adds the host's own attributes (invocation id, caller) to the
 	// audit line each request writes; nil adds none.
 	Audit func(r *http.Request) []any
+	// Caller identifies the caller of a request, as the host knows it (the
+	// App Service Authentication principal, the IAM caller); "" is the
+	// shared function-key caller. A caller sees only its own runs and
+	// idempotency keys. Nil: every request is the shared caller.
+	Caller func(r *http.Request) string
 	// PublicBaseURL is the scheme and host callers reach the API at
 	// (PUBLIC_BASE_URL, else https://WEBSITE_HOSTNAME), for absolute
 	// Location and status URLs. Empty: loopback hosts for local runs,
@@ -110,6 +115,20 @@ func (a *API) Audit(ctx context.Context, function string, ans Answer, started ti
 	a.log.InfoContext(ctx, "invocation", append(line, AuditAttrs(ans.Body)...)...)
 }
 
+// caller is who sent r ("" for the shared function-key caller).
+func (a *API) caller(r *http.Request) string {
+	if a.opts.Caller == nil {
+		return ""
+	}
+	return a.opts.Caller(r)
+}
+
+// scoped is an idempotency key of kind within caller's own keys: callers
+// never replay, nor block, each other's.
+func scoped(kind, caller, key string) string {
+	return kind + ":" + strconv.Quote(caller) + ":" + key
+}
+
 // readBody reads a request body of at most MaxBody bytes.
 func readBody(r *http.Request) ([]byte, *Answer) {
 	raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
@@ -134,16 +153,16 @@ func (a *API) remediate(r *http.Request) Answer {
 	if bad != nil {
 		return *bad
 	}
-	links := a.linksOf(r)
+	links, caller := a.linksOf(r), a.caller(r)
 	run := func() Answer {
-		res, err := a.svc.Remediate(r.Context(), raw)
+		res, err := a.svc.Remediate(r.Context(), caller, raw)
 		return Render(res, err, links)
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
 		return run()
 	}
-	return a.idempotent(r.Context(), "remediate:"+key, raw, links, run)
+	return a.idempotent(r.Context(), scoped("remediate", caller, key), raw, links, run)
 }
 
 // alert answers POST /api/alert (common alert schema): 200
@@ -163,15 +182,15 @@ func (a *API) alert(r *http.Request) Answer {
 	if m.Ignored {
 		return Answer{Status: http.StatusOK, Body: map[string]string{"status": "ignored", "reason": m.Reason, "alert_id": m.AlertID}}
 	}
-	links := a.linksOf(r)
+	links, caller := a.linksOf(r), a.caller(r)
 	run := func() Answer {
-		res, err := a.svc.Alert(r.Context(), m)
+		res, err := a.svc.Alert(r.Context(), caller, m)
 		return Render(res, err, links)
 	}
 	if m.Key == "" {
 		return run()
 	}
-	return a.idempotent(r.Context(), "alert:"+m.Key, nil, links, run)
+	return a.idempotent(r.Context(), scoped("alert", caller, m.Key), nil, links, run)
 }
 
 // status answers GET /api/runs/{id}: 202 with Location and Retry-After
@@ -197,7 +216,7 @@ func (a *API) status(r *http.Request) Answer {
 		follow = b
 	}
 	id := r.PathValue("id")
-	st, err := a.svc.Status(r.Context(), id, page, follow)
+	st, err := a.svc.Status(r.Context(), a.caller(r), id, page, follow)
 	if err != nil {
 		return Render(app.Result{}, err, links{})
 	}

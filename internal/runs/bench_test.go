@@ -120,7 +120,7 @@ func BenchmarkAsyncRun100kSeparateSimulator(b *testing.B) {
 		}
 		devices := p.Pending()
 		s := p.Queue()
-		if err := svc.Submit(context.Background(), s, ""); err != nil {
+		if err := svc.Submit(context.Background(), s, "", ""); err != nil {
 			b.Fatal(err)
 		}
 		id := s.RunID
@@ -138,7 +138,7 @@ func BenchmarkAsyncRun100kSeparateSimulator(b *testing.B) {
 			cancel()
 		}
 		elapsed := time.Since(queued)
-		st, err := svc.Status(context.Background(), id, 0, false)
+		st, err := svc.Status(context.Background(), id, "", 0, false)
 		if err != nil || !st.Done || st.Summary.Counts.Succeeded != devices {
 			b.Fatalf("done=%v counts=%+v err=%v", st.Done, st.Summary.Counts, err)
 		}

@@ -30,6 +30,9 @@ var ErrConflict = errors.New("runs: the chunk was changed by another worker")
 type Meta struct {
 	RunID    string
 	TenantID string
+	// Caller is who submitted the run ("" for the shared function-key
+	// caller): only they can read it.
+	Caller string
 	Created  time.Time
 	// Devices is the number of devices in the summary.
 	Devices int

@@ -166,7 +166,7 @@ func (f *fixture) submitPlan(t testing.TB, plan remediate.Plan) (*remediate.Summ
 			pending = append(pending, i)
 		}
 	}
-	require.NoError(t, f.svc.Submit(context.Background(), s, ""))
+	require.NoError(t, f.svc.Submit(context.Background(), s, "", ""))
 	return s, pending
 }
 
@@ -195,7 +195,7 @@ func (f *fixture) allPages(t testing.TB, id string, follow bool) ([]remediate.De
 	var devs []remediate.DeviceResult
 	var first runs.Status
 	for page := 0; ; page++ {
-		st, err := f.svc.Status(context.Background(), id, page, follow)
+		st, err := f.svc.Status(context.Background(), id, "", page, follow)
 		require.NoError(t, err)
 		if page == 0 {
 			first = st
@@ -248,7 +248,7 @@ func TestAsyncRunCompletesExactlyOnce(t *testing.T) {
 		s, pending := f.submitN(t, n)
 		require.Len(t, pending, n)
 
-		st, err := f.svc.Status(context.Background(), s.RunID, 0, false)
+		st, err := f.svc.Status(context.Background(), s.RunID, "", 0, false)
 		require.NoError(t, err)
 		assert.False(t, st.Done)
 		assert.Equal(t, len(pending), st.Queued)
@@ -282,10 +282,12 @@ func TestAsyncRunCompletesExactlyOnce(t *testing.T) {
 				assert.False(t, d.TriggeredAt.IsZero())
 			}
 		}
-		_, err = f.svc.Status(context.Background(), s.RunID, st.PageCount, false)
+		_, err = f.svc.Status(context.Background(), s.RunID, "", st.PageCount, false)
 		assert.ErrorIs(t, err, runs.ErrNoPage)
-		_, err = f.svc.Status(context.Background(), "nosuchrun", 0, false)
+		_, err = f.svc.Status(context.Background(), "nosuchrun", "", 0, false)
 		assert.ErrorIs(t, err, runs.ErrNotFound)
+		_, err = f.svc.Status(context.Background(), s.RunID, "principal:someone-else", 0, false)
+		assert.ErrorIs(t, err, runs.ErrNotFound, "another caller's run does not exist for them")
 	})
 }
 

@@ -88,14 +88,14 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 // in which the devices left to trigger are Pending) and queues its chunks.
 // When it returns nil, every device is in the store and every chunk in the
 // queue.
-func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, tenant string) error {
+func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, tenant, caller string) error {
 	header := *sum
 	header.Devices = nil
 	head, err := json.Marshal(&header)
 	if err != nil {
 		return fmt.Errorf("runs: encoding the run: %w", err)
 	}
-	m := Meta{RunID: sum.RunID, TenantID: tenant, Created: time.Now().UTC(), Devices: len(sum.Devices), Summary: head}
+	m := Meta{RunID: sum.RunID, TenantID: tenant, Caller: caller, Created: time.Now().UTC(), Devices: len(sum.Devices), Summary: head}
 	rows := make([]Row, len(sum.Devices))
 	var pending []int
 	for i, d := range sum.Devices {
@@ -146,13 +146,17 @@ type Status struct {
 	RetryAfter time.Duration
 }
 
-// Status reads run id: its counts, and page (0-based) of its devices. With
-// follow, triggered devices on the page get their scripts' results from
-// Intune's run states.
-func (s *Service) Status(ctx context.Context, id string, page int, follow bool) (Status, error) {
+// Status reads run id for caller: its counts, and page (0-based) of its
+// devices. With follow, triggered devices on the page get their scripts'
+// results from Intune's run states. A run another caller submitted is
+// ErrNotFound, as if it did not exist.
+func (s *Service) Status(ctx context.Context, id, caller string, page int, follow bool) (Status, error) {
 	m, err := s.store.Meta(ctx, id)
 	if err != nil {
 		return Status{}, err
+	}
+	if m.Caller != caller {
+		return Status{}, ErrNotFound
 	}
 	var sum remediate.Summary
 	if err := json.Unmarshal(m.Summary, &sum); err != nil {
