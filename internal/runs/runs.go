@@ -32,8 +32,8 @@ type Meta struct {
 	TenantID string
 	// Caller is who submitted the run ("" for the shared function-key
 	// caller): only they can read it.
-	Caller string
-	Created  time.Time
+	Caller  string
+	Created time.Time
 	// Devices is the number of devices in the summary.
 	Devices int
 	// Base counts the devices that were final before any worker ran
