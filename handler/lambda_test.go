@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +35,10 @@ type runtimeAPI struct {
 	next      int
 	responses map[string][]byte
 	errors    map[string][]byte
+	// initError is the body of a runtime/init/error call, if any.
+	initError []byte
+	// block makes /invocation/next wait until the request is cancelled.
+	block bool
 }
 
 func newRuntimeAPI(t *testing.T) *runtimeAPI {
@@ -43,6 +48,13 @@ func newRuntimeAPI(t *testing.T) *runtimeAPI {
 		defer rt.mu.Unlock()
 		const prefix = "/2018-06-01/runtime/invocation/"
 		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/2018-06-01/runtime/init/error":
+			rt.initError, _ = io.ReadAll(r.Body)
+			w.WriteHeader(http.StatusAccepted)
+		case r.Method == http.MethodGet && r.URL.Path == prefix+"next" && rt.block:
+			rt.mu.Unlock()
+			<-r.Context().Done()
+			rt.mu.Lock()
 		case r.Method == http.MethodGet && r.URL.Path == prefix+"next":
 			if rt.next >= len(rt.events) {
 				w.WriteHeader(http.StatusGone)
@@ -106,6 +118,10 @@ func TestLambdaBootstrapEndToEnd(t *testing.T) {
 	rt.add(lambdaEvent(t, "function_url_request.json", "{{BODY}}", js(f.request(slow, ""))), 2*time.Second)
 	rt.add(lambdaEvent(t, "eventbridge_scheduled.json"), time.Minute)
 	rt.add(lambdaEvent(t, "sqs_event.json"), time.Minute)
+	// An EventBridge Scheduler schedule sends its Input as the event.
+	rt.add([]byte(f.request(f.eligible(110, 2), "")), time.Minute)
+	rt.add([]byte("not json"), time.Minute)
+	rt.add(lambdaEvent(t, "function_url_request.json", "{{BODY}}", "%%%", `"isBase64Encoded": false`, `"isBase64Encoded": true`), time.Minute)
 
 	cmd := exec.Command(bootstrap)
 	cmd.Env = append([]string{runMain, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"),
@@ -150,5 +166,57 @@ func TestLambdaBootstrapEndToEnd(t *testing.T) {
 
 	require.Contains(t, rt.errors, "req-3")
 	assert.Contains(t, string(rt.errors["req-3"]), "unsupported event")
-	assert.Contains(t, string(logs), `"aws_request_id":"req-0"`)
+	assert.Contains(t, string(rt.errors["req-3"]), `source \"aws:sqs\"`, "the event's source is named")
+	var direct remediate.Summary
+	require.NoError(t, json.Unmarshal(rt.responses["req-4"], &direct), "%s", rt.responses["req-4"])
+	assert.Equal(t, 2, direct.Counts.Succeeded, "a Scheduler input that is a request runs as it is")
+	assert.Contains(t, string(rt.errors["req-5"]), "not JSON")
+	assert.Equal(t, 400, resp("req-6").StatusCode, "a body marked base64 that is not")
+	for i := range 7 {
+		assert.Contains(t, string(logs), fmt.Sprintf(`"aws_request_id":"req-%d"`, i), "every invocation writes its audit line")
+	}
+}
+
+// TestLambdaConfigurationErrorIsReported: a configuration error reaches
+// the Runtime API's init-error call with its message, then the process
+// exits (instead of a bare Runtime.ExitError).
+func TestLambdaConfigurationErrorIsReported(t *testing.T) {
+	t.Parallel()
+	rt := newRuntimeAPI(t)
+	cmd := exec.Command(binary)
+	cmd.Env = []string{runMain, "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"), "GRAPH_AUTH=client-secret", "MAX_CONCURRENCY=0"}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "%s", out)
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	var e struct{ ErrorMessage, ErrorType string }
+	require.NoError(t, json.Unmarshal(rt.initError, &e), "%s", rt.initError)
+	assert.Equal(t, "Runtime.ConfigurationError", e.ErrorType)
+	assert.Contains(t, e.ErrorMessage, "MAX_CONCURRENCY")
+	assert.Contains(t, e.ErrorMessage, "GRAPH_CLIENT_SECRET")
+}
+
+// TestLambdaExitsOnSIGTERM: waiting for its next event, the bootstrap
+// exits promptly when the environment shuts down.
+func TestLambdaExitsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 20, intunesim.Options{})
+	rt := newRuntimeAPI(t)
+	rt.block = true
+	cmd := exec.Command(binary)
+	cmd.Env = append([]string{runMain, "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://")}, f.env()...)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "lambda runtime starting") }, 20*time.Second, 20*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // into the wait for the next event
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("still running 3 s after SIGTERM:\n%s", logs.String())
+	}
 }

@@ -344,10 +344,20 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 func lambdaWorker(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
 	cfg, d, log, err := deployed(ctx, getenv, stderr, runtimeLambda)
 	if err != nil {
+		// Report it through the Runtime API, so the caller and the logs see
+		// the message instead of a bare Runtime.ExitError.
+		awslambda.InitError(ctx, getenv("AWS_LAMBDA_RUNTIME_API"), err)
 		return err
 	}
 	h := awslambda.New(d.api, d.svc, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest}, log)
 	log.Info("lambda runtime starting", "graph_base_url", cfg.GraphBaseURL, "write_rate", cfg.GraphWriteRate)
-	lambda.StartWithOptions(h.Invoke, lambda.WithContext(ctx), lambda.WithEnableSIGTERM())
+	go func() {
+		// The runtime loop waits on the Runtime API and never looks at ctx:
+		// on SIGTERM (the environment shutting down) exit at once.
+		<-ctx.Done()
+		log.Info("SIGTERM: exiting")
+		os.Exit(0)
+	}()
+	lambda.StartWithOptions(h, lambda.WithContext(ctx), lambda.WithEnableSIGTERM())
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -84,27 +85,68 @@ type probe struct {
 	} `json:"requestContext"`
 	Source     string `json:"source"`
 	DetailType string `json:"detail-type"`
+	// Records are SQS, SNS, S3, DynamoDB… events: named, not served.
+	Records []struct {
+		EventSource  string `json:"eventSource"`
+		EventSource2 string `json:"EventSource"` // SNS spells it so
+	} `json:"Records"`
+	// A remediation request: EventBridge Scheduler sends a schedule's
+	// Input as the event itself (aws-lambda-go#563), not an envelope.
+	ManagedDevices   json.RawMessage `json:"managed_devices"`
+	CoManagedDevices json.RawMessage `json:"comanaged_devices"`
+	Targets          json.RawMessage `json:"targets"`
 }
 
-// Invoke handles one event. HTTP events always get an HTTP response (a
-// refused request is a 4xx, not an invocation error); scheduled events
-// return the run's summary; other events are an error naming what arrived.
-func (h *Handler) Invoke(ctx context.Context, raw json.RawMessage) (any, error) {
+// Invoke implements lambda.Handler on the raw payload, so that an event
+// that is not even JSON is refused by remediator, with its audit line,
+// rather than by the runtime library.
+func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	out, err := h.Handle(ctx, payload)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(out)
+}
+
+// Handle handles one event. HTTP events always get an HTTP response (a
+// refused request is a 4xx, not an invocation error); EventBridge
+// scheduled events run SCHEDULED_REQUEST, and an event that is itself a
+// remediation request (an EventBridge Scheduler schedule's Input) runs as
+// it is, both returning the run's summary; other events are an error
+// naming what arrived. Every invocation writes one audit line.
+func (h *Handler) Handle(ctx context.Context, raw []byte) (any, error) {
+	started := time.Now()
 	var p probe
 	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, fmt.Errorf("remediator: the event is not JSON: %w", err)
+		return nil, h.refuse(ctx, started, "unknown", "the event is not JSON: "+err.Error())
 	}
 	switch {
 	case p.RequestContext.HTTP.Method != "":
 		var req events.APIGatewayV2HTTPRequest
 		if err := json.Unmarshal(raw, &req); err != nil {
-			return nil, fmt.Errorf("remediator: the HTTP event could not be read: %w", err)
+			return nil, h.refuse(ctx, started, "unknown", "the HTTP event could not be read: "+err.Error())
 		}
 		return h.http(ctx, &req), nil
 	case (p.Source == "aws.events" || p.Source == "aws.scheduler") && p.DetailType == "Scheduled Event":
-		return h.scheduled(ctx)
+		if h.s.ScheduledRequest == nil {
+			return nil, h.refuse(ctx, started, "schedule", "a scheduled event arrived but no SCHEDULED_REQUEST or SCHEDULED_REQUEST_FILE is configured")
+		}
+		return h.scheduled(ctx, h.s.ScheduledRequest)
+	case p.ManagedDevices != nil || p.CoManagedDevices != nil || p.Targets != nil:
+		return h.scheduled(ctx, raw)
 	}
-	return nil, fmt.Errorf("remediator: unsupported event (source %q, detail-type %q): expected a Function URL or API Gateway HTTP API request, or an EventBridge scheduled event", p.Source, p.DetailType)
+	source := p.Source
+	if len(p.Records) > 0 {
+		source = p.Records[0].EventSource + p.Records[0].EventSource2
+	}
+	return nil, h.refuse(ctx, started, "unknown", fmt.Sprintf("unsupported event (source %q, detail-type %q): expected a Function URL or API Gateway HTTP API request, an EventBridge scheduled event, or a remediation request as an EventBridge Scheduler schedule's input", source, p.DetailType))
+}
+
+// refuse writes the audit line of an invocation that is not served and
+// returns its error (what Lambda reports as the invocation's failure).
+func (h *Handler) refuse(ctx context.Context, started time.Time, function, msg string) error {
+	h.api.Audit(ctx, function, httpapi.ErrorAnswer("invalid_request", msg), started, "aws_request_id", requestID(ctx), "caller", "")
+	return errors.New("remediator: " + msg)
 }
 
 // http serves an HTTP event with the one HTTP API.
@@ -119,7 +161,10 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	if ev.IsBase64Encoded {
 		b, err := base64.StdEncoding.DecodeString(ev.Body)
 		if err != nil {
-			return response(httpapi.ErrorAnswer("invalid_request", "the body is marked base64 but is not"))
+			ans := httpapi.ErrorAnswer("invalid_request", "the body is marked base64 but is not")
+			function, _, _ := strings.Cut(strings.TrimPrefix(route(ev.RawPath), "/api/"), "/")
+			h.api.Audit(ctx, function, ans, time.Now(), "aws_request_id", requestID(ctx), "caller", "")
+			return response(ans)
 		}
 		body = b
 	}
@@ -154,13 +199,11 @@ func route(path string) string {
 	return p
 }
 
-// scheduled runs the configured request for an EventBridge schedule.
-func (h *Handler) scheduled(ctx context.Context) (any, error) {
-	if h.s.ScheduledRequest == nil {
-		return nil, fmt.Errorf("remediator: a scheduled event arrived but no SCHEDULED_REQUEST or SCHEDULED_REQUEST_FILE is configured")
-	}
+// scheduled runs a request for an EventBridge schedule: the configured
+// one, or the Scheduler schedule's own input.
+func (h *Handler) scheduled(ctx context.Context, request []byte) (any, error) {
 	started := time.Now()
-	res, err := h.svc.Remediate(ctx, "", h.s.ScheduledRequest)
+	res, err := h.svc.Remediate(ctx, "", request)
 	ans := httpapi.RenderSchedule(res, err)
 	h.api.Audit(ctx, "schedule", ans, started, "aws_request_id", requestID(ctx), "caller", "eventbridge")
 	if ans.Status >= 400 && ans.Status != http.StatusFailedDependency {
@@ -184,4 +227,26 @@ func requestID(ctx context.Context) string {
 		return lc.AwsRequestID
 	}
 	return ""
+}
+
+// InitError reports a failure to start through the Runtime API's
+// init-error call (api is AWS_LAMBDA_RUNTIME_API), so the invocation that
+// started the environment fails with the message rather than a bare
+// Runtime.ExitError. Configuration messages name settings, never secrets.
+func InitError(ctx context.Context, api string, cause error) {
+	if api == "" {
+		return
+	}
+	body, _ := json.Marshal(map[string]any{"errorMessage": cause.Error(), "errorType": "Runtime.ConfigurationError"})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+"/2018-06-01/runtime/init/error", bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Lambda-Runtime-Function-Error-Type", "Runtime.ConfigurationError")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_ = resp.Body.Close()
+	}
 }

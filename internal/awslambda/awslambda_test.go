@@ -45,7 +45,7 @@ func setup(t *testing.T, scheduled []byte) *fixture {
 	svc := app.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), app.Options{}, log)
 	api := httpapi.New(svc, httpapi.Options{Audit: Audit}, log)
 	h := New(api, svc, Settings{ScheduledRequest: scheduled}, log)
-	return &fixture{sim: sim, tenant: tenant, script: tenant.RemediationScript().ID, handler: lambda.NewHandler(h.Invoke), logs: logs}
+	return &fixture{sim: sim, tenant: tenant, script: tenant.RemediationScript().ID, handler: h, logs: logs}
 }
 
 func (f *fixture) devices(n int) string {
