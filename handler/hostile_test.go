@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// TestAmbiguousBodiesAreRefused: through the built binary, a body that
+// repeats a key is a 400 naming it, and nothing is triggered.
+func TestAmbiguousBodiesAreRefused(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 50, intunesim.Options{})
+	w := startWorker(t, f.env()...)
+	body := f.request(f.eligible(0, 2), `,"dry_run":true,"dry_run":false`)
+	reply, b := hostPost(t, w.url+"/api/remediate", body)
+	assert.Equal(t, 400, reply.StatusCode, "%s", b)
+	var e struct {
+		Error struct {
+			Details []struct{ Field string } `json:"details"`
+		} `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(b, &e))
+	require.NotEmpty(t, e.Error.Details)
+	assert.Equal(t, "dry_run", e.Error.Details[0].Field)
+	assert.Zero(t, f.sim.Counters().Triggers)
+}
+
+// TestHostileGraphRedirect: a Graph that answers a trigger with a 307 to
+// another host gets a failed device with status 307; the other host gets
+// nothing, and no token.
+func TestHostileGraphRedirect(t *testing.T) {
+	t.Parallel()
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(other.Close)
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(hostile.Close)
+	w := startWorker(t, "GRAPH_BASE_URL="+hostile.URL+"/beta", "GRAPH_AUTH=none", "GRAPH_WRITE_RATE=100", "DEVICE_COOLDOWN=0")
+	body := `{"managed_devices":[{"device_id":"12345678-1234-1234-1234-123456789abc","script_policy_id":"87654321-4321-4321-4321-ba9876543210"}],"validate_device_exists":false}`
+	reply, b := hostPost(t, w.url+"/api/remediate", body)
+	assert.Equal(t, 424, reply.StatusCode, "%s", b)
+	s := summaryOf(t, b)
+	require.Len(t, s.Devices, 1)
+	assert.Equal(t, remediate.Failed, s.Devices[0].Outcome)
+	assert.Equal(t, 307, s.Devices[0].HTTPStatus)
+	assert.True(t, strings.Contains(s.Devices[0].Message, "never followed"), s.Devices[0].Message)
+	assert.Zero(t, elsewhere.Load(), "the redirect was not followed")
+}
