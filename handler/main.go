@@ -38,6 +38,7 @@ import (
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/replay"
 	"github.com/remediator/remediator/internal/runs"
 )
 
@@ -151,6 +152,8 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	}
 	if st.durable != nil {
 		ecfg.Cooldown, hopts.Replays = st.durable, st.durable
+	} else {
+		hopts.Replays = replay.NewMemoryBounded(int64(cfg.IdempotencyMemoryMB) << 20)
 	}
 	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate), ecfg, log)
 	d := deps{graph: gc}

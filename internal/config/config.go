@@ -58,6 +58,9 @@ type Config struct {
 	RemediationQueue, RunsTable string
 	// IdempotencyTTL is how long answers are kept for Idempotency-Key.
 	IdempotencyTTL time.Duration
+	// IdempotencyMemoryMB bounds the answers kept in memory (without run
+	// storage).
+	IdempotencyMemoryMB int
 	// RunPageSize is the number of devices per page of GET runs/{id}.
 	RunPageSize int
 	// SyncBudget is the longest a mode auto run answers synchronously.
@@ -301,6 +304,8 @@ var Settings = []Setting{
 	{Name: "RUNS_TABLE", Default: "remediatorruns", Meaning: "the table of runs, idempotency keys and cooldowns", read: readTableName},
 	{Name: "IDEMPOTENCY_TTL", Default: "24h", Meaning: "how long answers are kept for `Idempotency-Key` and alert replays",
 		read: duration(func(c *Config, d time.Duration) { c.IdempotencyTTL = d })},
+	{Name: "IDEMPOTENCY_MEMORY_MB", Default: "32", Meaning: "without run storage (Lambda, local): the most memory kept answers take (1–256); the oldest are evicted first, and a retry after its answer was evicted runs again",
+		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},
 	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of `GET /api/runs/{id}` (1–5000)",
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
 	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",

@@ -36,19 +36,35 @@ type Stored struct {
 }
 
 // Memory is a process-local Store: answers survive only as long as the
-// process. Deployments with storage use the durable one.
+// process, and only up to a budget of bytes, oldest answers evicted
+// first (a retry after its answer was evicted runs again). Deployments
+// with storage use the durable one.
 type Memory struct {
-	mu      sync.Mutex
-	entries map[string]*memEntry
+	mu       sync.Mutex
+	entries  map[string]*memEntry
+	order    []string // finished keys, oldest first
+	bytes    int64
+	maxBytes int64
 }
 
 type memEntry struct {
 	stored  *Stored
 	expires time.Time
+	size    int64
 }
 
-// NewMemory returns an empty Memory.
-func NewMemory() *Memory { return &Memory{entries: map[string]*memEntry{}} }
+// DefaultMemoryBytes is the default budget of a Memory.
+const DefaultMemoryBytes = 32 << 20
+
+// NewMemory returns an empty Memory keeping answers of at most
+// DefaultMemoryBytes in all.
+func NewMemory() *Memory { return NewMemoryBounded(DefaultMemoryBytes) }
+
+// NewMemoryBounded returns an empty Memory keeping answers of at most
+// maxBytes in all.
+func NewMemoryBounded(maxBytes int64) *Memory {
+	return &Memory{entries: map[string]*memEntry{}, maxBytes: maxBytes}
+}
 
 // Begin implements Store.
 func (m *Memory) Begin(_ context.Context, key string, ttl time.Duration) (*Stored, error) {
@@ -57,6 +73,7 @@ func (m *Memory) Begin(_ context.Context, key string, ttl time.Duration) (*Store
 	defer m.mu.Unlock()
 	for k, e := range m.entries {
 		if now.After(e.expires) {
+			m.bytes -= e.size
 			delete(m.entries, k)
 		}
 	}
@@ -70,12 +87,33 @@ func (m *Memory) Begin(_ context.Context, key string, ttl time.Duration) (*Store
 	return nil, nil
 }
 
-// Finish implements Store.
+// Finish implements Store. An answer larger than the whole budget is not
+// kept.
 func (m *Memory) Finish(_ context.Context, key string, s Stored) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e, ok := m.entries[key]; ok {
-		e.stored = &s
+	e, ok := m.entries[key]
+	if !ok {
+		return nil
+	}
+	size := int64(len(s.Body)+len(s.RequestHash)+len(key)) + 256
+	for k, v := range s.Headers {
+		size += int64(len(k) + len(v))
+	}
+	if size > m.maxBytes {
+		delete(m.entries, key)
+		return nil
+	}
+	e.stored, e.size = &s, size
+	m.bytes += size
+	m.order = append(m.order, key)
+	for m.bytes > m.maxBytes && len(m.order) > 0 {
+		oldest := m.order[0]
+		m.order = m.order[1:]
+		if old, ok := m.entries[oldest]; ok && old.stored != nil {
+			m.bytes -= old.size
+			delete(m.entries, oldest)
+		}
 	}
 	return nil
 }
@@ -84,8 +122,18 @@ func (m *Memory) Finish(_ context.Context, key string, s Stored) error {
 func (m *Memory) Abandon(_ context.Context, key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.entries, key)
+	if e, ok := m.entries[key]; ok {
+		m.bytes -= e.size
+		delete(m.entries, key)
+	}
 	return nil
+}
+
+// Bytes is the size of the answers kept.
+func (m *Memory) Bytes() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bytes
 }
 
 // Kept returns the answers kept so far, by key (for tests and audits).
