@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -60,4 +63,36 @@ func TestHostileGraphRedirect(t *testing.T) {
 	assert.Equal(t, 307, s.Devices[0].HTTPStatus)
 	assert.True(t, strings.Contains(s.Devices[0].Message, "never followed"), s.Devices[0].Message)
 	assert.Zero(t, elsewhere.Load(), "the redirect was not followed")
+}
+
+// TestStorageDownAtStartUp: with storage unreachable the worker starts
+// anyway, answers synchronous runs promptly (the cooldown store skipped,
+// with a warning), refuses asynchronous ones with 503 and Retry-After,
+// and accepts them once storage answers.
+func TestStorageDownAtStartUp(t *testing.T) {
+	t.Parallel()
+	conn, startStorage := azurite.Later(t)
+	f := newTenant(t, 200, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
+	w := startWorker(t, append(f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work"), "DEVICE_COOLDOWN=10m")...)
+	assert.Contains(t, w.logs.String(), "run storage unreachable at start-up")
+
+	started := time.Now()
+	reply, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 3), `,"mode":"sync"`))
+	require.Equal(t, 200, reply.StatusCode, "%s", b)
+	assert.Less(t, time.Since(started), 6*time.Second, "storage that is down costs a synchronous run seconds at most")
+	s := summaryOf(t, b)
+	assert.Equal(t, 3, s.Counts.Succeeded)
+	assert.True(t, slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, "DEVICE_COOLDOWN was not applied") }), "%v", s.Warnings)
+
+	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(3, 3), `,"mode":"async"`))
+	assert.Equal(t, 503, reply.StatusCode, "%s", b)
+	assert.Contains(t, string(b), "storage_unavailable")
+	assert.NotEmpty(t, reply.Header.Get("Retry-After"))
+
+	startStorage()
+	require.Eventually(t, func() bool {
+		reply, _ := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(6, 3), `,"mode":"async"`))
+		return reply.StatusCode == 202
+	}, 40*time.Second, time.Second, "asynchronous runs are accepted once storage answers")
+	assert.NotContains(t, w.logs.String(), azurite.Key, "no storage key in any log line")
 }

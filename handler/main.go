@@ -136,6 +136,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		ScriptPins:      cfg.ScriptPins,
 		Cooldown:        remediate.NewMemoryCooldown(max(cfg.DeviceCooldown, time.Minute)),
 		CooldownPeriod:  cfg.DeviceCooldown,
+		StoreTimeout:    cfg.StorageCallTimeout,
 	}
 	opts := app.Options{
 		Limits:      remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
@@ -143,7 +144,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Alerts:      alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
 		SyncBudget:  cfg.SyncBudget,
 	}
-	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, PublicBaseURL: cfg.PublicBaseURL}
+	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, StoreTimeout: cfg.StorageCallTimeout, PublicBaseURL: cfg.PublicBaseURL}
 	switch runtime {
 	case runtimeAzure:
 		hopts.Audit, hopts.Caller = azure.Audit, azure.Caller
@@ -203,13 +204,24 @@ func openStorage(ctx context.Context, cfg config.Config, getenv func(string) str
 			}
 			acfg.Credential = cred
 		}
-		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		st, q, err := azstore.Open(octx, acfg)
+		st, q, err := azstore.New(acfg)
 		if err != nil {
 			return storage{}, fmt.Errorf("storage: %w", err)
 		}
-		log.Info("asynchronous runs kept in Azure Storage", "table", cfg.RunsTable, "queue", cfg.RemediationQueue)
+		// Storage that cannot be reached at start-up is not a reason to
+		// exit (under the host that is a crash loop, and synchronous
+		// requests would be down too): asynchronous work is refused with 503
+		// until the table and queues can be made. Start-up waits for it three
+		// seconds at most.
+		octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := st.Ensure(octx); err != nil {
+			log.Warn("run storage unreachable at start-up: synchronous runs are served, asynchronous runs refused with 503 until it answers",
+				"table", cfg.RunsTable, "queue", cfg.RemediationQueue, "error", err.Error())
+			go ensureLater(ctx, st, log)
+		} else {
+			log.Info("asynchronous runs kept in Azure Storage", "table", cfg.RunsTable, "queue", cfg.RemediationQueue)
+		}
 		return storage{store: st, queue: q, durable: st}, nil
 	}
 	switch {
@@ -220,6 +232,23 @@ func openStorage(ctx context.Context, cfg config.Config, getenv func(string) str
 		log.Warn("AzureWebJobsStorage is not set: asynchronous runs are off (mode async is refused, auto runs synchronously); an in-memory store would lose runs when the host recycles the worker")
 	}
 	return storage{}, nil
+}
+
+// ensureLater retries creating the run table and queues until storage
+// answers or ctx ends.
+func ensureLater(ctx context.Context, st *azstore.Store, log *slog.Logger) {
+	for wait := time.Second; ; wait = min(2*wait, 15*time.Second) {
+		if pace.Sleep(ctx, wait) != nil {
+			return
+		}
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := st.Ensure(octx)
+		cancel()
+		if err == nil {
+			log.Info("run storage reachable: asynchronous runs are accepted again")
+			return
+		}
+	}
 }
 
 // withEnv overrides some settings of getenv.

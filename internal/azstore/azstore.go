@@ -41,20 +41,40 @@ const devStorage = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
 // Open connects to the table and the queue, creating them (and the
 // queue's poison queue) when missing.
 func Open(ctx context.Context, cfg Config) (*Store, *Queue, error) {
+	st, q, err := New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := st.Ensure(ctx); err != nil {
+		return nil, nil, err
+	}
+	return st, q, nil
+}
+
+// New builds the clients without a network call: a configuration error
+// is an error, storage that cannot be reached is not (yet). Ensure
+// creates the table and queues.
+func New(cfg Config) (*Store, *Queue, error) {
 	table, queue, poison, err := clients(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := table.CreateTable(ctx, nil); err != nil && !hasCode(err, http.StatusConflict) {
-		return nil, nil, fmt.Errorf("azstore: creating table %s: %w", cfg.Table, err)
+	st := &Store{table: table, tableName: cfg.Table, queues: []*azqueue.QueueClient{queue, poison}}
+	return st, &Queue{client: queue, store: st}, nil
+}
+
+// Ensure creates the table and the queues if they do not exist.
+func (s *Store) Ensure(ctx context.Context) error {
+	if _, err := s.table.CreateTable(ctx, nil); err != nil && !hasCode(err, http.StatusConflict) {
+		return fmt.Errorf("azstore: creating table %s: %w", s.tableName, err)
 	}
-	for _, q := range []*azqueue.QueueClient{queue, poison} {
+	for _, q := range s.queues {
 		if _, err := q.Create(ctx, nil); err != nil && !hasCode(err, http.StatusConflict) {
-			return nil, nil, fmt.Errorf("azstore: creating queue %s: %w", q.URL(), err)
+			return fmt.Errorf("azstore: creating queue %s: %w", q.URL(), err)
 		}
 	}
-	st := &Store{table: table}
-	return st, &Queue{client: queue, store: st}, nil
+	s.ready.Store(true)
+	return nil
 }
 
 func clients(cfg Config) (table *aztables.Client, queue, poison *azqueue.QueueClient, err error) {

@@ -44,6 +44,9 @@ func keyOf(key string) string {
 // Begin implements replay.Store: an insert that only one request can
 // win.
 func (s *Store) Begin(ctx context.Context, key string, ttl time.Duration) (*replay.Stored, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
 	rk, now := keyOf(key), time.Now().UTC()
 	fresh, err := entity(keysPartition, rk, keyRow{Began: now, Expires: now.Add(ttl)})
 	if err != nil {
@@ -82,6 +85,9 @@ func (s *Store) Begin(ctx context.Context, key string, ttl time.Duration) (*repl
 
 // Finish implements replay.Store.
 func (s *Store) Finish(ctx context.Context, key string, st replay.Stored) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	rk := keyOf(key)
 	var row keyRow
 	if _, err := s.get(ctx, keysPartition, rk, &row); err != nil {
@@ -99,6 +105,9 @@ func (s *Store) Finish(ctx context.Context, key string, st replay.Stored) error 
 
 // Abandon implements replay.Store.
 func (s *Store) Abandon(ctx context.Context, key string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	s.ops.Add(1)
 	_, err := s.table.DeleteEntity(ctx, keysPartition, keyOf(key), nil)
 	if hasCode(err, http.StatusNotFound) {
@@ -112,6 +121,9 @@ func cooldownPartition(script string) string { return "cooldown-" + script }
 // Recent implements remediate.Cooldown with one query of the script's
 // partition.
 func (s *Store) Recent(ctx context.Context, script string, since time.Time) (map[string]time.Time, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
 	out := map[string]time.Time{}
 	if !validKey(script) {
 		return out, nil
@@ -141,6 +153,9 @@ func (s *Store) Recent(ctx context.Context, script string, since time.Time) (map
 // Triggered implements remediate.Cooldown: upserts in transactions of up
 // to 100 rows of one script.
 func (s *Store) Triggered(ctx context.Context, keys []remediate.CooldownKey, at time.Time) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	byScript := map[string][][]byte{}
 	for _, k := range keys {
 		if !validKey(k.DeviceID) || !validKey(k.ScriptID) {

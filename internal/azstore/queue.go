@@ -21,6 +21,9 @@ var _ runs.Queue = (*Queue)(nil)
 
 // Send implements runs.Queue.
 func (q *Queue) Send(ctx context.Context, m runs.Message, after time.Duration) error {
+	if err := q.store.check(); err != nil {
+		return err
+	}
 	text, err := m.Encode()
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package azstore
 
 import (
+	"errors"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/remediator/remediator/internal/runs"
@@ -20,8 +22,24 @@ import (
 // chunk and one per device, keyed so that a page of devices is one range
 // query.
 type Store struct {
-	table *aztables.Client
-	ops   atomic.Int64
+	table     *aztables.Client
+	tableName string
+	queues    []*azqueue.QueueClient // the work queue and its poison queue, for Ensure
+	ops       atomic.Int64
+	// ready is set once Ensure has made the table and queues: until then
+	// every call fails at once with ErrNotReady instead of waiting on the
+	// storage client's retries.
+	ready atomic.Bool
+}
+
+// ErrNotReady is the error of every call before storage has answered.
+var ErrNotReady = errors.New("azstore: run storage has not answered yet")
+
+func (s *Store) check() error {
+	if !s.ready.Load() {
+		return ErrNotReady
+	}
+	return nil
 }
 
 var _ runs.Store = (*Store)(nil)
@@ -75,6 +93,9 @@ func value(raw []byte, v any) (string, error) {
 // then the chunks, then the meta row last, so a run that is readable is
 // complete.
 func (s *Store) CreateRun(ctx context.Context, m runs.Meta, rows []runs.Row, chunks []runs.Chunk) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	var ents [][]byte
 	for _, r := range rows {
 		e, err := entity(m.RunID, deviceKey(r.Index), r)
@@ -124,6 +145,9 @@ func (s *Store) transact(ctx context.Context, ents [][]byte, kind aztables.Trans
 // Meta implements runs.Store.
 func (s *Store) Meta(ctx context.Context, id string) (runs.Meta, error) {
 	var m runs.Meta
+	if err := s.check(); err != nil {
+		return m, err
+	}
 	_, err := s.get(ctx, id, metaKey, &m)
 	return m, err
 }
@@ -152,6 +176,9 @@ func validKey(k string) bool {
 
 // Chunk implements runs.Store.
 func (s *Store) Chunk(ctx context.Context, id string, n int) (runs.Chunk, error) {
+	if err := s.check(); err != nil {
+		return runs.Chunk{}, err
+	}
 	var c runs.Chunk
 	etag, err := s.get(ctx, id, chunkKey(n), &c)
 	if err != nil {
@@ -163,6 +190,9 @@ func (s *Store) Chunk(ctx context.Context, id string, n int) (runs.Chunk, error)
 
 // Chunks implements runs.Store.
 func (s *Store) Chunks(ctx context.Context, id string) ([]runs.Chunk, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
 	var out []runs.Chunk
 	err := s.query(ctx, id, chunkKey(0), "d", func(raw []byte) error {
 		var c runs.Chunk
@@ -176,6 +206,9 @@ func (s *Store) Chunks(ctx context.Context, id string) ([]runs.Chunk, error) {
 
 // Rows implements runs.Store.
 func (s *Store) Rows(ctx context.Context, id string, from, to int) ([]runs.Row, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
 	var out []runs.Row
 	err := s.query(ctx, id, deviceKey(from), deviceKey(to), func(raw []byte) error {
 		var r runs.Row
@@ -212,6 +245,9 @@ func (s *Store) query(ctx context.Context, pk, from, to string, each func([]byte
 // Save implements runs.Store: one transaction that replaces the chunk row
 // only if its ETag is unchanged, and upserts the rows.
 func (s *Store) Save(ctx context.Context, id string, c *runs.Chunk, rows []runs.Row) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	if len(rows) > 99 {
 		return fmt.Errorf("azstore: %d rows in one save, at most 99", len(rows))
 	}

@@ -56,39 +56,54 @@ func freePort(tb testing.TB) int {
 // connection string. The server stops when the test ends.
 func Start(tb testing.TB) string {
 	tb.Helper()
+	conn, start := Later(tb)
+	start()
+	return conn
+}
+
+// Later picks Azurite's ports and returns its connection string and a
+// function that starts it (and waits until it listens): a test can point
+// a process at storage that is down, then bring it up. The server stops
+// when the test ends.
+func Later(tb testing.TB) (conn string, start func()) {
+	tb.Helper()
 	bin, err := Binary()
 	if err != nil {
 		tb.Fatalf("azurite not found (run `make azurite`, or set AZURITE): %v", err)
 	}
 	blob, queue, table := freePort(tb), freePort(tb), freePort(tb)
-	cmd := exec.CommandContext(context.Background(), bin, "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
-		"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(blob),
-		"--queueHost", "127.0.0.1", "--queuePort", fmt.Sprint(queue),
-		"--tableHost", "127.0.0.1", "--tablePort", fmt.Sprint(table))
-	cmd.Dir = tb.TempDir() // where Azurite writes its debug and extent files
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("azurite: %v", err)
-	}
-	tb.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for _, port := range []int{queue, table} {
-		for {
-			d := net.Dialer{Timeout: time.Second}
-			c, err := d.DialContext(context.Background(), "tcp", fmt.Sprintf("127.0.0.1:%d", port))
-			if err == nil {
-				_ = c.Close()
-				break
+	dir := tb.TempDir() // where Azurite writes its debug and extent files
+	conn = fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"+
+		"QueueEndpoint=http://127.0.0.1:%d/devstoreaccount1;TableEndpoint=http://127.0.0.1:%d/devstoreaccount1;", Key, queue, table)
+	return conn, func() {
+		tb.Helper()
+		cmd := exec.CommandContext(context.Background(), bin, "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl",
+			"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(blob),
+			"--queueHost", "127.0.0.1", "--queuePort", fmt.Sprint(queue),
+			"--tableHost", "127.0.0.1", "--tablePort", fmt.Sprint(table))
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			tb.Fatalf("azurite: %v", err)
+		}
+		tb.Cleanup(func() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		})
+		deadline := time.Now().Add(30 * time.Second)
+		for _, port := range []int{queue, table} {
+			for {
+				d := net.Dialer{Timeout: time.Second}
+				c, err := d.DialContext(context.Background(), "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+				if err == nil {
+					_ = c.Close()
+					break
+				}
+				if time.Now().After(deadline) {
+					tb.Fatalf("azurite did not listen on %d within 30 s", port)
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				tb.Fatalf("azurite did not listen on %d within 30 s", port)
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"+
-		"QueueEndpoint=http://127.0.0.1:%d/devstoreaccount1;TableEndpoint=http://127.0.0.1:%d/devstoreaccount1;", Key, queue, table)
 }

@@ -58,6 +58,8 @@ type Config struct {
 	RemediationQueue, RunsTable string
 	// IdempotencyTTL is how long answers are kept for Idempotency-Key.
 	IdempotencyTTL time.Duration
+	// StorageCallTimeout bounds the storage calls of synchronous requests.
+	StorageCallTimeout time.Duration
 	// IdempotencyMemoryMB bounds the answers kept in memory (without run
 	// storage).
 	IdempotencyMemoryMB int
@@ -304,6 +306,8 @@ var Settings = []Setting{
 	{Name: "RUNS_TABLE", Default: "remediatorruns", Meaning: "the table of runs, idempotency keys and cooldowns", read: readTableName},
 	{Name: "IDEMPOTENCY_TTL", Default: "24h", Meaning: "how long answers are kept for `Idempotency-Key` and alert replays",
 		read: duration(func(c *Config, d time.Duration) { c.IdempotencyTTL = d })},
+	{Name: "STORAGE_CALL_TIMEOUT", Default: "2s", Meaning: "each idempotency-key and cooldown look-up of a request: slow or unreachable storage costs a synchronous run at most this (a warning for the cooldown; a 503 for a keyed request)",
+		read: duration(func(c *Config, d time.Duration) { c.StorageCallTimeout = d })},
 	{Name: "IDEMPOTENCY_MEMORY_MB", Default: "32", Meaning: "without run storage (Lambda, local): the most memory kept answers take (1–256); the oldest are evicted first, and a retry after its answer was evicted runs again",
 		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},
 	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of `GET /api/runs/{id}` (1–5000)",

@@ -30,6 +30,11 @@ type Options struct {
 	Replays replay.Store
 	// IdempotencyTTL is how long answers are kept. Default 24 h.
 	IdempotencyTTL time.Duration
+	// StoreTimeout bounds each call to the idempotency store: when storage
+	// is slow or down, a keyed request is refused (503, nothing triggered)
+	// within seconds rather than after the storage client's retries.
+	// Default 2 s.
+	StoreTimeout time.Duration
 	// Audit adds the host's own attributes (invocation id, caller) to the
 	// audit line each request writes; nil adds none.
 	Audit func(r *http.Request) []any
@@ -61,6 +66,9 @@ func New(svc *app.Service, opts Options, log *slog.Logger) *API {
 		opts.IdempotencyTTL = 24 * time.Hour
 	}
 	opts.PublicBaseURL = strings.TrimSuffix(opts.PublicBaseURL, "/")
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = 2 * time.Second
+	}
 	return &API{svc: svc, opts: opts, log: log}
 }
 

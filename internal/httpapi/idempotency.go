@@ -28,7 +28,9 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 	var prev *replay.Stored
 	var err error
 	for {
-		prev, err = a.opts.Replays.Begin(ctx, key, a.opts.IdempotencyTTL)
+		bctx, cancel := context.WithTimeout(ctx, a.opts.StoreTimeout)
+		prev, err = a.opts.Replays.Begin(bctx, key, a.opts.IdempotencyTTL)
+		cancel()
 		if !errors.Is(err, replay.ErrInProgress) {
 			break
 		}
@@ -63,8 +65,10 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 		return Answer{Status: prev.Status, Headers: h, Body: prev.Body}
 	}
 	res := fn()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.StoreTimeout)
+	defer cancel()
 	if res.Status >= 500 || res.Status == 429 {
-		if err := a.opts.Replays.Abandon(context.WithoutCancel(ctx), key); err != nil {
+		if err := a.opts.Replays.Abandon(sctx, key); err != nil {
 			a.log.Warn("idempotency key not released", "error", err.Error())
 		}
 		return res
@@ -80,7 +84,7 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 	}
 	body, err := json.Marshal(res.Body)
 	if err == nil {
-		err = a.opts.Replays.Finish(context.WithoutCancel(ctx), key, replay.Stored{Status: res.Status, Headers: headers, Body: body, RequestHash: hash})
+		err = a.opts.Replays.Finish(sctx, key, replay.Stored{Status: res.Status, Headers: headers, Body: body, RequestHash: hash})
 	}
 	if err != nil {
 		a.log.Error("answer not kept for its idempotency key", "error", err.Error())

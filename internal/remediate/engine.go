@@ -68,6 +68,10 @@ type Config struct {
 	// CooldownPeriod is skipped. Nil or 0 turns it off.
 	Cooldown       Cooldown
 	CooldownPeriod time.Duration
+	// StoreTimeout bounds each call to the cooldown store: a slow or
+	// unreachable store costs a run at most this, and a warning. Default
+	// 2 s.
+	StoreTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -79,6 +83,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxListed <= 0 {
 		c.MaxListed = DefaultMaxListed
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = 2 * time.Second
 	}
 	c.Retry.defaults()
 }

@@ -157,8 +157,11 @@ func (x *execution) applyCooldown(s *Summary) {
 		script := strings.ToLower(d.ScriptPolicyID)
 		seen, ok := recent[script]
 		if !ok {
+			ctx, cancel := context.WithTimeout(x.callCtx, x.engine.cfg.StoreTimeout)
 			var err error
-			if seen, err = cd.Recent(x.callCtx, script, now.Add(-period)); err != nil {
+			seen, err = cd.Recent(ctx, script, now.Add(-period))
+			cancel()
+			if err != nil {
 				x.warn("the cooldown store could not be read (" + err.Error() + "); DEVICE_COOLDOWN was not applied")
 			}
 			recent[script] = seen
@@ -186,7 +189,9 @@ func (x *execution) markCooldown(s *Summary) {
 	if len(keys) == 0 {
 		return
 	}
-	if err := cd.Triggered(x.callCtx, keys, time.Now()); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.callCtx), x.engine.cfg.StoreTimeout)
+	defer cancel()
+	if err := cd.Triggered(ctx, keys, time.Now()); err != nil {
 		x.warn("the cooldown store could not be written (" + err.Error() + "); these triggers will not hold off the next run")
 	}
 }
