@@ -220,3 +220,36 @@ func TestLambdaExitsOnSIGTERM(t *testing.T) {
 		t.Fatalf("still running 3 s after SIGTERM:\n%s", logs.String())
 	}
 }
+
+// TestLambdaAnswersFit: on Lambda (no run storage), an answer never
+// outgrows MAX_ANSWER_BYTES, and a run with more devices than an answer
+// can account for is refused before anything is triggered, so a caller's
+// retry cannot trigger them all again.
+func TestLambdaAnswersFit(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 1000, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
+	rt := newRuntimeAPI(t)
+	js := func(s string) string { b, _ := json.Marshal(s); return string(b[1 : len(b)-1]) }
+	rt.add(lambdaEvent(t, "function_url_request.json", "{{BODY}}", js(f.request(f.eligible(0, 300), `,"validate_device_exists":false`))), time.Minute)
+	rt.add(lambdaEvent(t, "function_url_request.json", "{{BODY}}", js(f.request(f.eligible(300, 250), ""))), time.Minute)
+	cmd := exec.Command(binary)
+	cmd.Env = append([]string{runMain, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://")},
+		f.env("MAX_ANSWER_BYTES=65536")...)
+	logs, err := cmd.CombinedOutput()
+	require.Error(t, err, "ends on 410")
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	var r events.APIGatewayV2HTTPResponse
+	require.NoError(t, json.Unmarshal(rt.responses["req-0"], &r), "%s", logs)
+	assert.Equal(t, 422, r.StatusCode)
+	assert.Contains(t, r.Body, "answer_too_large")
+	for _, d := range f.eligible(0, 300) {
+		require.Zero(t, f.sim.TriggerCount(d.ID, f.script), "nothing triggered")
+	}
+	require.NoError(t, json.Unmarshal(rt.responses["req-1"], &r))
+	assert.Equal(t, 200, r.StatusCode, r.Body)
+	assert.LessOrEqual(t, len(r.Body), 65536)
+	s := summaryOf(t, []byte(r.Body))
+	assert.Equal(t, 250, s.Counts.Succeeded)
+	assert.Equal(t, 250, s.OmittedDevices)
+}

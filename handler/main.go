@@ -139,12 +139,14 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		StoreTimeout:    cfg.StorageCallTimeout,
 	}
 	opts := app.Options{
-		Limits:      remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
-		Credentials: creds,
-		Alerts:      alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
-		SyncBudget:  cfg.SyncBudget,
+		Limits:         remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
+		Credentials:    creds,
+		Alerts:         alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
+		SyncBudget:     cfg.SyncBudget,
+		MaxAnswerBytes: cfg.MaxAnswerBytes,
 	}
-	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, StoreTimeout: cfg.StorageCallTimeout, PublicBaseURL: cfg.PublicBaseURL}
+	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, StoreTimeout: cfg.StorageCallTimeout, PublicBaseURL: cfg.PublicBaseURL,
+		MaxAnswerBytes: cfg.MaxAnswerBytes}
 	switch runtime {
 	case runtimeAzure:
 		hopts.Audit, hopts.Caller = azure.Audit, azure.Caller

@@ -52,6 +52,11 @@ type Options struct {
 	// Runs, when set, takes runs that do not fit one answer (mode async,
 	// or auto beyond the time left); nil keeps every run synchronous.
 	Runs Runs
+	// MaxAnswerBytes bounds an answer (MAX_ANSWER_BYTES); a run whose
+	// devices could not all be accounted for within it goes to workers,
+	// or, without run storage, is refused before anything is triggered.
+	// 0 is no bound.
+	MaxAnswerBytes int
 	// SyncBudget is the longest a mode auto run answers synchronously
 	// (its triggers estimated at the write pace), below the callers' own
 	// limits: Logic Apps and Power Automate give up on a call after 120 s
@@ -79,7 +84,10 @@ func New(engine Engine, opts Options, log *slog.Logger) *Service {
 const (
 	CodeStorageUnavailable = "storage_unavailable"
 	CodeNotFound           = "not_found"
-	CodeInternal           = "internal"
+	// CodeAnswerTooLarge: a synchronous answer could not account for
+	// every device within MAX_ANSWER_BYTES.
+	CodeAnswerTooLarge = "answer_too_large"
+	CodeInternal       = "internal"
 	// CodeCredentialUnavailable: the credential source failed in a way of
 	// its own (not a *credential.Error).
 	CodeCredentialUnavailable = "credential_unavailable"
@@ -106,6 +114,11 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 func Invalid(field, msg string) *Error {
 	return &Error{Code: CodeInvalidRequest, Message: field + ": " + msg, Details: []remediate.FieldError{{Field: field, Message: msg}}}
 }
+
+// MinDeviceBytes is the most one device takes in an answer once the
+// answer is compacted (ids, outcome, reason, status; no message): the
+// number of devices a synchronous answer can promise to list.
+const MinDeviceBytes = 256
 
 // Result is a run's answer: Summary for a run carried out (or planned)
 // here, Accepted for a run handed to workers.
@@ -158,7 +171,19 @@ func (s *Service) Start(ctx context.Context, caller string, req remediate.Reques
 	if err != nil {
 		return Result{}, asError(err)
 	}
-	async := plan.Mode == remediate.ModeAsync || plan.Mode == remediate.ModeAuto && !fits(ctx, p.Estimated(), s.opts.SyncBudget)
+	tooBig := s.opts.MaxAnswerBytes > 0 && p.Devices()*MinDeviceBytes > s.opts.MaxAnswerBytes
+	async := plan.Mode == remediate.ModeAsync || plan.Mode == remediate.ModeAuto && (tooBig || !fits(ctx, p.Estimated(), s.opts.SyncBudget))
+	if tooBig && (!async || s.opts.Runs == nil) && p.Pending() > 0 {
+		// Never started blind: its answer could not account for every device.
+		p.Discard()
+		hint := ""
+		if s.opts.Runs != nil {
+			hint = ", or send it with mode async"
+		}
+		return Result{}, &Error{Code: CodeAnswerTooLarge, Details: []remediate.FieldError{{Field: "managed_devices", Message: "too many devices for one answer"}},
+			Message: fmt.Sprintf("the run has %d devices; one answer accounts for at most %d (MAX_ANSWER_BYTES): split the request%s; nothing was triggered",
+				p.Devices(), s.opts.MaxAnswerBytes/MinDeviceBytes, hint)}
+	}
 	if s.opts.Runs == nil || p.Pending() == 0 || !async {
 		return Result{Summary: p.Execute()}, nil
 	}

@@ -204,7 +204,7 @@ func route(path string) string {
 func (h *Handler) scheduled(ctx context.Context, request []byte) (any, error) {
 	started := time.Now()
 	res, err := h.svc.Remediate(ctx, "", request)
-	ans := httpapi.RenderSchedule(res, err)
+	ans := h.api.RenderSchedule(res, err)
 	h.api.Audit(ctx, "schedule", ans, started, "aws_request_id", requestID(ctx), "caller", "eventbridge")
 	if ans.Status >= 400 && ans.Status != http.StatusFailedDependency {
 		// A refused scheduled request is the deployment's error: fail the

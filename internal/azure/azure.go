@@ -203,7 +203,7 @@ func (h *Host) schedule(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	started := time.Now()
 	res, err := h.svc.Remediate(ctx, "", h.settings.ScheduledRequest)
-	ans := httpapi.RenderSchedule(res, err)
+	ans := h.api.RenderSchedule(res, err)
 	h.api.Audit(ctx, "schedule", ans, started, "invocation_id", invocation, "caller", "timer", "past_due", ti.IsPastDue)
 	out, _ := json.Marshal(ans.Body)
 	writeInvokeResponse(w, invokeResponse{Logs: []string{line(ans.Status, ans.Body), string(out)}, ReturnValue: ans.Body})

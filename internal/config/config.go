@@ -37,6 +37,8 @@ type Config struct {
 	MaxDevicesPerRun int
 	// MaxListedDevices bounds the devices one run reads from device lists.
 	MaxListedDevices int
+	// MaxAnswerBytes bounds one answer's JSON.
+	MaxAnswerBytes int
 	// GraphCallTimeout bounds one Graph request.
 	GraphCallTimeout time.Duration
 	// GraphMaxResponseMB bounds one Graph answer, decompressed.
@@ -267,6 +269,8 @@ var Settings = []Setting{
 		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
 	{Name: "MAX_LISTED_DEVICES", Default: "250000", Meaning: "devices one run may read from the tenant's device list (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",
 		read: intIn(1000, 5000000, func(c *Config, n int) { c.MaxListedDevices = n })},
+	{Name: "MAX_ANSWER_BYTES", Default: "4194304", DefaultDoc: "4194304 (4 MiB)", Meaning: "the largest answer (65536–104857600): a larger summary leaves out the devices that succeeded (counted in `omitted_devices`); a synchronous run with more devices than an answer can list (this / 256) goes to workers, or is refused with 422 `answer_too_large` where there is no run storage (Lambda answers at most 6 MB)",
+		read: intIn(65536, 100<<20, func(c *Config, n int) { c.MaxAnswerBytes = n })},
 	{Name: "MAX_FLEET_PERCENT", Default: "100", DefaultDoc: "100 (off)", Meaning: "share of the tenant's Windows devices a run may trigger without `confirm_device_count`",
 		read: number(100, func(c *Config, f float64) { c.MaxFleetPercent = f })},
 	{Name: "ALLOWED_SCRIPT_POLICY_IDS", Meaning: "comma list: the only scripts runs may use", read: readAllowedScripts},

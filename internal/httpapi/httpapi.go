@@ -30,6 +30,10 @@ type Options struct {
 	Replays replay.Store
 	// IdempotencyTTL is how long answers are kept. Default 24 h.
 	IdempotencyTTL time.Duration
+	// MaxAnswerBytes bounds the JSON of an answer (MAX_ANSWER_BYTES):
+	// larger summaries leave out the devices that succeeded. 0 is no
+	// bound.
+	MaxAnswerBytes int
 	// StoreTimeout bounds each call to the idempotency store: when storage
 	// is slow or down, a keyed request is refused (503, nothing triggered)
 	// within seconds rather than after the storage client's retries.
@@ -164,7 +168,7 @@ func (a *API) remediate(r *http.Request) Answer {
 	links, caller := a.linksOf(r), a.caller(r)
 	run := func() Answer {
 		res, err := a.svc.Remediate(r.Context(), caller, raw)
-		return Render(res, err, links)
+		return a.render(res, err, links)
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
@@ -185,7 +189,7 @@ func (a *API) alert(r *http.Request) Answer {
 	}
 	m, err := a.svc.MapAlert(raw, r.URL.Query().Get("script_policy_id"))
 	if err != nil {
-		return Render(app.Result{}, err, a.linksOf(r))
+		return a.render(app.Result{}, err, a.linksOf(r))
 	}
 	if m.Ignored {
 		return Answer{Status: http.StatusOK, Body: map[string]string{"status": "ignored", "reason": m.Reason, "alert_id": m.AlertID}}
@@ -193,7 +197,7 @@ func (a *API) alert(r *http.Request) Answer {
 	links, caller := a.linksOf(r), a.caller(r)
 	run := func() Answer {
 		res, err := a.svc.Alert(r.Context(), caller, m)
-		return Render(res, err, links)
+		return a.render(res, err, links)
 	}
 	if m.Key == "" {
 		return run()
@@ -212,21 +216,21 @@ func (a *API) status(r *http.Request) Answer {
 	if v := q.Get("page"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return Render(app.Result{}, app.Invalid("page", "must be a page number from 0"), links{})
+			return a.render(app.Result{}, app.Invalid("page", "must be a page number from 0"), links{})
 		}
 		page = n
 	}
 	if v := q.Get("follow"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return Render(app.Result{}, app.Invalid("follow", "must be true or false"), links{})
+			return a.render(app.Result{}, app.Invalid("follow", "must be true or false"), links{})
 		}
 		follow = b
 	}
 	id := r.PathValue("id")
 	st, err := a.svc.Status(r.Context(), a.caller(r), id, page, follow)
 	if err != nil {
-		return Render(app.Result{}, err, links{})
+		return a.render(app.Result{}, err, links{})
 	}
 	return renderStatus(id, st, a.linksOf(r))
 }

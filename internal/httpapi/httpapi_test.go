@@ -174,3 +174,44 @@ func TestProblemsAreCapped(t *testing.T) {
 	assert.Len(t, e.Error.Details, remediate.MaxProblems)
 	assert.Contains(t, e.Error.Message, fmt.Sprintf("%d in all", 2*n))
 }
+
+// TestEveryAnswerFits: a summary larger than MaxAnswerBytes leaves out the
+// devices that succeeded (counted in omitted_devices) and lists every
+// other one; a run whose devices could not all be listed is refused
+// before anything is triggered when there is no run storage.
+func TestEveryAnswerFits(t *testing.T) {
+	t.Parallel()
+	gc, sim, tenant := simulated(t, 300)
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	const max = 100 * app.MinDeviceBytes
+	svc := app.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), app.Options{MaxAnswerBytes: max}, log)
+	h := New(svc, Options{MaxAnswerBytes: max}, log).Handler()
+	sc := tenant.RemediationScript().ID
+	var devs []string
+	for _, d := range tenant.Windows(false) {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" && len(devs) < 90 {
+			devs = append(devs, target(d.ID, sc))
+		}
+	}
+	mac := target(tenant.NonWindows()[0].ID, sc)
+	body := `{"managed_devices":[` + strings.Join(append(devs, mac), ",") + `],"ignore_partial_failures":true}`
+	status, _, out := call(h, "POST", "/api/remediate", body)
+	require.Equal(t, 200, status, "%s", out)
+	assert.LessOrEqual(t, len(out), max+1, "the answer fits")
+	var s remediate.Summary
+	require.NoError(t, json.Unmarshal(out, &s))
+	assert.Equal(t, 91, s.Counts.Total, "counts cover every device")
+	assert.Equal(t, 90, s.OmittedDevices)
+	require.Len(t, s.Devices, 1, "the device that did not succeed is listed")
+	assert.Equal(t, remediate.ReasonNotWindows, s.Devices[0].Reason)
+
+	triggers := sim.Counters().Triggers
+	var many []string
+	for _, d := range tenant.Windows(false)[:101] {
+		many = append(many, target(d.ID, sc))
+	}
+	status, _, out = call(h, "POST", "/api/remediate", `{"managed_devices":[`+strings.Join(many, ",")+`],"validate_device_exists":false}`)
+	assert.Equal(t, 422, status, "%s", out)
+	assert.Contains(t, string(out), "answer_too_large")
+	assert.Equal(t, triggers, sim.Counters().Triggers, "never started blind")
+}

@@ -40,6 +40,7 @@ var codes = []struct {
 	{remediate.CodeDeviceValidationFailed, http.StatusUnprocessableEntity, "listed devices failed validation (the body is the run's summary, each device with its reason)"},
 	{remediate.CodeTooManyDevices, http.StatusUnprocessableEntity, "the targets resolve to more than `MAX_DEVICES_PER_RUN`"},
 	{app.CodeAlertNotActionable, http.StatusUnprocessableEntity, "the alert names no device or no script"},
+	{app.CodeAnswerTooLarge, http.StatusUnprocessableEntity, "more devices than one answer can account for (`MAX_ANSWER_BYTES`) and no run storage to take the run: split it"},
 	{"idempotency_key_reused", http.StatusUnprocessableEntity, "the `Idempotency-Key` was used for another body"},
 	{remediate.CodeConfirmationRequired, http.StatusPreconditionRequired, "over `MAX_FLEET_PERCENT`: send `confirm_device_count` (the message says the number)"},
 	{"in_progress", http.StatusConflict, "a request with this `Idempotency-Key` is still being answered; retry after `Retry-After`"},
@@ -131,22 +132,21 @@ func retryAfter(d time.Duration) string {
 	return strconv.Itoa(max(1, int(d.Round(time.Second)/time.Second)))
 }
 
-// Render is the HTTP answer to a run's result or refusal, for HTTP
-// requests and for the triggers that report one (timers, schedules).
-func Render(res app.Result, err error, l links) Answer {
+// render is the HTTP answer to a run's result or refusal.
+func (a *API) render(res app.Result, err error, l links) Answer {
 	if err != nil {
 		var e *app.Error
 		if !errors.As(err, &e) {
 			e = &app.Error{Code: app.CodeInternal, Message: err.Error()}
 		}
-		a := Answer{Status: StatusOf(e.Code), Body: errorBody(e.Code, e.Message, e.Details)}
+		ans := Answer{Status: StatusOf(e.Code), Body: errorBody(e.Code, e.Message, e.Details)}
 		if e.Summary != nil {
-			a.Body = e.Summary
+			ans.Body = compact(e.Summary, a.opts.MaxAnswerBytes)
 		}
 		if e.RetryAfter > 0 {
-			a.Headers = map[string]string{"Retry-After": retryAfter(e.RetryAfter)}
+			ans.Headers = map[string]string{"Retry-After": retryAfter(e.RetryAfter)}
 		}
-		return a
+		return ans
 	}
 	if acc := res.Accepted; acc != nil {
 		bodyURL, header := l.locations(acc.RunID)
@@ -156,11 +156,50 @@ func Render(res app.Result, err error, l links) Answer {
 			Body: Accepted{RunID: acc.RunID, Status: remediate.StatusAccepted, StatusURL: bodyURL, ResolvedDeviceCount: acc.ResolvedDeviceCount,
 				Counts: acc.Counts, Queued: acc.Queued, EstimatedDurationMS: acc.Estimated.Milliseconds(), Warnings: acc.Warnings}}
 	}
-	return Answer{Status: summaryStatus(res.Summary), Body: res.Summary}
+	return Answer{Status: summaryStatus(res.Summary), Body: compact(res.Summary, a.opts.MaxAnswerBytes)}
 }
 
-// RenderSchedule is Render for triggers without a caller to link back to.
-func RenderSchedule(res app.Result, err error) Answer { return Render(res, err, links{}) }
+// RenderSchedule is the answer to a run of a trigger that reports one but
+// has no caller to link back to (timers, schedules).
+func (a *API) RenderSchedule(res app.Result, err error) Answer { return a.render(res, err, links{}) }
+
+// compact fits a summary into max bytes of JSON (0 is no bound): first
+// without the devices that succeeded or are planned, counted in
+// omitted_devices; then also without the other devices' messages. The
+// counts always cover every device, and every device that did not succeed
+// is listed (the run was refused before it started if they could not be).
+func compact(s *remediate.Summary, max int) *remediate.Summary {
+	if max <= 0 || s == nil || jsonSize(s) <= max {
+		return s
+	}
+	c := *s
+	c.Devices = make([]remediate.DeviceResult, 0, len(s.Devices))
+	for _, d := range s.Devices {
+		if d.Outcome == remediate.Succeeded || d.Outcome == remediate.Planned {
+			c.OmittedDevices++
+			continue
+		}
+		c.Devices = append(c.Devices, d)
+	}
+	c.Warnings = append(append([]string(nil), s.Warnings...), fmt.Sprintf(
+		"%d devices that succeeded (or are planned) are not listed: the answer would be over MAX_ANSWER_BYTES (%d bytes); counts cover every device, and a run sent with mode async lists every device in its pages", c.OmittedDevices, max))
+	if jsonSize(&c) <= max {
+		return &c
+	}
+	for i := range c.Devices {
+		c.Devices[i].Message = ""
+	}
+	c.Warnings = append(c.Warnings, "the listed devices' messages are left out to fit MAX_ANSWER_BYTES")
+	return &c
+}
+
+func jsonSize(v any) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0
+	}
+	return len(b)
+}
 
 // summaryStatus is the status of a run that ran (or was planned): 424 when
 // a device failed or was not attempted and partial failures are not

@@ -220,6 +220,15 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 // Pending is the number of devices left to trigger (0 for a dry run).
 func (p *Prepared) Pending() int { return p.s.count(Pending) }
 
+// Discard gives up a prepared run without triggering anything.
+func (p *Prepared) Discard() {
+	p.x.cancel()
+	p.done = true
+}
+
+// Devices is the number of devices the run's summary accounts for.
+func (p *Prepared) Devices() int { return len(p.s.Devices) }
+
 // Estimated is how long triggering the run's devices takes at the write
 // pace (0 when the pace is unlimited).
 func (p *Prepared) Estimated() time.Duration {

@@ -110,6 +110,9 @@ type Summary struct {
 	Error      *ErrorInfo     `json:"error,omitempty"`
 	// Scripts are the scripts the run uses, as Intune describes them.
 	Scripts []ScriptInfo `json:"scripts,omitempty"`
+	// OmittedDevices is how many devices that succeeded (or are planned)
+	// an answer left out to fit its size bound; Counts still cover them.
+	OmittedDevices int `json:"omitted_devices,omitempty"`
 	// ResolvedDeviceCount is how many devices the run triggers (or, dry,
 	// would trigger): the number confirm_device_count must repeat.
 	ResolvedDeviceCount int `json:"resolved_device_count"`
