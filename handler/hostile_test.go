@@ -96,3 +96,26 @@ func TestStorageDownAtStartUp(t *testing.T) {
 	}, 40*time.Second, time.Second, "asynchronous runs are accepted once storage answers")
 	assert.NotContains(t, w.logs.String(), azurite.Key, "no storage key in any log line")
 }
+
+// TestRetentionThroughTheTimer: the cleanup timer function deletes runs
+// past RUN_RETENTION, through the built binary and Azurite.
+func TestRetentionThroughTheTimer(t *testing.T) {
+	t.Parallel()
+	conn := azurite.Start(t)
+	f := newTenant(t, 200, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
+	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "RUN_RETENTION=1s")...)
+	reply, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 5), `,"mode":"async"`))
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	loc := reply.Header.Get("Location")
+	reply, _ = get(t, loc)
+	require.Equal(t, 202, reply.StatusCode, "the run is stored")
+
+	timer := `{"Data":{"timer":{"IsPastDue":false}},"Metadata":{}}`
+	require.Eventually(t, func() bool {
+		reply, b := hostPost(t, w.url+"/cleanup", timer)
+		require.Equal(t, 200, reply.StatusCode, "%s", b)
+		reply, _ = get(t, loc)
+		return reply.StatusCode == 404
+	}, 20*time.Second, 500*time.Millisecond, "the run is deleted once past RUN_RETENTION")
+	assert.Contains(t, w.logs.String(), `"runs_deleted":1`)
+}

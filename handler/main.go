@@ -165,7 +165,8 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		if creds != nil {
 			wcreds = creds
 		}
-		d.runs = runs.New(st.store, st.queue, engine, runs.Options{ClaimLease: cfg.FunctionTimeout, PageSize: cfg.RunPageSize, Credentials: wcreds}, log)
+		d.runs = runs.New(st.store, st.queue, engine, runs.Options{ClaimLease: cfg.FunctionTimeout, PageSize: cfg.RunPageSize, Credentials: wcreds,
+			Retention: cfg.RunRetention, CooldownPeriod: cfg.DeviceCooldown, CleanupMaxOps: cfg.CleanupMaxOps}, log)
 		opts.Runs = d.runs
 		if st.local != nil {
 			st.local.Start(ctx, d.runs)
@@ -361,7 +362,7 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 		ScheduledRequest: cfg.ScheduledRequest,
 	}
 	if d.runs != nil {
-		settings.Worker = d.runs
+		settings.Worker, settings.Janitor = d.runs, d.runs
 	}
 	host := azure.New(d.api, d.svc, settings, log)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:"+port)

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +128,69 @@ func TestWorkNeverExpires(t *testing.T) {
 	raw, err := base64.StdEncoding.DecodeString(*peek.Messages[0].MessageText)
 	require.NoError(t, err, "base64, as the queue trigger expects")
 	assert.JSONEq(t, `{"run":"r1","chunk":0,"items":[{"i":0,"d":"d","s":"","c":""}]}`, string(raw))
+}
+
+// TestRetention: a cleanup deletes the runs created before the retention
+// cut-off (every row), the idempotency keys that expired and the old
+// cooldown rows, keeps the rest, and never makes more storage operations
+// than its budget: a small budget finishes over several calls.
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	conn := azurite.Start(t)
+	st, _, err := azstore.Open(context.Background(), azstore.Config{ConnectionString: conn, Table: "retention", Queue: "work"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	mk := func(id string, created time.Time, devices int) {
+		rows := make([]runs.Row, devices)
+		for i := range rows {
+			rows[i] = runs.Row{Index: i}
+		}
+		require.NoError(t, st.CreateRun(ctx, runs.Meta{RunID: id, Created: created, Devices: devices, Summary: []byte(`{}`)}, rows, []runs.Chunk{{Number: 0, Open: devices}}))
+	}
+	mk("oldrun1", now.Add(-40*24*time.Hour), 150)
+	mk("oldrun2", now.Add(-31*24*time.Hour), 10)
+	mk("newrun", now.Add(-time.Hour), 10)
+	_, err = st.Begin(ctx, "expired", time.Millisecond)
+	require.NoError(t, err)
+	_, err = st.Begin(ctx, "fresh", time.Hour)
+	require.NoError(t, err)
+	script := "87654321-4321-4321-4321-ba9876543210"
+	require.NoError(t, st.Triggered(ctx, []remediate.CooldownKey{{DeviceID: "old-device", ScriptID: script}}, now.Add(-time.Hour)))
+	require.NoError(t, st.Triggered(ctx, []remediate.CooldownKey{{DeviceID: "new-device", ScriptID: script}}, now))
+	time.Sleep(5 * time.Millisecond)
+
+	p := runs.Retention{RunsBefore: now.Add(-30 * 24 * time.Hour), CooldownBefore: now.Add(-10 * time.Minute), Now: time.Now(), MaxOps: 8}
+	calls := 0
+	var total runs.Cleaned
+	for {
+		before := st.Ops()
+		c, err := st.Cleanup(ctx, p)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, st.Ops()-before, int64(p.MaxOps), "within the budget")
+		total.Runs, total.Keys, total.Cooldowns = total.Runs+c.Runs, total.Keys+c.Keys, total.Cooldowns+c.Cooldowns
+		calls++
+		require.Less(t, calls, 50, "the cleanup finishes")
+		if c.Done {
+			break
+		}
+	}
+	assert.Greater(t, calls, 1, "a small budget takes several calls")
+	assert.Equal(t, 2, total.Runs)
+	for _, id := range []string{"oldrun1", "oldrun2"} {
+		_, err := st.Meta(ctx, id)
+		assert.ErrorIs(t, err, runs.ErrNotFound, id)
+		rows, err := st.Rows(ctx, id, 0, 200)
+		assert.NoError(t, err)
+		assert.Empty(t, rows, "every row of %s is gone", id)
+	}
+	_, err = st.Meta(ctx, "newrun")
+	assert.NoError(t, err, "a recent run is kept")
+	assert.Equal(t, 1, total.Keys)
+	prev, err := st.Begin(ctx, "fresh", time.Hour)
+	assert.ErrorIs(t, err, replay.ErrInProgress, "the fresh key is kept (%v)", prev)
+	assert.Equal(t, 1, total.Cooldowns)
+	recent, err := st.Recent(ctx, script, time.Time{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"new-device"}, slices.Collect(maps.Keys(recent)))
 }

@@ -125,7 +125,16 @@ func (s *Store) CreateRun(ctx context.Context, m runs.Meta, rows []runs.Row, chu
 		return err
 	}
 	s.ops.Add(1)
-	_, err = s.table.UpsertEntity(ctx, e, nil)
+	if _, err = s.table.UpsertEntity(ctx, e, nil); err != nil {
+		return err
+	}
+	// The run's entry in the index of its creation day, for retention.
+	idx, err := json.Marshal(aztables.Entity{PartitionKey: runIndexPartition(m.Created), RowKey: runIndexKey(m.Created, m.RunID)})
+	if err != nil {
+		return err
+	}
+	s.ops.Add(1)
+	_, err = s.table.UpsertEntity(ctx, idx, nil)
 	return err
 }
 

@@ -44,6 +44,9 @@ type Settings struct {
 	// Worker works the queue functions (worker, poison); nil when no run
 	// storage is configured.
 	Worker Worker
+	// Janitor serves the timer function cleanup (retention); nil when no
+	// run storage is configured.
+	Janitor Janitor
 }
 
 // Host serves the custom-handler protocol.
@@ -95,6 +98,7 @@ func (h *Host) Handler() http.Handler {
 	mux.HandleFunc("POST /schedule", h.schedule)
 	mux.HandleFunc("POST /worker", h.queue("worker", Worker.Work))
 	mux.HandleFunc("POST /poison", h.queue("poison", Worker.Poison))
+	mux.HandleFunc("POST /cleanup", h.cleanup)
 	mux.Handle("/", api)
 	return mux
 }

@@ -111,6 +111,7 @@ func TestAppLayout(t *testing.T) {
 		"runs":      {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "runs/{id}", Methods: []string{"get"}},
 		"worker":    {Type: "queueTrigger", Direction: "in", Name: "msg", QueueName: "%REMEDIATION_QUEUE%", Connection: "AzureWebJobsStorage"},
 		"poison":    {Type: "queueTrigger", Direction: "in", Name: "msg", QueueName: "%REMEDIATION_QUEUE%-poison", Connection: "AzureWebJobsStorage"},
+		"cleanup":   {Type: "timerTrigger", Direction: "in", Name: "timer", Schedule: "0 23 * * * *"},
 	} {
 		raw, err := os.ReadFile("../../" + fn + "/function.json")
 		require.NoError(t, err, fn)

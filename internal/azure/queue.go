@@ -21,6 +21,33 @@ type Worker interface {
 	Poison(ctx context.Context, m runs.Message) error
 }
 
+// Janitor deletes what has outlived its retention; *runs.Service
+// implements it.
+type Janitor interface {
+	Cleanup(ctx context.Context) (runs.Cleaned, error)
+}
+
+// cleanup serves the timer function cleanup: one bounded pass of
+// retention. It always answers 2xx to the host; a failure is logged and
+// the next tick tries again.
+func (h *Host) cleanup(w http.ResponseWriter, r *http.Request) {
+	invocation := r.Header.Get("X-Azure-Functions-InvocationId")
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+	if h.settings.Janitor == nil {
+		writeInvokeResponse(w, invokeResponse{Logs: []string{"cleanup: no run storage is configured; nothing to clean"}})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), max(h.settings.FunctionTimeout-workMargin, h.settings.FunctionTimeout/2))
+	defer cancel()
+	c, err := h.settings.Janitor.Cleanup(ctx)
+	msg := fmt.Sprintf("remediator cleanup: %d runs, %d idempotency keys, %d cooldown rows deleted; done: %v", c.Runs, c.Keys, c.Cooldowns, c.Done)
+	if err != nil {
+		h.log.Warn("cleanup failed; the next tick tries again", "invocation_id", invocation, "error", err.Error())
+		msg = "remediator cleanup failed: " + err.Error()
+	}
+	writeInvokeResponse(w, invokeResponse{Logs: []string{msg}})
+}
+
 // workMargin is kept between the end of a worker's work and
 // functionTimeout, to record outcomes and queue the rest.
 const workMargin = 30 * time.Second

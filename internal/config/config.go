@@ -67,6 +67,10 @@ type Config struct {
 	IdempotencyMemoryMB int
 	// RunPageSize is the number of devices per page of GET runs/{id}.
 	RunPageSize int
+	// RunRetention is how long stored runs are kept; CleanupMaxOps bounds
+	// the storage operations of one cleanup.
+	RunRetention  time.Duration
+	CleanupMaxOps int
 	// SyncBudget is the longest a mode auto run answers synchronously.
 	SyncBudget time.Duration
 	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end
@@ -318,6 +322,10 @@ var Settings = []Setting{
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
 	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",
 		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
+	{Name: "RUN_RETENTION", Default: "720h", DefaultDoc: "720h (30 days)", Meaning: "stored runs are deleted this long after they were created (idempotency keys after `IDEMPOTENCY_TTL`, cooldown rows after `DEVICE_COOLDOWN`), by the hourly `cleanup` timer function",
+		read: duration(func(c *Config, d time.Duration) { c.RunRetention = d })},
+	{Name: "CLEANUP_MAX_OPS", Default: "2000", Meaning: "storage operations one cleanup may make (6–100000); what is left waits for the next hour",
+		read: intIn(6, 100000, func(c *Config, n int) { c.CleanupMaxOps = n })},
 	{Name: "SYNC_BUDGET", Default: "90s", Meaning: "`mode: auto` answers synchronously only when the triggers are estimated to take less (Logic Apps and Power Automate drop calls after 120 s, but follow a 202)",
 		read: duration(func(c *Config, d time.Duration) { c.SyncBudget = d })},
 	{Name: "WEBSITE_HOSTNAME", Meaning: "set by Azure: the app's host name; `Location` and status URLs are `https://` it, never taken from a request's headers",

@@ -93,3 +93,23 @@ type Store interface {
 type Queue interface {
 	Send(ctx context.Context, m Message, after time.Duration) error
 }
+
+// Retention says what a cleanup deletes: runs created before RunsBefore,
+// idempotency keys expired before Now, cooldown rows older than
+// CooldownBefore, within MaxOps storage operations.
+type Retention struct {
+	RunsBefore, CooldownBefore, Now time.Time
+	MaxOps                          int
+}
+
+// Cleaned is what a cleanup deleted; Done is false when work is left.
+type Cleaned struct {
+	Runs, Keys, Cooldowns int
+	Done                  bool
+}
+
+// Cleaner deletes what has outlived its retention; the Azure Tables store
+// implements it.
+type Cleaner interface {
+	Cleanup(ctx context.Context, p Retention) (Cleaned, error)
+}

@@ -52,6 +52,13 @@ type Options struct {
 	RecordMargin time.Duration
 	// Credentials, when set, are resolved for each chunk.
 	Credentials Credentials
+	// Retention is how long runs are kept (RUN_RETENTION). Default 30 days.
+	Retention time.Duration
+	// CooldownPeriod is DEVICE_COOLDOWN: older cooldown rows are deleted.
+	CooldownPeriod time.Duration
+	// CleanupMaxOps bounds the storage operations of one cleanup
+	// (CLEANUP_MAX_OPS). Default 2,000.
+	CleanupMaxOps int
 }
 
 // Service submits runs, works their chunks and reports their status.
@@ -80,6 +87,12 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 	}
 	if opts.RecordMargin <= 0 {
 		opts.RecordMargin = 5 * time.Second
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = 30 * 24 * time.Hour
+	}
+	if opts.CleanupMaxOps < 6 {
+		opts.CleanupMaxOps = 2000
 	}
 	return &Service{store: store, queue: queue, engine: engine, opts: opts, log: log}
 }
@@ -260,4 +273,24 @@ func (s *Service) follow(ctx context.Context, devs []remediate.DeviceResult) err
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Cleanup deletes what has outlived its retention: runs older than
+// Retention, expired idempotency keys, cooldown rows older than the
+// cooldown period, within CleanupMaxOps storage operations (a timer calls
+// it; what is left waits for the next call). A store that keeps nothing
+// (in memory) has nothing to clean.
+func (s *Service) Cleanup(ctx context.Context) (Cleaned, error) {
+	c, ok := s.store.(Cleaner)
+	if !ok {
+		return Cleaned{Done: true}, nil
+	}
+	now := time.Now()
+	cleaned, err := c.Cleanup(ctx, Retention{RunsBefore: now.Add(-s.opts.Retention), CooldownBefore: now.Add(-s.opts.CooldownPeriod),
+		Now: now, MaxOps: s.opts.CleanupMaxOps})
+	if err != nil {
+		return cleaned, fmt.Errorf("runs: cleanup: %w", err)
+	}
+	s.log.Info("cleanup", "runs_deleted", cleaned.Runs, "keys_deleted", cleaned.Keys, "cooldowns_deleted", cleaned.Cooldowns, "done", cleaned.Done)
+	return cleaned, nil
 }
