@@ -119,3 +119,33 @@ func TestRetentionThroughTheTimer(t *testing.T) {
 	}, 20*time.Second, 500*time.Millisecond, "the run is deleted once past RUN_RETENTION")
 	assert.Contains(t, w.logs.String(), `"runs_deleted":1`)
 }
+
+// TestCallerPolicy: with CALLER_POLICY, each caller may run only its
+// scripts, in its tenants, on at most its number of devices; a request
+// outside its rule is a 403 naming the rule, and nothing is read or
+// triggered. A caller with no rule may do nothing.
+func TestCallerPolicy(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 200, intunesim.Options{})
+	other := "11111111-2222-4333-8444-555555555555"
+	policy := `{"function-key":{"scripts":["` + f.script + `"],"tenants":["default"],"max_devices":3},` +
+		`"principal:0b5c4f1e-0000-4000-8000-00000000beef":{"scripts":["*"],"max_devices":10}}`
+	w := startWorker(t, f.env("CALLER_POLICY="+policy)...)
+	refused := func(body string, rule string, headers ...string) {
+		t.Helper()
+		before := f.sim.Counters().Requests
+		reply, b := hostPost(t, w.url+"/api/remediate", body, headers...)
+		assert.Equal(t, 403, reply.StatusCode, "%s", b)
+		assert.Contains(t, string(b), "caller_not_allowed")
+		assert.Contains(t, string(b), rule)
+		assert.Equal(t, before, f.sim.Counters().Requests, "nothing was read")
+	}
+	reply, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 3), ""))
+	assert.Equal(t, 200, reply.StatusCode, "within its rule: %s", b)
+	refused(f.request(f.eligible(3, 4), ""), "at most 3 devices")
+	refused(strings.ReplaceAll(f.request(f.eligible(3, 1), ""), f.script, other), "may not run script "+other)
+	refused(f.request(f.eligible(3, 1), `,"tenant_id":"`+other+`"`), "may not act in tenant "+other)
+	refused(f.request(f.eligible(3, 1), ""), "has no rule", "X-MS-CLIENT-PRINCIPAL-ID", "ffffffff-0000-4000-8000-000000000000")
+	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(3, 5), ""), "X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
+	assert.Equal(t, 200, reply.StatusCode, "another caller's own rule: %s", b)
+}

@@ -144,6 +144,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Alerts:         alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
 		SyncBudget:     cfg.SyncBudget,
 		MaxAnswerBytes: cfg.MaxAnswerBytes,
+		Policy:         cfg.CallerPolicy,
 	}
 	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, StoreTimeout: cfg.StorageCallTimeout, PublicBaseURL: cfg.PublicBaseURL,
 		MaxAnswerBytes: cfg.MaxAnswerBytes}

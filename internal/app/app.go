@@ -14,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/remediator/remediator/internal/alert"
+	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/credential"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
@@ -52,6 +54,10 @@ type Options struct {
 	// Runs, when set, takes runs that do not fit one answer (mode async,
 	// or auto beyond the time left); nil keeps every run synchronous.
 	Runs Runs
+	// Policy is what each caller may do (CALLER_POLICY); nil lets every
+	// caller do everything. Scheduled runs (the deployment's own request)
+	// are not subject to it.
+	Policy config.CallerPolicy
 	// MaxAnswerBytes bounds an answer (MAX_ANSWER_BYTES); a run whose
 	// devices could not all be accounted for within it goes to workers,
 	// or, without run storage, is refused before anything is triggered.
@@ -84,6 +90,9 @@ func New(engine Engine, opts Options, log *slog.Logger) *Service {
 const (
 	CodeStorageUnavailable = "storage_unavailable"
 	CodeNotFound           = "not_found"
+	// CodeCallerNotAllowed: the request is outside its caller's rule in
+	// CALLER_POLICY.
+	CodeCallerNotAllowed = "caller_not_allowed"
 	// CodeAnswerTooLarge: a synchronous answer could not account for
 	// every device within MAX_ANSWER_BYTES.
 	CodeAnswerTooLarge = "answer_too_large"
@@ -139,7 +148,7 @@ type Accepted struct {
 
 // Remediate decodes, validates and carries out a request body for caller
 // (who alone may read an asynchronous run's status; "" is the shared
-// function-key caller).
+// function-key caller), within the caller's rule in the policy.
 func (s *Service) Remediate(ctx context.Context, caller string, body []byte) (Result, error) {
 	req, err := remediate.Decode(bytes.NewReader(body))
 	if err != nil {
@@ -148,12 +157,31 @@ func (s *Service) Remediate(ctx context.Context, caller string, body []byte) (Re
 	return s.Start(ctx, caller, req)
 }
 
+// Scheduled carries out the deployment's own scheduled request (a timer,
+// an EventBridge schedule): the shared caller's, outside any policy.
+func (s *Service) Scheduled(ctx context.Context, body []byte) (Result, error) {
+	req, err := remediate.Decode(bytes.NewReader(body))
+	if err != nil {
+		return Result{}, asError(err)
+	}
+	return s.start(ctx, "", req, false)
+}
+
 // Start carries out a decoded request: at once when it fits the time the
 // caller has (and the synchronous budget, in mode auto), else on workers.
 func (s *Service) Start(ctx context.Context, caller string, req remediate.Request) (Result, error) {
+	return s.start(ctx, caller, req, true)
+}
+
+func (s *Service) start(ctx context.Context, caller string, req remediate.Request, policed bool) (Result, error) {
 	plan, err := remediate.Validate(req, s.opts.Limits)
 	if err != nil {
 		return Result{}, asError(err)
+	}
+	if policed {
+		if err := s.allowed(caller, &plan); err != nil {
+			return Result{}, err
+		}
 	}
 	if s.opts.Runs == nil && plan.Mode == remediate.ModeAsync {
 		return Result{}, Invalid("mode", "async needs run storage: this deployment runs synchronously only (no run storage is configured)")
@@ -196,6 +224,67 @@ func (s *Service) Start(ctx context.Context, caller string, req remediate.Reques
 	}
 	return Result{Accepted: &Accepted{RunID: sum.RunID, ResolvedDeviceCount: sum.ResolvedDeviceCount, Counts: sum.Counts,
 		Queued: queued, Estimated: p.Estimated(), Warnings: sum.Warnings}}, nil
+}
+
+// callerName is how CALLER_POLICY names a caller.
+func callerName(caller string) string {
+	if caller == "" {
+		return "function-key"
+	}
+	return caller
+}
+
+// allowed applies the caller's rule of the policy to plan before anything
+// is read or triggered, and caps plan's devices at the rule's max_devices.
+func (s *Service) allowed(caller string, plan *remediate.Plan) error {
+	if s.opts.Policy == nil {
+		return nil
+	}
+	name := callerName(caller)
+	rule, ok := s.opts.Policy[name]
+	if !ok {
+		rule, ok = s.opts.Policy["*"]
+	}
+	refuse := func(field, msg string) error {
+		return &Error{Code: CodeCallerNotAllowed, Message: msg + " (CALLER_POLICY); nothing was read or triggered",
+			Details: []remediate.FieldError{{Field: field, Message: msg}}}
+	}
+	if !ok {
+		return refuse("", fmt.Sprintf("caller %s has no rule in CALLER_POLICY", name))
+	}
+	for _, id := range plan.ScriptIDs() {
+		if !listed(rule.Scripts, id) {
+			return refuse("script_policy_id", fmt.Sprintf("caller %s may not run script %s", name, id))
+		}
+	}
+	tenant := plan.TenantID
+	if tenant == "" {
+		tenant = "default"
+	}
+	if !listed(rule.Tenants, tenant) {
+		return refuse("tenant_id", fmt.Sprintf("caller %s may not act in tenant %s", name, tenant))
+	}
+	if rule.MaxDevices > 0 {
+		if len(plan.Items) > rule.MaxDevices {
+			return refuse("managed_devices", fmt.Sprintf("caller %s may trigger at most %d devices per run; the request lists %d", name, rule.MaxDevices, len(plan.Items)))
+		}
+		plan.MaxDevices, plan.CapName = rule.MaxDevices, "the max_devices of caller "+name+" in CALLER_POLICY"
+	}
+	return nil
+}
+
+// listed reports whether v is in list, which allows anything when empty
+// or holding "*".
+func listed(list []string, v string) bool {
+	if len(list) == 0 {
+		return true
+	}
+	for _, x := range list {
+		if x == "*" || strings.EqualFold(x, v) {
+			return true
+		}
+	}
+	return false
 }
 
 // fits reports whether triggers estimated to take d can be answered

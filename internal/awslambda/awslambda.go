@@ -203,7 +203,7 @@ func route(path string) string {
 // one, or the Scheduler schedule's own input.
 func (h *Handler) scheduled(ctx context.Context, request []byte) (any, error) {
 	started := time.Now()
-	res, err := h.svc.Remediate(ctx, "", request)
+	res, err := h.svc.Scheduled(ctx, request)
 	ans := h.api.RenderSchedule(res, err)
 	h.api.Audit(ctx, "schedule", ans, started, "aws_request_id", requestID(ctx), "caller", "eventbridge")
 	if ans.Status >= 400 && ans.Status != http.StatusFailedDependency {

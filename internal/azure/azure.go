@@ -206,7 +206,7 @@ func (h *Host) schedule(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.settings.FunctionTimeout)
 	defer cancel()
 	started := time.Now()
-	res, err := h.svc.Remediate(ctx, "", h.settings.ScheduledRequest)
+	res, err := h.svc.Scheduled(ctx, h.settings.ScheduledRequest)
 	ans := h.api.RenderSchedule(res, err)
 	h.api.Audit(ctx, "schedule", ans, started, "invocation_id", invocation, "caller", "timer", "past_due", ti.IsPastDue)
 	out, _ := json.Marshal(ans.Body)

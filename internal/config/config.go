@@ -7,6 +7,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -117,6 +118,10 @@ type Config struct {
 	// off).
 	DeviceCooldown time.Duration
 
+	// CallerPolicy is what each caller may do (CALLER_POLICY); nil lets
+	// every caller do everything.
+	CallerPolicy CallerPolicy
+
 	// PublicBaseURL is where callers reach the API (scheme and host), for
 	// absolute Location URLs: PUBLIC_BASE_URL, else https://WEBSITE_HOSTNAME.
 	PublicBaseURL string
@@ -139,6 +144,54 @@ const (
 	intuneWritesPerSecond = 10.0
 	intuneReadsPerSecond  = 100.0
 )
+
+// CallerPolicy maps callers to what they may do: "function-key" (every
+// holder of a function key), "principal:<object id>" (App Service
+// Authentication), "iam:<ARN>" (Lambda with IAM auth), or "*" for any
+// caller not listed. A caller matching no entry may do nothing.
+type CallerPolicy map[string]CallerRule
+
+// CallerRule limits one caller. An empty list, or one holding "*",
+// allows any value.
+type CallerRule struct {
+	// Scripts are the script ids the caller may run.
+	Scripts []string `json:"scripts"`
+	// Tenants are the tenant ids the caller may act in ("default" for the
+	// deployment's own tenant).
+	Tenants []string `json:"tenants"`
+	// MaxDevices caps the caller's runs below MAX_DEVICES_PER_RUN; 0 is
+	// the deployment's cap.
+	MaxDevices int `json:"max_devices"`
+}
+
+func readCallerPolicy(l *loader, v string) {
+	if v == "" {
+		return
+	}
+	dec := json.NewDecoder(strings.NewReader(v))
+	dec.DisallowUnknownFields()
+	var p CallerPolicy
+	if err := dec.Decode(&p); err != nil {
+		l.bad("CALLER_POLICY", "is not a policy such as {\"function-key\":{\"scripts\":[\"<id>\"],\"max_devices\":50}}: %v", err)
+		return
+	}
+	for caller, r := range p {
+		for _, id := range r.Scripts {
+			if id != "*" && !intune.IsGUID(id) {
+				l.bad("CALLER_POLICY", "%s: script %q is not a GUID", caller, id)
+			}
+		}
+		for _, id := range r.Tenants {
+			if id != "*" && id != "default" && !intune.IsGUID(id) {
+				l.bad("CALLER_POLICY", "%s: tenant %q is not a GUID or default", caller, id)
+			}
+		}
+		if r.MaxDevices < 0 {
+			l.bad("CALLER_POLICY", "%s: max_devices must not be negative", caller)
+		}
+	}
+	l.c.CallerPolicy = p
+}
 
 // Setting is one environment variable: its name, its default as written
 // in the environment ("" for none), what the README says of its default
@@ -320,6 +373,8 @@ var Settings = []Setting{
 		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},
 	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of `GET /api/runs/{id}` (1–5000)",
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
+	{Name: "CALLER_POLICY", Meaning: "what each caller may do, as JSON: `{\"function-key\":{\"scripts\":[\"<id>\"],\"tenants\":[\"default\"],\"max_devices\":50},\"principal:<object id>\":{…},\"*\":{…}}`; callers are `function-key` (any key holder), `principal:<id>` (App Service Authentication), `iam:<ARN>` (Lambda); a request outside its caller's rule is refused with 403 `caller_not_allowed` before anything is read. Unset: every caller may do everything",
+		read: readCallerPolicy},
 	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",
 		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
 	{Name: "RUN_RETENTION", Default: "720h", DefaultDoc: "720h (30 days)", Meaning: "stored runs are deleted this long after they were created (idempotency keys after `IDEMPOTENCY_TTL`, cooldown rows after `DEVICE_COOLDOWN`), by the hourly `cleanup` timer function",

@@ -183,3 +183,17 @@ func TestPublicBaseURL(t *testing.T) {
 	_, err = Load(env(map[string]string{"PUBLIC_BASE_URL": "https://contoso.com/api?x=1"}))
 	assert.ErrorContains(t, err, "PUBLIC_BASE_URL")
 }
+
+// TestCallerPolicySetting: CALLER_POLICY is read as JSON with unknown
+// members, non-GUID scripts and tenants refused at start-up.
+func TestCallerPolicySetting(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"CALLER_POLICY": `{"function-key":{"scripts":["87654321-4321-4321-4321-ba9876543210"],"tenants":["default"],"max_devices":5},"*":{}}`}))
+	require.NoError(t, err)
+	assert.Equal(t, 5, c.CallerPolicy["function-key"].MaxDevices)
+	assert.Contains(t, c.CallerPolicy, "*")
+	for _, bad := range []string{`{"function-key":{"script":["x"]}}`, `{"function-key":{"scripts":["x"]}}`, `{"a":{"tenants":["contoso"]}}`, `[]`} {
+		_, err := Load(env(map[string]string{"CALLER_POLICY": bad}))
+		assert.ErrorContains(t, err, "CALLER_POLICY", bad)
+	}
+}

@@ -27,7 +27,7 @@ func TestEveryCodeHasItsStatus(t *testing.T) {
 		remediate.CodeConfirmationRequired, remediate.CodeFleetSizeUnknown, remediate.CodeGraphUnavailable,
 		credential.CodeUnknownTenant, credential.CodeTokenUnavailable, credential.CodeKeyVaultUnavailable, credential.CodeBadCredential,
 		alert.CodeInvalidAlert, alert.CodeNotActionable,
-		app.CodeStorageUnavailable, app.CodeNotFound, app.CodeCredentialUnavailable, app.CodeAnswerTooLarge,
+		app.CodeStorageUnavailable, app.CodeNotFound, app.CodeCredentialUnavailable, app.CodeAnswerTooLarge, app.CodeCallerNotAllowed,
 	} {
 		s := StatusOf(code)
 		assert.True(t, s >= 400 && s < 500 || s == 503, "%s: a refusal is a 4xx, or a 503 to retry; got %d", code, s)

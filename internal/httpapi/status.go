@@ -34,6 +34,7 @@ var codes = []struct {
 	{app.CodeNotFound, http.StatusNotFound, "no such run, no such route, or a deployment without run storage"},
 	{remediate.CodeScriptNotAllowed, http.StatusForbidden, "a script is not on `ALLOWED_SCRIPT_POLICY_IDS`"},
 	{remediate.CodeScriptChanged, http.StatusForbidden, "a pinned script was edited after its approval (`ALLOWED_SCRIPT_PINS`)"},
+	{app.CodeCallerNotAllowed, http.StatusForbidden, "the request is outside its caller's rule in `CALLER_POLICY` (scripts, tenants, max_devices)"},
 	{credential.CodeUnknownTenant, http.StatusForbidden, "no credential for the request's `tenant_id`"},
 	{remediate.CodeScriptInvalid, http.StatusUnprocessableEntity, "a script does not exist or is not a remediation script"},
 	{remediate.CodeTargetResolutionFailed, http.StatusUnprocessableEntity, "a selector (filter, name, group) could not be resolved"},

@@ -171,7 +171,8 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 		items, m, problems := x.resolve()
 		switch {
 		case x.tooMany:
-			return reject(CodeTooManyDevices, fmt.Sprintf("the targets select more than MAX_DEVICES_PER_RUN (%d) devices; nothing was triggered", e.cfg.MaxDevices), problems)
+			limit, name := x.deviceCap()
+			return reject(CodeTooManyDevices, fmt.Sprintf("the targets select more than %s (%d) devices; nothing was triggered", name, limit), problems)
 		case problems != nil:
 			return reject(CodeTargetResolutionFailed, "the targets could not be resolved; nothing was triggered", problems)
 		}
@@ -359,6 +360,16 @@ func (e *Engine) newExecution(ctx context.Context, now time.Time, invoke time.Du
 	callCtx, c2 := context.WithDeadline(detached, end.Add(-headroom/2))
 	x.runCtx, x.callCtx, x.cancel = runCtx, callCtx, func() { c1(); c2() }
 	return x
+}
+
+// deviceCap is the run's device cap and its name: the plan's own (a
+// caller's policy) when lower than MAX_DEVICES_PER_RUN; 0 is none.
+func (x *execution) deviceCap() (int, string) {
+	limit, name := x.engine.cfg.MaxDevices, "MAX_DEVICES_PER_RUN"
+	if m := x.plan.MaxDevices; m > 0 && (limit <= 0 || m < limit) {
+		limit, name = m, x.plan.CapName
+	}
+	return limit, name
 }
 
 // account adds the execution's warnings and throttling to s and counts its

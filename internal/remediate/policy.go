@@ -100,9 +100,9 @@ func (x *execution) checkScripts(s *Summary) (code, msg string, details []FieldE
 // equal to the resolved count (the number a dry run reports).
 func (x *execution) checkCaps(s *Summary) (code, msg string) {
 	cfg, n := x.engine.cfg, s.ResolvedDeviceCount
-	if cfg.MaxDevices > 0 && n > cfg.MaxDevices {
+	if limit, name := x.deviceCap(); limit > 0 && n > limit {
 		return CodeTooManyDevices,
-			fmt.Sprintf("the request resolves to %d devices, more than MAX_DEVICES_PER_RUN (%d); narrow the targets or split the run", n, cfg.MaxDevices)
+			fmt.Sprintf("the request resolves to %d devices, more than %s (%d); narrow the targets or split the run", n, name, limit)
 	}
 	if cfg.MaxFleetPercent <= 0 || cfg.MaxFleetPercent >= 100 || n == 0 {
 		return "", ""

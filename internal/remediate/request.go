@@ -134,7 +134,15 @@ type Plan struct {
 	ConfirmDeviceCount *int
 	// Mode is ModeSync, ModeAsync or ModeAuto.
 	Mode string
+	// MaxDevices, when set, caps this run's devices below the engine's
+	// MAX_DEVICES_PER_RUN (a caller's policy); CapName names the cap in
+	// messages.
+	MaxDevices int
+	CapName    string
 }
+
+// ScriptIDs lists the plan's scripts once each, in order of appearance.
+func (p Plan) ScriptIDs() []string { return p.scriptIDs() }
 
 // Run modes.
 const (

@@ -57,8 +57,9 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 			})
 			switch {
 			case x.tooMany:
+				limit, name := x.deviceCap()
 				problems = append(problems, FieldError{t.Field + ".filter", fmt.Sprintf(
-					"selects more than MAX_DEVICES_PER_RUN (%d) devices; resolving stopped there: narrow the filter, split the run, or send a dry run to count them", x.engine.cfg.MaxDevices)})
+					"selects more than %s (%d) devices; resolving stopped there: narrow the filter, split the run, or send a dry run to count them", name, limit)})
 				return nil, nil, problems
 			case errors.Is(err, errTooManyListed):
 				problems = append(problems, FieldError{t.Field + ".filter", "reading the filter's devices stopped: " + err.Error()})
@@ -144,7 +145,7 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 // matches the whole tenant holds no more than the cap in memory. A dry
 // run resolves everything, to report the number.
 func (x *execution) overCap(n int) bool {
-	if x.plan.DryRun || x.engine.cfg.MaxDevices <= 0 || n <= x.engine.cfg.MaxDevices {
+	if limit, _ := x.deviceCap(); x.plan.DryRun || limit <= 0 || n <= limit {
 		return false
 	}
 	x.tooMany = true
