@@ -2,10 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,4 +152,48 @@ func TestCallerPolicy(t *testing.T) {
 	refused(f.request(f.eligible(3, 1), ""), "has no rule", "X-MS-CLIENT-PRINCIPAL-ID", "ffffffff-0000-4000-8000-000000000000")
 	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(3, 5), ""), "X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
 	assert.Equal(t, 200, reply.StatusCode, "another caller's own rule: %s", b)
+}
+
+// peakRSS is a process's peak resident memory (VmHWM), in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			require.NoError(t, err)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// TestHostileInputStaysBounded: four concurrent 1 MiB bodies of empty
+// device objects, each with its own Idempotency-Key, are answered 400 in
+// a few kilobytes each, and the process stays under 256 MB (the race
+// detector, which multiplies memory, is allowed four times that).
+func TestHostileInputStaysBounded(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 50, intunesim.Options{})
+	w := startWorker(t, f.env("MAX_DEVICES_PER_RUN=1000000")...)
+	n := (1<<20 - 100) / len(`{},`)
+	body := `{"managed_devices":[` + strings.Repeat(`{},`, n-1) + `{}]}`
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			reply, b := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", fmt.Sprintf("hostile-%d", i))
+			assert.Equal(t, 400, reply.StatusCode)
+			assert.Less(t, len(b), 64<<10, "a bounded answer")
+		})
+	}
+	wg.Wait()
+	limit := int64(256 << 20)
+	if raceEnabled {
+		limit *= 4
+	}
+	peak := peakRSS(t, w.cmd.Process.Pid)
+	t.Logf("peak resident memory: %d MB", peak>>20)
+	assert.Less(t, peak, limit)
 }

@@ -167,9 +167,11 @@ type Limits struct {
 // Validate checks req and returns its plan. All problems are reported in
 // one *InvalidRequestError.
 func Validate(req Request, lim Limits) (Plan, error) {
-	var problems []FieldError
+	var problems problems
 	add := func(field, format string, args ...any) {
-		problems = append(problems, FieldError{field, fmt.Sprintf(format, args...)})
+		if problems.total++; len(problems.list) < MaxProblems {
+			problems.list = append(problems.list, FieldError{field, fmt.Sprintf(format, args...)})
+		}
 	}
 	plan := Plan{
 		IgnorePartialFailures: req.IgnorePartialFailures,
@@ -287,8 +289,8 @@ func Validate(req Request, lim Limits) (Plan, error) {
 	if lim.MaxDevices > 0 && len(plan.Items) > lim.MaxDevices {
 		add("managed_devices", "%d devices in one request, more than the limit of %d (MAX_DEVICES_PER_RUN); split the request", len(plan.Items), lim.MaxDevices)
 	}
-	if len(problems) > 0 {
-		return Plan{}, invalid(problems)
+	if problems.total > 0 {
+		return Plan{}, problems.err()
 	}
 	return plan, nil
 }

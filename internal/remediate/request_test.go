@@ -46,7 +46,7 @@ func TestValidation(t *testing.T) {
 		{"unknown top-level field", `{"managed_device":[]}`, []string{"managed_device"}},
 		{"unknown nested field", `{"managed_devices":[{"device_id":"` + dev1 + `","script_id":"` + script + `"}]}`, []string{"managed_devices[0].script_id"}},
 		{"unknown field in timeouts", `{"managed_devices":[{"device_id":"` + dev1 + `","script_policy_id":"` + script + `"}],"timeouts":{"create":"1m"}}`, []string{"timeouts.create"}},
-		{"wrong types", `{"managed_devices":{},"ignore_partial_failures":"yes","dry_run":1}`, []string{"dry_run", "ignore_partial_failures", "managed_devices"}},
+		{"wrong types (in the order of the body)", `{"managed_devices":{},"ignore_partial_failures":"yes","dry_run":1}`, []string{"managed_devices", "ignore_partial_failures", "dry_run"}},
 		{"list element not an object", `{"managed_devices":["` + dev1 + `"]}`, []string{"managed_devices[0]"}},
 		{"not JSON", `{"managed_devices":`, []string{""}},
 		{"not an object", `[1,2]`, []string{""}},
