@@ -187,6 +187,12 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	reply, b = hostPost(t, w.url+"/api/remediate", f.request(devs[:1], `,"mode":"async"`), "Idempotency-Key", "change-4711")
 	assert.Equal(t, 422, reply.StatusCode, "%s", b)
 	assert.Contains(t, string(b), "idempotency_key_reused")
+	// Keys are each caller's own: another caller's change-4711 is a new
+	// request, never A's answer.
+	reply, b = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711", "X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
+	assert.Equal(t, 202, reply.StatusCode, "%s", b)
+	assert.Empty(t, reply.Header.Get("Idempotent-Replayed"))
+	assert.NotContains(t, string(b), acc.RunID)
 
 	// Follow-up through the runs function.
 	reply, b = get(t, w.url+"/api/runs/"+acc.RunID+"?follow=true")

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -196,4 +198,57 @@ func TestHostileInputStaysBounded(t *testing.T) {
 	peak := peakRSS(t, w.cmd.Process.Pid)
 	t.Logf("peak resident memory: %d MB", peak>>20)
 	assert.Less(t, peak, limit)
+}
+
+// TestHostileGraphCannotTakeMemory: through the built binary, a Graph
+// whose device list never ends and whose script answer is a small gzip
+// that inflates to 64 MB: the run is refused (MAX_LISTED_DEVICES,
+// GRAPH_MAX_RESPONSE_MB), nothing is triggered, and the process stays
+// small.
+func TestHostileGraphCannotTakeMemory(t *testing.T) {
+	t.Parallel()
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	_, _ = zw.Write([]byte(`{"id":"` + strings.Repeat("x", 64<<20) + `"}`))
+	_ = zw.Close()
+	var srv *httptest.Server
+	var triggers atomic.Int64
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodPost:
+			triggers.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+		case strings.Contains(r.URL.Path, "deviceHealthScripts"):
+			w.Header().Set("Content-Encoding", "gzip")
+			_, _ = w.Write(bomb.Bytes())
+		default:
+			n, _ := strconv.Atoi(r.URL.Query().Get("page"))
+			devs := make([]map[string]any, 1000)
+			for i := range devs {
+				devs[i] = map[string]any{"id": fmt.Sprintf("00000000-0000-4000-8000-%012d", n*1000+i), "operatingSystem": "Windows",
+					"joinType": "azureADJoined", "managementState": "managed", "lastSyncDateTime": time.Now().UTC().Format(time.RFC3339)}
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"value": devs, "@odata.count": 1 << 30,
+				"@odata.nextLink": fmt.Sprintf("%s/beta/deviceManagement/managedDevices?page=%d", srv.URL, n+1)})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	w := startWorker(t, "GRAPH_BASE_URL="+srv.URL+"/beta", "GRAPH_AUTH=none", "GRAPH_READ_RATE=100000", "MAX_LISTED_DEVICES=20000",
+		"MAX_DEVICES_PER_RUN=1000000", "GRAPH_MAX_RESPONSE_MB=4")
+	script := "87654321-4321-4321-4321-ba9876543210"
+
+	reply, b := hostPost(t, w.url+"/api/remediate", `{"targets":[{"script_policy_id":"`+script+`","filter":"operatingSystem eq 'Windows'"}],"validate_device_exists":false,"dry_run":true}`)
+	assert.Equal(t, 422, reply.StatusCode, "%s", b)
+	assert.Contains(t, string(b), "MAX_LISTED_DEVICES")
+
+	reply, b = hostPost(t, w.url+"/api/remediate", `{"managed_devices":[{"device_id":"12345678-1234-1234-1234-123456789abc","script_policy_id":"`+script+`"}]}`)
+	assert.Contains(t, []int{422, 503}, reply.StatusCode, "%s", b)
+	assert.Contains(t, string(b), "larger than 4194304 bytes")
+	assert.Zero(t, triggers.Load(), "nothing triggered")
+	limit := int64(256 << 20)
+	if raceEnabled {
+		limit *= 4
+	}
+	assert.Less(t, peakRSS(t, w.cmd.Process.Pid), limit)
 }

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/graph"
+	"github.com/remediator/remediator/internal/intune"
+	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 )
 
@@ -70,4 +74,34 @@ func TestCapsApplyWhilePaging(t *testing.T) {
 	require.NotEmpty(t, s.Error.Details)
 	assert.Contains(t, s.Error.Details[0].Message, "MAX_LISTED_DEVICES")
 	assert.LessOrEqual(t, pages.Load(), int64(11), "reading stopped at MAX_LISTED_DEVICES")
+}
+
+// slowCooldown answers only when its caller gives up, like storage that
+// is slow or unreachable.
+type slowCooldown struct{}
+
+func (slowCooldown) Recent(ctx context.Context, _ string, _ time.Time) (map[string]time.Time, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (slowCooldown) Triggered(ctx context.Context, _ []CooldownKey, _ time.Time) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestSlowCooldownStoreIsBounded: a cooldown store that does not answer
+// costs a run at most StoreTimeout per call, and a warning; the devices
+// are triggered.
+func TestSlowCooldownStoreIsBounded(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 100, intunesim.Options{}, 1000)
+	e := New(f.client, pace.New(1000, 1000), Config{Cooldown: slowCooldown{}, CooldownPeriod: time.Minute, StoreTimeout: 200 * time.Millisecond},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	started := time.Now()
+	s := e.Complete(context.Background(), f.plan(f.eligible(3), intune.ManagedDevices))
+	assert.Less(t, time.Since(started), 3*time.Second)
+	assert.Equal(t, 3, s.Counts.Succeeded)
+	assert.True(t, slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, "DEVICE_COOLDOWN was not applied") }), "%v", s.Warnings)
+	assert.True(t, slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, "cooldown store could not be written") }), "%v", s.Warnings)
 }
