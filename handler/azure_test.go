@@ -483,7 +483,7 @@ func TestSlowRequestsAndIdleConnectionsAreClosed(t *testing.T) {
 
 	slow, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	defer slow.Close()
+	defer func() { _ = slow.Close() }()
 	_, err = fmt.Fprintf(slow, "POST /api/remediate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", addr)
 	require.NoError(t, err)
 	started := time.Now()
@@ -504,7 +504,7 @@ func TestSlowRequestsAndIdleConnectionsAreClosed(t *testing.T) {
 
 	idle, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	defer idle.Close()
+	defer func() { _ = idle.Close() }()
 	_, err = fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
 	require.NoError(t, err)
 	_ = idle.SetReadDeadline(time.Now().Add(10 * time.Second))

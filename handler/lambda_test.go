@@ -208,8 +208,8 @@ func TestLambdaExitsOnSIGTERM(t *testing.T) {
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "lambda runtime starting") }, 20*time.Second, 20*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // into the wait for the next event
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
