@@ -202,7 +202,9 @@ func TestLambdaExitsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	f := newTenant(t, 20, intunesim.Options{})
 	rt := newRuntimeAPI(t)
+	rt.mu.Lock()
 	rt.block = true
+	rt.mu.Unlock()
 	cmd := exec.Command(binary)
 	cmd.Env = append([]string{runMain, "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://")}, f.env()...)
 	logs := &syncBuffer{}
