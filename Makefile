@@ -32,7 +32,7 @@ demo:
 
 ## test: what CI runs — formatting, vet, every test with the race detector (Azurite installed first)
 test: fmt-check vet azurite
-	AZURITE=$(AZURITE) CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	AZURITE=$(AZURITE) CGO_ENABLED=1 GORACE=atexit_sleep_ms=0 $(GO) test -race -count=1 ./...
 
 ## azurite: install Azurite under .tools (needs Node.js and npm)
 azurite: $(AZURITE)

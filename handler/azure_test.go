@@ -32,6 +32,10 @@ var binary string
 // runMain in a child's environment makes the test binary the handler.
 const runMain = "REMEDIATOR_TEST_RUN_MAIN=1"
 
+// quickExit spares a race-enabled child the race detector's one-second
+// sleep at exit.
+const quickExit = "GORACE=atexit_sleep_ms=0"
+
 func TestMain(m *testing.M) {
 	if os.Getenv("REMEDIATOR_TEST_RUN_MAIN") == "1" {
 		main()
@@ -89,7 +93,7 @@ func startWorker(t *testing.T, env ...string) *worker {
 	t.Helper()
 	port := freePort(t)
 	cmd := exec.Command(binary)
-	cmd.Env = append([]string{runMain, "PATH=" + os.Getenv("PATH"), "FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "FUNCTIONS_HTTPWORKER_PORT=" + port,
+	cmd.Env = append([]string{runMain, quickExit, "PATH=" + os.Getenv("PATH"), "FUNCTIONS_CUSTOMHANDLER_PORT=" + port, "FUNCTIONS_HTTPWORKER_PORT=" + port,
 		"FUNCTIONS_CUSTOMHANDLER_WORKER_ID=" + "3f9c5a2e-0000-4000-8000-000000000001", "FUNCTIONS_APP_ROOT_PATH=" + t.TempDir()}, env...)
 	w := &worker{url: "http://127.0.0.1:" + port, cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.logs, w.logs
@@ -403,7 +407,7 @@ func TestAzureShutdownMidRun(t *testing.T) {
 func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
 	t.Parallel()
 	cmd := exec.Command(binary)
-	cmd.Env = []string{runMain, "FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_AUTH=none",
+	cmd.Env = []string{runMain, quickExit, "FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_AUTH=none",
 		"MAX_CONCURRENCY=@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/c)", "SCHEDULED_REQUEST={}"}
 	out, err := cmd.CombinedOutput()
 	require.Error(t, err)
@@ -413,7 +417,7 @@ func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
 	assert.Contains(t, msg, "REMEDIATION_SCHEDULE")
 
 	cmd = exec.Command(binary)
-	cmd.Env = []string{runMain, "FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_BASE_URL=http://127.0.0.1:9/beta", "GRAPH_AUTH=none",
+	cmd.Env = []string{runMain, quickExit, "FUNCTIONS_CUSTOMHANDLER_PORT=" + freePort(t), "GRAPH_BASE_URL=http://127.0.0.1:9/beta", "GRAPH_AUTH=none",
 		"REMEDIATION_SCHEDULE=0 0 6 * * *", `SCHEDULED_REQUEST={"managed_devices":[{"device_id":"nope"}]}`}
 	out, err = cmd.CombinedOutput()
 	require.Error(t, err)
@@ -421,7 +425,7 @@ func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
 	assert.Contains(t, string(out), "managed_devices[0].device_id")
 }
 
-// TestAzureLoad runs 50 concurrent remediate invocations of 30 devices
+// TestAzureLoad runs 50 concurrent remediate invocations of 16 devices
 // each through one worker: every invocation is answered, every device is
 // triggered exactly once, and the process-wide write pace keeps the
 // simulator from ever throttling. The pace is half the compressed ceiling:
@@ -430,7 +434,7 @@ func TestAzureConfigurationErrorsStopTheWorker(t *testing.T) {
 // 2x in a quarter-second window under the race detector; a one-second
 // window evens that out).
 func TestAzureLoad(t *testing.T) {
-	const invocations, perInvocation = 50, 30
+	const invocations, perInvocation = 50, 16
 	const limit, window = 800, time.Second // a ceiling of 800 writes/s
 	f := newTenant(t, 9000, intunesim.Options{WriteLimit: limit, Window: window, ReadLimit: 100000})
 	w := startWorker(t, f.env("GRAPH_WRITE_RATE=400", "MAX_CONCURRENCY=16")...)

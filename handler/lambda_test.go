@@ -124,7 +124,7 @@ func TestLambdaBootstrapEndToEnd(t *testing.T) {
 	rt.add(lambdaEvent(t, "function_url_request.json", "{{BODY}}", "%%%", `"isBase64Encoded": false`, `"isBase64Encoded": true`), time.Minute)
 
 	cmd := exec.Command(bootstrap)
-	cmd.Env = append([]string{runMain, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"),
+	cmd.Env = append([]string{runMain, quickExit, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"),
 		"AWS_LAMBDA_FUNCTION_NAME=remediator", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
 		"_HANDLER=bootstrap", "SCHEDULED_REQUEST=" + f.request(scheduled, "")}, f.env("GRAPH_WRITE_RATE=20")...)
 	logs, err := cmd.CombinedOutput()
@@ -184,7 +184,7 @@ func TestLambdaConfigurationErrorIsReported(t *testing.T) {
 	t.Parallel()
 	rt := newRuntimeAPI(t)
 	cmd := exec.Command(binary)
-	cmd.Env = []string{runMain, "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"), "GRAPH_AUTH=client-secret", "MAX_CONCURRENCY=0"}
+	cmd.Env = []string{runMain, quickExit, "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"), "GRAPH_AUTH=client-secret", "MAX_CONCURRENCY=0"}
 	out, err := cmd.CombinedOutput()
 	require.Error(t, err, "%s", out)
 	rt.mu.Lock()
@@ -206,7 +206,7 @@ func TestLambdaExitsOnSIGTERM(t *testing.T) {
 	rt.block = true
 	rt.mu.Unlock()
 	cmd := exec.Command(binary)
-	cmd.Env = append([]string{runMain, "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://")}, f.env()...)
+	cmd.Env = append([]string{runMain, quickExit, "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://")}, f.env()...)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(t, cmd.Start())
@@ -235,7 +235,7 @@ func TestLambdaAnswersFit(t *testing.T) {
 	rt.add(lambdaEvent(t, "function_url_request.json", "{{BODY}}", js(f.request(f.eligible(0, 300), `,"validate_device_exists":false`))), time.Minute)
 	rt.add(lambdaEvent(t, "function_url_request.json", "{{BODY}}", js(f.request(f.eligible(300, 250), ""))), time.Minute)
 	cmd := exec.Command(binary)
-	cmd.Env = append([]string{runMain, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://")},
+	cmd.Env = append([]string{runMain, quickExit, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://")},
 		f.env("MAX_ANSWER_BYTES=65536")...)
 	logs, err := cmd.CombinedOutput()
 	require.Error(t, err, "ends on 410")
