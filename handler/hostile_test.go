@@ -202,14 +202,14 @@ func TestHostileInputStaysBounded(t *testing.T) {
 
 // TestHostileGraphCannotTakeMemory: through the built binary, a Graph
 // whose device list never ends and whose script answer is a small gzip
-// that inflates to 64 MB: the run is refused (MAX_LISTED_DEVICES,
+// that inflates to 16 MB: the run is refused (MAX_LISTED_DEVICES,
 // GRAPH_MAX_RESPONSE_MB), nothing is triggered, and the process stays
 // small.
 func TestHostileGraphCannotTakeMemory(t *testing.T) {
 	t.Parallel()
 	var bomb bytes.Buffer
 	zw := gzip.NewWriter(&bomb)
-	_, _ = zw.Write([]byte(`{"id":"` + strings.Repeat("x", 64<<20) + `"}`))
+	_, _ = zw.Write([]byte(`{"id":"` + strings.Repeat("x", 16<<20) + `"}`))
 	_ = zw.Close()
 	var srv *httptest.Server
 	var triggers atomic.Int64

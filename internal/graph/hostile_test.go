@@ -101,7 +101,7 @@ func TestAnswersAreReadWithALimit(t *testing.T) {
 	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	_, _ = zw.Write(page(64 << 20))
+	_, _ = zw.Write(page(8 << 20))
 	_ = zw.Close()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
