@@ -85,37 +85,49 @@ func (s *Store) cleanRuns(ctx context.Context, before time.Time, b *budget) (int
 		runIndexPrefix, day, day, indexTime(before))
 	sel := "PartitionKey,RowKey"
 	top := int32(100)
-	pager := s.table.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter, Select: &sel, Top: &top})
 	deleted := 0
-	for pager.More() && b.take() {
-		s.ops.Add(1)
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return deleted, err
-		}
-		for _, raw := range page.Entities {
+	err := s.listed(ctx, &aztables.ListEntitiesOptions{Filter: &filter, Select: &sel, Top: &top}, b, func(entities [][]byte) error {
+		for _, raw := range entities {
 			var e aztables.Entity
 			if err := json.Unmarshal(raw, &e); err != nil {
-				return deleted, err
+				return err
 			}
 			_, id, _ := strings.Cut(e.RowKey, "_")
 			if !validKey(id) {
 				continue
 			}
 			if _, err := s.deleteWhere(ctx, fmt.Sprintf("PartitionKey eq '%s'", id), b, nil); err != nil || b.short {
-				return deleted, err
+				return err
 			}
 			if !b.take() {
-				return deleted, nil
+				return nil
 			}
 			s.ops.Add(1)
 			if _, err := s.table.DeleteEntity(ctx, e.PartitionKey, e.RowKey, nil); err != nil && !hasCode(err, 404) {
-				return deleted, err
+				return err
 			}
 			deleted++
 		}
+		return nil
+	})
+	return deleted, err
+}
+
+// listed hands each page of a listing to each, within the budget (one
+// storage operation a page).
+func (s *Store) listed(ctx context.Context, opts *aztables.ListEntitiesOptions, b *budget, each func([][]byte) error) error {
+	pager := s.table.NewListEntitiesPager(opts)
+	for pager.More() && b.take() {
+		s.ops.Add(1)
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		if err := each(page.Entities); err != nil {
+			return err
+		}
 	}
-	return deleted, nil
+	return nil
 }
 
 // deleteWhere deletes the rows filter selects (keep, when set, confirms
@@ -127,22 +139,16 @@ func (s *Store) deleteWhere(ctx context.Context, filter string, b *budget, keep 
 		sel := "PartitionKey,RowKey"
 		opts.Select = &sel
 	}
-	pager := s.table.NewListEntitiesPager(opts)
 	deleted := 0
-	for pager.More() && b.take() {
-		s.ops.Add(1)
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return deleted, err
-		}
+	err := s.listed(ctx, opts, b, func(entities [][]byte) error {
 		byPartition := map[string][][]byte{}
-		for _, raw := range page.Entities {
+		for _, raw := range entities {
 			if keep != nil && !keep(raw) {
 				continue
 			}
 			var e aztables.Entity
 			if err := json.Unmarshal(raw, &e); err != nil {
-				return deleted, err
+				return err
 			}
 			key, _ := json.Marshal(aztables.Entity{PartitionKey: e.PartitionKey, RowKey: e.RowKey})
 			byPartition[e.PartitionKey] = append(byPartition[e.PartitionKey], key)
@@ -150,15 +156,16 @@ func (s *Store) deleteWhere(ctx context.Context, filter string, b *budget, keep 
 		for _, ents := range byPartition {
 			for start := 0; start < len(ents); start += 100 {
 				if !b.take() {
-					return deleted, nil
+					return nil
 				}
 				batch := ents[start:min(start+100, len(ents))]
 				if err := s.transact(ctx, batch, aztables.TransactionTypeDelete, nil); err != nil {
-					return deleted, err
+					return err
 				}
 				deleted += len(batch)
 			}
 		}
-	}
-	return deleted, nil
+		return nil
+	})
+	return deleted, err
 }
