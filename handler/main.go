@@ -137,6 +137,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Cooldown:        remediate.NewMemoryCooldown(max(cfg.DeviceCooldown, time.Minute)),
 		CooldownPeriod:  cfg.DeviceCooldown,
 		StoreTimeout:    cfg.StorageCallTimeout,
+		Retry:           remediate.RetryPolicy{MaxRetryAfter: cfg.RetryAfterMax},
 	}
 	opts := app.Options{
 		Limits:         remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},

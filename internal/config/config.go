@@ -44,6 +44,8 @@ type Config struct {
 	GraphCallTimeout time.Duration
 	// GraphMaxResponseMB bounds one Graph answer, decompressed.
 	GraphMaxResponseMB int
+	// RetryAfterMax caps the Retry-After Graph sends.
+	RetryAfterMax time.Duration
 	// LogLevel is the slog level (debug, info, warn, error).
 	LogLevel slog.Level
 	// Port is where `serve` listens locally.
@@ -335,6 +337,8 @@ var Settings = []Setting{
 	{Name: "DEVICE_COOLDOWN", Default: "10m", Meaning: "skip a device triggered with the same script this recently; `0` is off", read: readCooldown},
 	{Name: "GRAPH_CALL_TIMEOUT", Default: "30s", Meaning: "one Graph request",
 		read: duration(func(c *Config, d time.Duration) { c.GraphCallTimeout = d })},
+	{Name: "RETRY_AFTER_MAX", Default: "5m", Meaning: "the longest Retry-After honoured; a longer one (a day, a date in year 9999) is taken as this and counted in the summary's `throttling.retry_after_capped`",
+		read: duration(func(c *Config, d time.Duration) { c.RetryAfterMax = d })},
 	{Name: "GRAPH_MAX_RESPONSE_MB", Default: "16", Meaning: "the largest Graph answer read, after decompression (1–256); a page of 1,000 devices is about 0.5 MB",
 		read: intIn(1, 256, func(c *Config, n int) { c.GraphMaxResponseMB = n })},
 	{Name: "PORT", Default: "8080", Meaning: "where `handler serve` listens (127.0.0.1)",

@@ -58,8 +58,20 @@ func (p *Pacer) wait(ctx context.Context, l *rate.Limiter, n int) (time.Duration
 	if err := p.Gate(ctx); err != nil {
 		return time.Since(start), err
 	}
-	err := l.WaitN(ctx, n)
+	if err := l.WaitN(ctx, n); err != nil {
+		return time.Since(start), err
+	}
+	// A 429 that arrived while this caller waited for its slot holds it
+	// too: the gate is checked again after the slot, not only before.
+	err := p.Gate(ctx)
 	return time.Since(start), err
+}
+
+// PausedFor is how long the 429 gate stays closed from now (0 when open).
+func (p *Pacer) PausedFor() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return max(time.Until(p.until), 0)
 }
 
 // Gate waits until no 429 pause is in force. A pause extended while

@@ -114,3 +114,23 @@ func TestPauseHoldsEveryCaller(t *testing.T) {
 		assert.ErrorIs(t, err, context.DeadlineExceeded, "a pause longer than the caller's time fails at once")
 	})
 }
+
+// TestPauseHoldsCallersAlreadyWaitingForASlot: a 429 that arrives while a
+// caller waits for its pace slot holds that caller until the pause ends.
+func TestPauseHoldsCallersAlreadyWaitingForASlot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := New(1, 100)
+		_, err := p.Write(context.Background()) // takes the only token
+		require.NoError(t, err)
+		start := time.Now()
+		done := make(chan time.Duration, 1)
+		go func() {
+			_, _ = p.Write(context.Background()) // waits a second for its slot
+			done <- time.Since(start)
+		}()
+		time.Sleep(500 * time.Millisecond)
+		p.Pause(5 * time.Second) // a 429 while it waits
+		assert.GreaterOrEqual(t, <-done, 5500*time.Millisecond, "no write before the pause ends")
+		assert.Zero(t, p.PausedFor())
+	})
+}

@@ -284,6 +284,9 @@ func (e *Engine) Trigger(ctx context.Context, items []Item) ([]DeviceResult, Thr
 // unlimited).
 func (e *Engine) WriteRate() float64 { return e.pacer.WriteRate() }
 
+// PausedFor is how long the pacer's 429 gate stays closed from now.
+func (e *Engine) PausedFor() time.Duration { return e.pacer.PausedFor() }
+
 // reject ends a run before anything is triggered: every device not yet
 // accounted for is not_attempted with reason run_rejected.
 func (e *Engine) reject(s *Summary, x *execution, started time.Time, code, msg string, details []FieldError) *Summary {
@@ -381,7 +384,8 @@ func (x *execution) account(s *Summary) {
 }
 
 func (x *execution) throttling() Throttling {
-	return Throttling{ThrottledResponses: x.throttle.count(), WaitedMS: x.throttle.waited().Milliseconds()}
+	n, capped := x.throttle.count()
+	return Throttling{ThrottledResponses: n, WaitedMS: x.throttle.waited().Milliseconds(), RetryAfterCapped: capped}
 }
 
 // stopReason says why no more calls may start.

@@ -42,6 +42,10 @@ type RetryPolicy struct {
 	// BackoffBase and BackoffMax shape the waits after a 429 without
 	// Retry-After and after transient failures. Defaults 1 s and 60 s.
 	BackoffBase, BackoffMax time.Duration
+	// MaxRetryAfter caps the Retry-After Graph sends (RETRY_AFTER_MAX): a
+	// day-long value, or a date in year 9999, would stop every run of the
+	// process while Graph is healthy. Default 5 min.
+	MaxRetryAfter time.Duration
 }
 
 func (p *RetryPolicy) defaults() {
@@ -60,6 +64,9 @@ func (p *RetryPolicy) defaults() {
 	if p.BackoffMax <= 0 {
 		p.BackoffMax = 60 * time.Second
 	}
+	if p.MaxRetryAfter <= 0 {
+		p.MaxRetryAfter = 5 * time.Minute
+	}
 }
 
 // CheckRetry classifies a failed call: 429 is throttled; a lost answer,
@@ -76,12 +83,22 @@ func (p RetryPolicy) CheckRetry(kind callKind, e *intune.Error) retryClass {
 }
 
 // Backoff is the wait before retry n (from 1) after e: the Retry-After
-// Graph sent, else capped exponential backoff with jitter.
+// Graph sent (at most MaxRetryAfter), else capped exponential backoff with
+// jitter.
 func (p RetryPolicy) Backoff(e *intune.Error, n int) time.Duration {
+	d, _ := p.wait(e, n)
+	return d
+}
+
+// wait is Backoff, and whether Graph's Retry-After was over the cap.
+func (p RetryPolicy) wait(e *intune.Error, n int) (time.Duration, bool) {
 	if d, ok := pace.RetryAfter(e.RetryAfter, time.Now()); ok {
-		return d
+		if p.MaxRetryAfter > 0 && d > p.MaxRetryAfter {
+			return p.MaxRetryAfter, true
+		}
+		return d, false
 	}
-	return pace.Backoff(n, p.BackoffBase, p.BackoffMax)
+	return pace.Backoff(n, p.BackoffBase, p.BackoffMax), false
 }
 
 // errNoTime is the error of a call that could not start (or retry) before
@@ -143,9 +160,9 @@ func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (att
 // onThrottled closes the pacer's gate for every caller: for Retry-After,
 // else for a capped exponential backoff.
 func (x *execution) onThrottled(ge *intune.Error, n int) {
-	wait := x.engine.cfg.Retry.Backoff(ge, n)
+	wait, capped := x.engine.cfg.Retry.wait(ge, n)
 	x.engine.pacer.Pause(wait)
-	x.throttle.add(wait)
+	x.throttle.add(wait, capped)
 }
 
 // read is one paced, retried read.

@@ -38,6 +38,13 @@ func TestRetryPolicy(t *testing.T) {
 	// The wait is Graph's Retry-After when it sends one, else capped
 	// exponential backoff with jitter.
 	assert.Equal(t, 2128*time.Millisecond, p.Backoff(&intune.Error{Status: 429, RetryAfter: "2.128"}, 1))
+	// Retry-After is honoured up to MaxRetryAfter (5 min): a day, or a
+	// date in year 9999, is taken as the cap and reported as capped.
+	for _, ra := range []string{"86400", "Fri, 31 Dec 9999 23:59:59 GMT"} {
+		d, capped := p.wait(&intune.Error{Status: 429, RetryAfter: ra}, 1)
+		assert.Equal(t, 5*time.Minute, d, ra)
+		assert.True(t, capped, ra)
+	}
 	for n := 1; n <= 8; n++ {
 		d := p.Backoff(&intune.Error{Status: 503}, n)
 		ceiling := min(p.BackoffBase<<(n-1), p.BackoffMax)

@@ -81,6 +81,9 @@ type Counts struct {
 type Throttling struct {
 	ThrottledResponses int   `json:"throttled_responses"`
 	WaitedMS           int64 `json:"waited_ms"`
+	// RetryAfterCapped counts the Retry-After values Graph sent that were
+	// longer than RETRY_AFTER_MAX and were taken as the cap.
+	RetryAfterCapped int `json:"retry_after_capped,omitempty"`
 }
 
 // ErrorInfo explains a rejected run.

@@ -11,21 +11,27 @@ import (
 type throttleLog struct {
 	mu     sync.Mutex
 	n      int
+	capped int
 	pauses [][2]time.Time
 }
 
-func (t *throttleLog) add(wait time.Duration) {
+// add records a 429 and its pause; capped when Graph's Retry-After was
+// longer than the cap.
+func (t *throttleLog) add(wait time.Duration, capped bool) {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n++
+	if capped {
+		t.capped++
+	}
 	t.pauses = append(t.pauses, [2]time.Time{now, now.Add(wait)})
 }
 
-func (t *throttleLog) count() int {
+func (t *throttleLog) count() (throttled, capped int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.n
+	return t.n, t.capped
 }
 
 // waited is the length of the union of the pauses.

@@ -451,3 +451,38 @@ func TestUnanswerableClaimsEndAsOutcomeUnknown(t *testing.T) {
 		assert.Equal(t, 1, f.sim.TriggerCount(d.DeviceID, d.ScriptPolicyID), "never sent again")
 	}
 }
+
+// TestLongRetryAfterWaitsOnTheQueue: when Graph answers 429 with a
+// Retry-After longer than the invocation has left (and longer than
+// RETRY_AFTER_MAX, which caps it), the worker puts the rest of its chunk
+// back with a visibility delay as long as the pause: one message, not a
+// tight loop; the run reports the capped Retry-After.
+func TestLongRetryAfterWaitsOnTheQueue(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, runs.NewMemoryStore(), 300, intunesim.Options{}, runs.Options{})
+	for _, d := range f.tenant.Windows(false) {
+		f.sim.InjectFault(d.ID, intunesim.Fault{Kind: intunesim.FaultThrottle, Latency: 24 * time.Hour, Method: "POST"})
+	}
+	s, pending := f.submit(t)
+	require.NotEmpty(t, pending)
+	m, ok := f.queue.pop()
+	require.True(t, ok)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	require.NoError(t, f.svc.Work(ctx, m))
+
+	f.queue.mu.Lock()
+	var later []time.Time
+	for _, q := range f.queue.msgs {
+		if q.Chunk == m.Chunk {
+			later = append(later, q.visible)
+		}
+	}
+	f.queue.mu.Unlock()
+	require.Len(t, later, 1, "the rest of the chunk is one message")
+	assert.Greater(t, time.Until(later[0]), 4*time.Minute, "visible when the (capped) pause ends")
+
+	st, err := f.svc.Status(context.Background(), s.RunID, "", 0, false)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, st.Summary.Throttling.RetryAfterCapped, 1, "the day-long Retry-After is reported as capped")
+}

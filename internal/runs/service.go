@@ -23,6 +23,8 @@ type Engine interface {
 	Lookup(ctx context.Context, ids []string) (map[string]*intune.Device, map[string]*intune.Error)
 	RunStates(ctx context.Context, scriptID string, each func([]intune.RunState) bool) error
 	WriteRate() float64
+	// PausedFor is how long Graph's 429 pause lasts from now.
+	PausedFor() time.Duration
 }
 
 // Credentials resolve a run's tenant credential for a worker, as for the
@@ -186,6 +188,7 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 		counts.Merge(c.Counts)
 		st.Queued += c.Open
 		sum.Throttling.ThrottledResponses += c.Throttle.ThrottledResponses
+		sum.Throttling.RetryAfterCapped += c.Throttle.RetryAfterCapped
 		sum.Throttling.WaitedMS += c.Throttle.WaitedMS
 		if c.Finished.After(finished) {
 			finished = c.Finished

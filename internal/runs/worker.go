@@ -69,7 +69,10 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	}
 	// What is left goes back on the queue: devices to do at once, held
 	// ones once their claims' lease has passed.
-	if err := s.requeue(ctx, msg, todo, 0); err != nil {
+	// While Graph's 429 pause lasts, what is left waits as long on the
+	// queue: a pause longer than the invocation must not turn into a
+	// tight loop of messages.
+	if err := s.requeue(ctx, msg, todo, s.engine.PausedFor()); err != nil {
 		return err
 	}
 	return s.requeue(ctx, msg, held, s.opts.ClaimLease)
@@ -272,6 +275,7 @@ func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[in
 		out[i] = *r
 	}
 	c.Throttle.ThrottledResponses += th.ThrottledResponses
+	c.Throttle.RetryAfterCapped += th.RetryAfterCapped
 	c.Throttle.WaitedMS += th.WaitedMS
 	// Recording must not be cut short by the deadline that ended the
 	// triggers: the outcomes are what makes redelivery safe.
