@@ -89,16 +89,29 @@ type Source struct {
 	mu      sync.Mutex
 	entries map[string]*entry // by lower-case tenant id; "" is the default tenant
 	gen     uint64
+	// reread is when each tenant's credential was last dropped after a
+	// 401: a lasting 401 re-reads the vault once per MinReread, not once
+	// per device.
+	reread map[string]time.Time
 }
 
+// MinReread is the shortest time between two re-reads of one tenant's
+// credential after 401s.
+const MinReread = 30 * time.Second
+
+// entry is one tenant's credential, resolved once: callers that arrive
+// while it is being resolved wait for it (ready), and nobody holds the
+// Source's lock across the vault or the token service.
 type entry struct {
-	cred azcore.TokenCredential
-	gen  uint64
+	ready chan struct{}
+	cred  azcore.TokenCredential
+	err   error
+	gen   uint64
 }
 
 // New returns a Source.
 func New(cfg Config, log *slog.Logger) *Source {
-	return &Source{cfg: cfg, log: log, entries: map[string]*entry{}}
+	return &Source{cfg: cfg, log: log, entries: map[string]*entry{}, reread: map[string]time.Time{}}
 }
 
 type tenantKey struct{}
@@ -145,44 +158,83 @@ func (s *Source) Token(ctx context.Context) (string, uint64, error) {
 // of generation gen, so that many calls failing with 401 at once cause one
 // re-read.
 func (s *Source) Invalidate(ctx context.Context, gen uint64) {
-	key := strings.ToLower(TenantFrom(ctx))
+	key := s.keyOf(TenantFrom(ctx))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.entries[key]; ok && e.gen == gen {
-		delete(s.entries, key)
-		s.log.Info("graph credential invalidated after 401; it is re-read on next use", "tenant", s.tenantName(key))
+	e, ok := s.entries[key]
+	if !ok || e.gen != gen || time.Since(s.reread[key]) < MinReread {
+		return
 	}
+	delete(s.entries, key)
+	s.reread[key] = time.Now()
+	s.log.Info("graph credential invalidated after 401; it is re-read on next use", "tenant", s.tenantName(key))
 }
 
-// credential returns the cached credential for tenant, resolving it the
-// first time.
-func (s *Source) credential(ctx context.Context, tenant string) (*entry, error) {
+// keyOf is the cache key of tenant: lower case, "" for the default tenant.
+func (s *Source) keyOf(tenant string) string {
 	key := strings.ToLower(tenant)
 	if key != "" && strings.EqualFold(key, s.cfg.TenantID) {
 		key = ""
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.entries[key]; ok {
-		return e, nil
-	}
-	var cred azcore.TokenCredential
-	switch {
-	case s.cfg.Mode != "keyvault" && key != "":
+	return key
+}
+
+// credential returns the cached credential for tenant, resolving it the
+// first time. Concurrent first calls for one tenant share one resolution;
+// other tenants never wait for it. A failed resolution is not cached.
+func (s *Source) credential(ctx context.Context, tenant string) (*entry, error) {
+	key := s.keyOf(tenant)
+	if s.cfg.Mode != "keyvault" && key != "" {
 		return nil, &Error{Code: CodeUnknownTenant,
 			Message: fmt.Sprintf("tenant %s is not this app's tenant; runs in other tenants need GRAPH_AUTH=keyvault with a secret per tenant", tenant)}
-	case s.cfg.Mode != "keyvault":
-		cred = s.cfg.Credential
-	default:
-		var err error
-		if cred, err = s.fromVault(ctx, key); err != nil {
-			return nil, err
-		}
 	}
+	s.mu.Lock()
+	e, ok := s.entries[key]
+	if !ok {
+		e = &entry{ready: make(chan struct{})}
+		s.entries[key] = e
+		go s.resolve(key, e)
+	}
+	s.mu.Unlock()
+	select {
+	case <-e.ready:
+		return e, e.err
+	case <-ctx.Done():
+		return nil, &Error{Code: CodeKeyVaultUnavailable, RetryAfter: 60 * time.Second,
+			Message: fmt.Sprintf("the Graph credential of tenant %s could not be read in time from Key Vault %s, secret %q (%s); nothing was triggered",
+				s.tenantName(key), s.cfg.VaultURL, s.secretName(key), ctx.Err())}
+	}
+}
+
+// resolveTimeout bounds one resolution of a credential (the vault read),
+// which outlives the request that started it: others may wait for it.
+const resolveTimeout = 30 * time.Second
+
+// resolve reads tenant key's credential into e, with no lock held, and
+// releases its waiters. A failure is not kept: the next call tries again.
+func (s *Source) resolve(key string, e *entry) {
+	cred, err := s.cfg.Credential, error(nil)
+	if s.cfg.Mode == "keyvault" {
+		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+		cred, err = s.fromVault(ctx, key)
+		cancel()
+	}
+	s.mu.Lock()
 	s.gen++
-	e := &entry{cred: cred, gen: s.gen}
-	s.entries[key] = e
-	return e, nil
+	e.cred, e.err, e.gen = cred, err, s.gen
+	if err != nil && s.entries[key] == e {
+		delete(s.entries, key)
+	}
+	s.mu.Unlock()
+	close(e.ready)
+}
+
+// secretName is the Key Vault secret of tenant key.
+func (s *Source) secretName(key string) string {
+	if key == "" {
+		return s.cfg.SecretName
+	}
+	return s.cfg.SecretName + "-" + key
 }
 
 // fromVault reads the app credential of tenant (default: "") from Key

@@ -282,3 +282,64 @@ func (slowVault) GetSecret(ctx context.Context, _, _ string, _ *azsecrets.GetSec
 		return azsecrets.GetSecretResponse{}, errors.New("too late")
 	}
 }
+
+// gatedVault holds reads of one secret until released, and counts reads.
+type gatedVault struct {
+	SecretGetter
+	slow    string
+	release chan struct{}
+	mu      sync.Mutex
+	reads   map[string]int
+}
+
+func (g *gatedVault) GetSecret(ctx context.Context, name, version string, o *azsecrets.GetSecretOptions) (azsecrets.GetSecretResponse, error) {
+	g.mu.Lock()
+	g.reads[name]++
+	g.mu.Unlock()
+	if name == g.slow {
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return azsecrets.GetSecretResponse{}, ctx.Err()
+		}
+	}
+	return g.SecretGetter.GetSecret(ctx, name, version, o)
+}
+
+// TestNoLockAcrossTheVault: a slow Key Vault read for one tenant does not
+// delay another tenant; concurrent first requests for one tenant share one
+// read; a lasting 401 re-reads the vault once, not once per device.
+func TestNoLockAcrossTheVault(t *testing.T) {
+	t.Parallel()
+	src, v, entra, _ := setup(t)
+	v.set("graph-app", azsecrets.Secret{Value: str(secret)})
+	v.set("graph-app-"+tenant2, azsecrets.Secret{Value: str("other-secret")})
+	entra.Register(azurefake.App{Tenant: tenant, ClientID: client, Secret: secret})
+	entra.Register(azurefake.App{Tenant: tenant2, ClientID: client, Secret: "other-secret"})
+	g := &gatedVault{SecretGetter: src.cfg.Vault, slow: "graph-app-" + tenant2, release: make(chan struct{}), reads: map[string]int{}}
+	src.cfg.Vault = g
+
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			_, err := src.Prepare(context.Background(), tenant2) // waits for the gated read
+			assert.NoError(t, err)
+		})
+	}
+	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.reads["graph-app-"+tenant2] == 1 }, 5*time.Second, 5*time.Millisecond)
+	started := time.Now()
+	ctx, err := src.Prepare(context.Background(), "")
+	require.NoError(t, err, "the default tenant does not wait for tenant2's vault read")
+	assert.Less(t, time.Since(started), time.Second)
+	close(g.release)
+	wg.Wait()
+	assert.Equal(t, 1, g.reads["graph-app-"+tenant2], "five concurrent first requests, one vault read")
+
+	// A lasting 401: every device invalidates the generation it used.
+	for range 6 {
+		_, gen, err := src.Token(ctx)
+		require.NoError(t, err)
+		src.Invalidate(ctx, gen)
+	}
+	assert.Equal(t, 2, g.reads["graph-app"], "the first read and one re-read, not one per device")
+}
