@@ -17,15 +17,21 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Pacer paces Graph calls for a whole process. It is safe for concurrent
-// use; share one between all runs so concurrent invocations together stay
-// under the app's budget.
+// Pacer paces Graph calls for a whole process, one budget per tenant
+// (For). It is safe for concurrent use; share one between all runs so
+// concurrent invocations together stay under each tenant's budget.
 type Pacer struct {
 	writes *rate.Limiter
 	reads  *rate.Limiter
 
 	mu    sync.Mutex
 	until time.Time // every caller waits until then after a 429
+
+	// tenants are the budgets of other tenants (For): Intune's limits are
+	// per app and tenant, so one tenant's pace and 429s never hold
+	// another's.
+	tenantsMu sync.Mutex
+	tenants   map[string]*Pacer
 }
 
 // New returns a Pacer admitting writesPerSecond writes and readsPerSecond
@@ -36,6 +42,26 @@ func New(writesPerSecond, readsPerSecond float64) *Pacer {
 		writes: rate.NewLimiter(rate.Limit(writesPerSecond), 1),
 		reads:  rate.NewLimiter(rate.Limit(readsPerSecond), 20),
 	}
+}
+
+// For is the budget of tenant key ("" or the default tenant is p
+// itself): the same rates, its own tokens and its own 429 gate.
+func (p *Pacer) For(key string) *Pacer {
+	key = strings.ToLower(key)
+	if key == "" {
+		return p
+	}
+	p.tenantsMu.Lock()
+	defer p.tenantsMu.Unlock()
+	if t, ok := p.tenants[key]; ok {
+		return t
+	}
+	if p.tenants == nil {
+		p.tenants = map[string]*Pacer{}
+	}
+	t := &Pacer{writes: rate.NewLimiter(p.writes.Limit(), p.writes.Burst()), reads: rate.NewLimiter(p.reads.Limit(), p.reads.Burst())}
+	p.tenants[key] = t
+	return t
 }
 
 // WriteRate is the configured write rate per second.

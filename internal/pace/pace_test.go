@@ -134,3 +134,23 @@ func TestPauseHoldsCallersAlreadyWaitingForASlot(t *testing.T) {
 		assert.Zero(t, p.PausedFor())
 	})
 }
+
+// TestTenantsHaveTheirOwnBudgets: one tenant's pace and 429 pause never
+// hold another tenant.
+func TestTenantsHaveTheirOwnBudgets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := New(1, 100)
+		a, b := p.For("tenant-a"), p.For("TENANT-B")
+		assert.Same(t, a, p.For("TENANT-A"), "one budget per tenant")
+		assert.Same(t, p, p.For(""), "the default tenant is the root")
+		a.Pause(time.Hour)
+		start := time.Now()
+		for range 3 {
+			_, err := b.Write(context.Background())
+			require.NoError(t, err)
+		}
+		assert.Equal(t, 2*time.Second, time.Since(start), "B keeps its own pace while A is paused")
+		assert.Zero(t, b.PausedFor())
+		assert.Equal(t, time.Hour-2*time.Second, a.PausedFor())
+	})
+}

@@ -105,3 +105,31 @@ func TestSlowCooldownStoreIsBounded(t *testing.T) {
 	assert.True(t, slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, "DEVICE_COOLDOWN was not applied") }), "%v", s.Warnings)
 	assert.True(t, slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, "cooldown store could not be written") }), "%v", s.Warnings)
 }
+
+// TestTenantsArePacedApart: a 429 pause of tenant A holds none of tenant
+// B's triggers; A's own run triggers nothing until its pause ends.
+func TestTenantsArePacedApart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 200, intunesim.Options{}, 1000)
+	const a, b = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+	p := pace.New(1000, 1000)
+	p.For(a).Pause(time.Hour)
+	e := New(f.client, p, Config{}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+
+	plan := f.plan(f.eligible(5), intune.ManagedDevices)
+	plan.TenantID = b
+	started := time.Now()
+	s := e.Complete(context.Background(), plan)
+	assert.Equal(t, 5, s.Counts.Succeeded, "B is not held by A's pause")
+	assert.Less(t, time.Since(started), 5*time.Second)
+
+	triggers := f.sim.Counters().Triggers
+	plan.TenantID = a
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s = e.Complete(ctx, plan)
+	assert.Equal(t, 5, s.Counts.NotAttempted, "A waits for its pause")
+	assert.Equal(t, triggers, f.sim.Counters().Triggers)
+	assert.Greater(t, e.PausedFor(a), 59*time.Minute)
+	assert.Zero(t, e.PausedFor(b))
+}

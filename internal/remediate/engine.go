@@ -156,7 +156,7 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 		StartedAt:             started.UTC(),
 		IgnorePartialFailures: plan.IgnorePartialFailures,
 	}
-	x := e.newExecution(ctx, started, plan.Invoke)
+	x := e.newExecution(ctx, started, plan.Invoke, plan.TenantID)
 	x.plan = plan
 	reject := func(code, msg string, details []FieldError) (*Prepared, error) {
 		x.cancel()
@@ -200,7 +200,7 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 		}
 		s.Warnings = append(s.Warnings, msg)
 	}
-	if rate := e.pacer.WriteRate(); rate > 0 {
+	if rate := x.pacer.WriteRate(); rate > 0 {
 		s.EstimatedDurationMS = int64(float64(s.ResolvedDeviceCount) / rate * 1000)
 	}
 	p := &Prepared{x: x, s: s, started: started}
@@ -263,12 +263,12 @@ func (p *Prepared) Queue() *Summary {
 	return p.s
 }
 
-// Trigger triggers items for a worker of an asynchronous run, within ctx's
-// deadline (less headroom), and returns one result per item, in order:
-// items the deadline left are not_attempted with reason deadline. Accepted
-// triggers are recorded in the cooldown store.
-func (e *Engine) Trigger(ctx context.Context, items []Item) ([]DeviceResult, Throttling) {
-	x := e.newExecution(ctx, time.Now(), 0)
+// Trigger triggers items in tenant for a worker of an asynchronous run,
+// within ctx's deadline (less headroom), and returns one result per item,
+// in order: items the deadline left are not_attempted with reason
+// deadline. Accepted triggers are recorded in the cooldown store.
+func (e *Engine) Trigger(ctx context.Context, tenant string, items []Item) ([]DeviceResult, Throttling) {
+	x := e.newExecution(ctx, time.Now(), 0, tenant)
 	defer x.cancel()
 	x.plan = Plan{Items: items}
 	s := &Summary{Devices: make([]DeviceResult, len(items))}
@@ -284,8 +284,8 @@ func (e *Engine) Trigger(ctx context.Context, items []Item) ([]DeviceResult, Thr
 // unlimited).
 func (e *Engine) WriteRate() float64 { return e.pacer.WriteRate() }
 
-// PausedFor is how long the pacer's 429 gate stays closed from now.
-func (e *Engine) PausedFor() time.Duration { return e.pacer.PausedFor() }
+// PausedFor is how long tenant's 429 gate stays closed from now.
+func (e *Engine) PausedFor(tenant string) time.Duration { return e.pacer.For(tenant).PausedFor() }
 
 // reject ends a run before anything is triggered: every device not yet
 // accounted for is not_attempted with reason run_rejected.
@@ -334,6 +334,8 @@ type execution struct {
 	// for.
 	runCtx, callCtx context.Context
 	cancel          func()
+	// pacer is the budget of the tenant the execution acts in.
+	pacer *pace.Pacer
 	throttle        *throttleLog
 	warnMu          sync.Mutex
 	warnings        []string
@@ -344,9 +346,10 @@ type execution struct {
 }
 
 // newExecution derives an execution's contexts from ctx's deadline and
-// invoke (0 for none), whichever ends first.
-func (e *Engine) newExecution(ctx context.Context, now time.Time, invoke time.Duration) *execution {
-	x := &execution{engine: e, throttle: &throttleLog{}}
+// invoke (0 for none), whichever ends first; it is paced by tenant's
+// budget.
+func (e *Engine) newExecution(ctx context.Context, now time.Time, invoke time.Duration, tenant string) *execution {
+	x := &execution{engine: e, throttle: &throttleLog{}, pacer: e.pacer.For(tenant)}
 	end, ok := ctx.Deadline()
 	if invoke > 0 && (!ok || now.Add(invoke).Before(end)) {
 		end, ok = now.Add(invoke), true

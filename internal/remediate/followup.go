@@ -78,11 +78,11 @@ func clip(s string) string {
 	return s
 }
 
-// RunStates reads a script's run states, paced and retried like every
+// RunStates reads a script's run states in tenant, paced and retried like every
 // read, calling each for every page until it returns false. It returns the
 // error that stopped it early, if any.
-func (e *Engine) RunStates(ctx context.Context, scriptID string, each func([]intune.RunState) bool) error {
-	x := e.newExecution(ctx, time.Now(), 0)
+func (e *Engine) RunStates(ctx context.Context, tenant, scriptID string, each func([]intune.RunState) bool) error {
+	x := e.newExecution(ctx, time.Now(), 0, tenant)
 	defer x.cancel()
 	return eachPage(x, func(ctx context.Context, next string) ([]intune.RunState, string, error) {
 		p, err := e.graph.RunStates(ctx, scriptID, next)
@@ -90,10 +90,10 @@ func (e *Engine) RunStates(ctx context.Context, scriptID string, each func([]int
 	}, each)
 }
 
-// Lookup reads devices by id ($batch, paced and retried): the devices
+// Lookup reads devices of tenant by id ($batch, paced and retried): the devices
 // found, and the errors of those that were not.
-func (e *Engine) Lookup(ctx context.Context, ids []string) (map[string]*intune.Device, map[string]*intune.Error) {
-	x := e.newExecution(ctx, time.Now(), 0)
+func (e *Engine) Lookup(ctx context.Context, tenant string, ids []string) (map[string]*intune.Device, map[string]*intune.Error) {
+	x := e.newExecution(ctx, time.Now(), 0, tenant)
 	defer x.cancel()
 	found, errs := map[string]*intune.Device{}, map[string]*intune.Error{}
 	x.batchLookup(ids, found, errs)

@@ -202,7 +202,7 @@ func (x *execution) batchLookup(ids []string, found map[string]*intune.Device, e
 				break
 			}
 			g.Go(func() error {
-				if _, err := e.pacer.Read(x.runCtx, len(chunk)); err != nil {
+				if _, err := x.pacer.Read(x.runCtx, len(chunk)); err != nil {
 					return nil
 				}
 				res, err := e.graph.Devices(x.callCtx, chunk)

@@ -118,9 +118,9 @@ func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (att
 	for {
 		var perr error
 		if kind == write {
-			_, perr = e.pacer.Write(x.runCtx)
+			_, perr = x.pacer.Write(x.runCtx)
 		} else {
-			_, perr = e.pacer.Read(x.runCtx, 1)
+			_, perr = x.pacer.Read(x.runCtx, 1)
 		}
 		if perr != nil {
 			if last != nil {
@@ -161,7 +161,7 @@ func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (att
 // else for a capped exponential backoff.
 func (x *execution) onThrottled(ge *intune.Error, n int) {
 	wait, capped := x.engine.cfg.Retry.wait(ge, n)
-	x.engine.pacer.Pause(wait)
+	x.pacer.Pause(wait)
 	x.throttle.add(wait, capped)
 }
 

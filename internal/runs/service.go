@@ -19,12 +19,12 @@ import (
 // Engine is what workers need of the remediation engine;
 // *remediate.Engine implements it.
 type Engine interface {
-	Trigger(ctx context.Context, items []remediate.Item) ([]remediate.DeviceResult, remediate.Throttling)
-	Lookup(ctx context.Context, ids []string) (map[string]*intune.Device, map[string]*intune.Error)
-	RunStates(ctx context.Context, scriptID string, each func([]intune.RunState) bool) error
+	Trigger(ctx context.Context, tenant string, items []remediate.Item) ([]remediate.DeviceResult, remediate.Throttling)
+	Lookup(ctx context.Context, tenant string, ids []string) (map[string]*intune.Device, map[string]*intune.Error)
+	RunStates(ctx context.Context, tenant, scriptID string, each func([]intune.RunState) bool) error
 	WriteRate() float64
-	// PausedFor is how long Graph's 429 pause lasts from now.
-	PausedFor() time.Duration
+	// PausedFor is how long Graph's 429 pause of tenant lasts from now.
+	PausedFor(tenant string) time.Duration
 }
 
 // Credentials resolve a run's tenant credential for a worker, as for the
@@ -221,7 +221,7 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 		sum.Devices[i] = r.Answered()
 	}
 	if follow {
-		if err := s.follow(ctx, sum.Devices); err != nil {
+		if err := s.follow(ctx, m.TenantID, sum.Devices); err != nil {
 			sum.Warnings = append(sum.Warnings, "follow-up incomplete: "+err.Error())
 		}
 	}
@@ -243,7 +243,7 @@ func (s *Service) retryAfter(queued int) time.Duration {
 
 // follow reads the run states of the scripts the triggered devices ran,
 // one list per script, and stops as soon as every device is found.
-func (s *Service) follow(ctx context.Context, devs []remediate.DeviceResult) error {
+func (s *Service) follow(ctx context.Context, tenant string, devs []remediate.DeviceResult) error {
 	want := map[string]map[string]int{} // script → device → index
 	for i, d := range devs {
 		if d.Outcome != remediate.Succeeded {
@@ -259,7 +259,7 @@ func (s *Service) follow(ctx context.Context, devs []remediate.DeviceResult) err
 	var errs []error
 	for sc, byDevice := range want {
 		left := len(byDevice)
-		err := s.engine.RunStates(ctx, sc, func(states []intune.RunState) bool {
+		err := s.engine.RunStates(ctx, tenant, sc, func(states []intune.RunState) bool {
 			for _, st := range states {
 				i, ok := byDevice[strings.ToLower(st.ManagedDevice.ID)]
 				if !ok {

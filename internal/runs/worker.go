@@ -37,7 +37,7 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	if err != nil {
 		return err
 	}
-	todo, held, recovered := s.sort(ctx, msg, rows)
+	todo, held, recovered := s.sort(ctx, m.TenantID, msg, rows)
 	if len(recovered) > 0 {
 		if err := s.record(ctx, msg.RunID, c, recovered); err != nil {
 			return err
@@ -55,7 +55,7 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 			}
 			return err
 		}
-		unsent, later, err := s.trigger(ctx, msg.RunID, c, rows, slice)
+		unsent, later, err := s.trigger(ctx, m.TenantID, msg.RunID, c, rows, slice)
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	// While Graph's 429 pause lasts, what is left waits as long on the
 	// queue: a pause longer than the invocation must not turn into a
 	// tight loop of messages.
-	if err := s.requeue(ctx, msg, todo, s.engine.PausedFor()); err != nil {
+	if err := s.requeue(ctx, msg, todo, s.engine.PausedFor(m.TenantID)); err != nil {
 		return err
 	}
 	return s.requeue(ctx, msg, held, s.opts.ClaimLease)
@@ -127,7 +127,7 @@ func (s *Service) load(ctx context.Context, msg Message) (*Chunk, map[int]*Row, 
 // record (recovered as succeeded when the trigger took effect), the rest
 // are to do. Rows it changed (recovered, given up, or checked once more)
 // are returned to be saved.
-func (s *Service) sort(ctx context.Context, msg Message, rows map[int]*Row) (todo, held []WorkItem, recovered []Row) {
+func (s *Service) sort(ctx context.Context, tenant string, msg Message, rows map[int]*Row) (todo, held []WorkItem, recovered []Row) {
 	var stale []WorkItem
 	now := time.Now()
 	for _, it := range msg.Items {
@@ -149,7 +149,7 @@ func (s *Service) sort(ctx context.Context, msg Message, rows map[int]*Row) (tod
 	for i, it := range stale {
 		ids[i] = it.DeviceID
 	}
-	found, errs := s.engine.Lookup(ctx, ids)
+	found, errs := s.engine.Lookup(ctx, tenant, ids)
 	for _, it := range stale {
 		r := rows[it.Index]
 		d := found[it.DeviceID]
@@ -190,7 +190,7 @@ const maxChecks = 10
 // clear): recorded ones succeeded. The others are unsettled: a request cut
 // off by a deadline may still be applied after the lookup, so they keep
 // their claim and are looked at again once the claim lease has passed.
-func (s *Service) settleUnknown(ctx context.Context, slice []WorkItem, rows map[int]*Row, results []remediate.DeviceResult) map[int]bool {
+func (s *Service) settleUnknown(ctx context.Context, tenant string, slice []WorkItem, rows map[int]*Row, results []remediate.DeviceResult) map[int]bool {
 	var ids []string
 	for i, res := range results {
 		if res.Reason == remediate.ReasonOutcomeUnknown {
@@ -202,7 +202,7 @@ func (s *Service) settleUnknown(ctx context.Context, slice []WorkItem, rows map[
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
-	found, _ := s.engine.Lookup(lctx, ids)
+	found, _ := s.engine.Lookup(lctx, tenant, ids)
 	unsettled := map[int]bool{}
 	for i := range results {
 		res := &results[i]
@@ -249,13 +249,13 @@ func (s *Service) claim(ctx context.Context, run string, c *Chunk, rows map[int]
 // trigger sends the slice's triggers and records the outcomes. Devices the
 // deadline left unsent are unclaimed and returned, still to do; devices
 // whose outcome is unsettled stay claimed and are returned as held.
-func (s *Service) trigger(ctx context.Context, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) (unsent, held []WorkItem, err error) {
+func (s *Service) trigger(ctx context.Context, tenant, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) (unsent, held []WorkItem, err error) {
 	items := make([]remediate.Item, len(slice))
 	for i, it := range slice {
 		items[i] = remediate.Item{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptID, Collection: intune.Collection(it.Collection)}
 	}
-	results, th := s.engine.Trigger(ctx, items)
-	unsettled := s.settleUnknown(ctx, slice, rows, results)
+	results, th := s.engine.Trigger(ctx, tenant, items)
+	unsettled := s.settleUnknown(ctx, tenant, slice, rows, results)
 	out := make([]Row, len(slice))
 	for i, it := range slice {
 		r := rows[it.Index]
