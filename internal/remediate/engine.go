@@ -335,10 +335,10 @@ type execution struct {
 	runCtx, callCtx context.Context
 	cancel          func()
 	// pacer is the budget of the tenant the execution acts in.
-	pacer *pace.Pacer
-	throttle        *throttleLog
-	warnMu          sync.Mutex
-	warnings        []string
+	pacer    *pace.Pacer
+	throttle *throttleLog
+	warnMu   sync.Mutex
+	warnings []string
 	// listed counts the devices read from device lists (MaxListed).
 	listed atomic.Int64
 	// tooMany is set when selectors found more than MaxDevices.
