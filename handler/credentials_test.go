@@ -140,3 +140,35 @@ func TestClientSecretMode(t *testing.T) {
 	assert.Zero(t, f.sim.Counters().Triggers)
 	assert.NotContains(t, w.logs.String(), appSecret)
 }
+
+// TestMultiTenantAppMode: with ALLOWED_TENANT_IDS, the app's one client
+// secret gets tokens in each allowed tenant, through the built binary; a
+// tenant outside the list is a 403 and nothing is sent.
+func TestMultiTenantAppMode(t *testing.T) {
+	t.Parallel()
+	entra := azurefake.NewEntra()
+	t.Cleanup(entra.Close)
+	certFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(certFile, azurefake.CertPEM(entra.Server), 0o600))
+	for _, tn := range []string{homeTenant, otherTenant} {
+		entra.Register(azurefake.App{Tenant: tn, ClientID: appID, Secret: appSecret}) // consented in both
+	}
+	f := newTenant(t, 200, intunesim.Options{Authorize: func(token string) (string, bool) { return entra.Valid(token) }})
+	w := startWorker(t, "GRAPH_BASE_URL="+f.sim.URL, "GRAPH_AUTH=client-secret", "GRAPH_WRITE_RATE=2000",
+		"GRAPH_TENANT_ID="+homeTenant, "GRAPH_CLIENT_ID="+appID, "GRAPH_CLIENT_SECRET="+appSecret, "ALLOWED_TENANT_IDS="+otherTenant,
+		"AZURE_AUTHORITY_HOST="+entra.URL, "SSL_CERT_FILE="+certFile)
+	resp, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 2), `,"tenant_id":"`+otherTenant+`"`))
+	require.Equal(t, 200, resp.StatusCode, "%s", b)
+	for _, r := range f.sim.Records() {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		who, ok := entra.Valid(tok)
+		assert.True(t, ok)
+		assert.Equal(t, otherTenant+"|"+appID, who, "a token of the request's tenant")
+	}
+	f.sim.Reset()
+	resp, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(2, 1), `,"tenant_id":"00000000-0000-4000-8000-000000000000"`))
+	assert.Equal(t, 403, resp.StatusCode, "%s", b)
+	assert.Contains(t, string(b), "unknown_tenant")
+	assert.Empty(t, f.sim.Records(), "nothing sent")
+	assert.NotContains(t, w.logs.String(), appSecret)
+}

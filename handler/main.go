@@ -112,7 +112,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 			TenantID: cfg.GraphTenantID, ClientID: cfg.GraphClientID, ClientSecret: getenv("GRAPH_CLIENT_SECRET"),
 			ManagedIdentityClientID: cfg.ManagedIdentityClientID,
 			VaultURL:                cfg.KeyVaultURL, SecretName: cfg.CredentialSecret,
-			AuthorityHost: cfg.AuthorityHost, VaultCredential: cfg.KeyVaultCredential,
+			AuthorityHost: cfg.AuthorityHost, VaultCredential: cfg.KeyVaultCredential, AllowedTenants: cfg.AllowedTenants,
 		}, log)
 		if err != nil {
 			return deps{}, err

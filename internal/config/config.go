@@ -104,6 +104,10 @@ type Config struct {
 	ManagedIdentityClientID string
 	// AuthorityHost overrides Microsoft Entra ID's host.
 	AuthorityHost string
+	// AllowedTenants are the tenants a multi-tenant app registration acts
+	// in (ALLOWED_TENANT_IDS, lower case); empty: a secret per tenant in
+	// keyvault mode, or the app's own tenant only.
+	AllowedTenants []string
 	// KeyVaultCredential is how keyvault mode reaches the vault:
 	// managed-identity or environment (AZURE_* app credential).
 	KeyVaultCredential string
@@ -316,6 +320,8 @@ var Settings = []Setting{
 	{Name: "KEY_VAULT_CREDENTIAL", DefaultDoc: "`managed-identity`; `environment` on Lambda",
 		Meaning: "how keyvault mode reads the vault: managed-identity, or environment (`AZURE_*` app credential)", read: readKeyVaultCredential},
 	{Name: "GRAPH_CREDENTIAL_SECRET", Meaning: "keyvault mode: the secret's name (`<name>-<tenant>` for other tenants)", read: readCredentialSecret},
+	{Name: "ALLOWED_TENANT_IDS", Meaning: "comma list: a **multi-tenant app registration** (consented in each of these tenants) whose one credential — `GRAPH_CLIENT_SECRET`, or the Key Vault secret `GRAPH_CREDENTIAL_SECRET` — gets tokens in each of them; a request's `tenant_id` outside the list is refused with 403 `unknown_tenant`. Unset: a secret per tenant in keyvault mode",
+		read: readAllowedTenants},
 	{Name: "AZURE_CLIENT_ID", Meaning: "user-assigned managed identity to use", read: readManagedIdentity},
 	{Name: "AZURE_AUTHORITY_HOST", DefaultDoc: "public cloud", Meaning: "Microsoft Entra ID host for sovereign clouds", read: readAuthorityHost},
 	{Name: "MAX_CONCURRENCY", Default: "8", Meaning: "Graph calls in flight (1–64)",
@@ -527,6 +533,23 @@ func readManagedIdentity(l *loader, v string) {
 	l.c.ManagedIdentityClientID = v
 	if !intune.IsGUID(v) {
 		l.bad("AZURE_CLIENT_ID", "%q is not a client id (a GUID)", v)
+	}
+}
+
+func readAllowedTenants(l *loader, v string) {
+	if v == "" {
+		return
+	}
+	if l.c.GraphAuth != "client-secret" && l.c.GraphAuth != "keyvault" {
+		l.bad("ALLOWED_TENANT_IDS", "needs GRAPH_AUTH=client-secret or keyvault: a multi-tenant app registration's credential")
+		return
+	}
+	for _, id := range strings.Split(v, ",") {
+		if id = strings.ToLower(strings.TrimSpace(id)); !intune.IsGUID(id) {
+			l.bad("ALLOWED_TENANT_IDS", "%q is not a tenant id (a GUID)", id)
+			continue
+		}
+		l.c.AllowedTenants = append(l.c.AllowedTenants, id)
 	}
 }
 

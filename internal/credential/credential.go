@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,6 +80,12 @@ type Config struct {
 	// DisableInstanceDiscovery is set for authorities that are not
 	// Microsoft Entra ID's public hosts (tests, private clouds).
 	DisableInstanceDiscovery bool
+	// AllowedTenants, when set, make the app registration multi-tenant
+	// (ALLOWED_TENANT_IDS): its one credential gets tokens in each of
+	// these tenants (azidentity's AdditionallyAllowedTenants and a
+	// per-request tenant), instead of a secret per tenant. Any other
+	// tenant is unknown_tenant.
+	AllowedTenants []string
 }
 
 // Source hands out Graph tokens per tenant. It is safe for concurrent use.
@@ -146,7 +153,11 @@ func (s *Source) Token(ctx context.Context) (string, uint64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	tok, err := e.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{s.cfg.Scope}})
+	opts := policy.TokenRequestOptions{Scopes: []string{s.cfg.Scope}}
+	if s.multiTenant() {
+		opts.TenantID = s.keyOf(tenant) // "" is the app's home tenant
+	}
+	tok, err := e.cred.GetToken(ctx, opts)
 	if err != nil {
 		return "", 0, &Error{Code: CodeTokenUnavailable, RetryAfter: 30 * time.Second,
 			Message: fmt.Sprintf("no Graph token for tenant %s: %s", s.tenantName(tenant), firstLine(err))}
@@ -159,6 +170,9 @@ func (s *Source) Token(ctx context.Context) (string, uint64, error) {
 // re-read.
 func (s *Source) Invalidate(ctx context.Context, gen uint64) {
 	key := s.keyOf(TenantFrom(ctx))
+	if s.multiTenant() {
+		key = "" // the one credential
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[key]
@@ -169,6 +183,10 @@ func (s *Source) Invalidate(ctx context.Context, gen uint64) {
 	s.reread[key] = time.Now()
 	s.log.Info("graph credential invalidated after 401; it is re-read on next use", "tenant", s.tenantName(key))
 }
+
+// multiTenant reports whether one multi-tenant app credential serves the
+// allowed tenants.
+func (s *Source) multiTenant() bool { return len(s.cfg.AllowedTenants) > 0 }
 
 // keyOf is the cache key of tenant: lower case, "" for the default tenant.
 func (s *Source) keyOf(tenant string) string {
@@ -184,9 +202,15 @@ func (s *Source) keyOf(tenant string) string {
 // other tenants never wait for it. A failed resolution is not cached.
 func (s *Source) credential(ctx context.Context, tenant string) (*entry, error) {
 	key := s.keyOf(tenant)
-	if s.cfg.Mode != "keyvault" && key != "" {
+	switch {
+	case s.multiTenant() && key != "" && !slices.Contains(s.cfg.AllowedTenants, key):
 		return nil, &Error{Code: CodeUnknownTenant,
-			Message: fmt.Sprintf("tenant %s is not this app's tenant; runs in other tenants need GRAPH_AUTH=keyvault with a secret per tenant", tenant)}
+			Message: fmt.Sprintf("tenant %s is not in ALLOWED_TENANT_IDS; nothing was triggered", tenant)}
+	case s.multiTenant():
+		key = "" // one credential serves every allowed tenant
+	case s.cfg.Mode != "keyvault" && key != "":
+		return nil, &Error{Code: CodeUnknownTenant,
+			Message: fmt.Sprintf("tenant %s is not this app's tenant; runs in other tenants need GRAPH_AUTH=keyvault with a secret per tenant, or ALLOWED_TENANT_IDS for a multi-tenant app registration", tenant)}
 	}
 	s.mu.Lock()
 	e, ok := s.entries[key]
@@ -298,14 +322,14 @@ func (s *Source) build(tenantID, clientID string, sec azsecrets.Secret) (azcore.
 	}
 	if data == nil {
 		return azidentity.NewClientSecretCredential(tenantID, clientID, value, &azidentity.ClientSecretCredentialOptions{
-			ClientOptions: s.cfg.Options, DisableInstanceDiscovery: s.cfg.DisableInstanceDiscovery})
+			ClientOptions: s.cfg.Options, DisableInstanceDiscovery: s.cfg.DisableInstanceDiscovery, AdditionallyAllowedTenants: s.cfg.AllowedTenants})
 	}
 	certs, key, err := parseCertificate(data)
 	if err != nil {
 		return nil, err
 	}
 	return azidentity.NewClientCertificateCredential(tenantID, clientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
-		ClientOptions: s.cfg.Options, DisableInstanceDiscovery: s.cfg.DisableInstanceDiscovery})
+		ClientOptions: s.cfg.Options, DisableInstanceDiscovery: s.cfg.DisableInstanceDiscovery, AdditionallyAllowedTenants: s.cfg.AllowedTenants})
 }
 
 func parseCertificate(data []byte) ([]*x509.Certificate, crypto.PrivateKey, error) {

@@ -343,3 +343,35 @@ func TestNoLockAcrossTheVault(t *testing.T) {
 	}
 	assert.Equal(t, 2, g.reads["graph-app"], "the first read and one re-read, not one per device")
 }
+
+// TestMultiTenantApp: with ALLOWED_TENANT_IDS, the app's one credential
+// (from Key Vault here) gets tokens in each allowed tenant, read once;
+// a tenant outside the list is refused before any token is asked for.
+func TestMultiTenantApp(t *testing.T) {
+	t.Parallel()
+	src, v, entra, _ := setup(t)
+	src.cfg.AllowedTenants = []string{tenant2}
+	v.set("graph-app", azsecrets.Secret{Value: str(secret)})
+	for _, tn := range []string{tenant, tenant2} {
+		entra.Register(azurefake.App{Tenant: tn, ClientID: client, Secret: secret}) // consented in both
+	}
+	for tn, want := range map[string]string{"": tenant, tenant2: tenant2, strings.ToUpper(tenant2): tenant2} {
+		ctx, err := src.Prepare(context.Background(), tn)
+		require.NoError(t, err, tn)
+		tok, _, err := src.Token(ctx)
+		require.NoError(t, err)
+		who, ok := entra.Valid(tok)
+		require.True(t, ok)
+		assert.Equal(t, want+"|"+client, who, "a token of tenant %q", tn)
+	}
+	assert.Equal(t, 1, v.reads["graph-app"], "one credential for every tenant")
+	assert.Zero(t, v.reads["graph-app-"+tenant2], "no secret per tenant")
+
+	before := len(entra.Requests())
+	_, err := src.Prepare(context.Background(), "00000000-0000-4000-8000-000000000000")
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, CodeUnknownTenant, ce.Code)
+	assert.Contains(t, ce.Message, "ALLOWED_TENANT_IDS")
+	assert.Len(t, entra.Requests(), before, "no token asked for")
+}

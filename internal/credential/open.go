@@ -35,12 +35,15 @@ type Settings struct {
 	// credential in AZURE_TENANT_ID, AZURE_CLIENT_ID and
 	// AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH: AWS Lambda).
 	VaultCredential string
+	// AllowedTenants make the app registration multi-tenant
+	// (ALLOWED_TENANT_IDS, lower case).
+	AllowedTenants []string
 }
 
 // Open builds the Source a deployment's settings describe.
 func Open(s Settings, log *slog.Logger) (*Source, error) {
 	cfg := Config{Mode: s.Mode, Scope: scopeFor(s.GraphBaseURL), TenantID: s.TenantID, ClientID: s.ClientID,
-		VaultURL: s.VaultURL, SecretName: s.SecretName}
+		VaultURL: s.VaultURL, SecretName: s.SecretName, AllowedTenants: s.AllowedTenants}
 	if s.AuthorityHost != "" {
 		cfg.Options.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: s.AuthorityHost}
 		cfg.DisableInstanceDiscovery = !isEntraHost(s.AuthorityHost)
@@ -49,7 +52,8 @@ func Open(s Settings, log *slog.Logger) (*Source, error) {
 	switch s.Mode {
 	case "client-secret":
 		cfg.Credential, err = azidentity.NewClientSecretCredential(s.TenantID, s.ClientID, s.ClientSecret,
-			&azidentity.ClientSecretCredentialOptions{ClientOptions: cfg.Options, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery})
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: cfg.Options, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
+				AdditionallyAllowedTenants: s.AllowedTenants})
 	case "keyvault":
 		if s.VaultCredential == "environment" {
 			cfg.Credential, err = azidentity.NewEnvironmentCredential(&azidentity.EnvironmentCredentialOptions{
