@@ -486,3 +486,38 @@ func TestLongRetryAfterWaitsOnTheQueue(t *testing.T) {
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, st.Summary.Throttling.RetryAfterCapped, 1, "the day-long Retry-After is reported as capped")
 }
+
+// recordingCredentials records the tenants credentials were prepared for.
+type recordingCredentials struct {
+	mu      sync.Mutex
+	tenants []string
+}
+
+func (r *recordingCredentials) Prepare(ctx context.Context, tenant string) (context.Context, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tenants = append(r.tenants, tenant)
+	return ctx, nil
+}
+
+// TestFollowUpUsesTheRunsTenant: the scripts' results of a run in another
+// tenant are read with that tenant's credential.
+func TestFollowUpUsesTheRunsTenant(t *testing.T) {
+	t.Parallel()
+	const other = "22222222-2222-4222-8222-222222222222"
+	creds := &recordingCredentials{}
+	f := newFixture(t, runs.NewMemoryStore(), 100, intunesim.Options{}, runs.Options{})
+	f.svc = runs.New(runs.NewMemoryStore(), f.queue, f.engine, runs.Options{Credentials: creds}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	plan, err := remediate.Validate(remediate.Request{Mode: "async", TenantID: other,
+		ManagedDevices: []remediate.Target{{DeviceID: f.tenant.Windows(false)[0].ID, ScriptPolicyID: f.script}}}, remediate.Limits{})
+	require.NoError(t, err)
+	p, err := f.engine.Prepare(context.Background(), plan)
+	require.NoError(t, err)
+	s := p.Queue()
+	require.NoError(t, f.svc.Submit(context.Background(), s, other, ""))
+	_, err = f.svc.Status(context.Background(), s.RunID, "", 0, true)
+	require.NoError(t, err)
+	creds.mu.Lock()
+	defer creds.mu.Unlock()
+	assert.Equal(t, []string{other}, creds.tenants)
+}

@@ -221,7 +221,16 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 		sum.Devices[i] = r.Answered()
 	}
 	if follow {
-		if err := s.follow(ctx, m.TenantID, sum.Devices); err != nil {
+		fctx, err := ctx, error(nil)
+		if s.opts.Credentials != nil {
+			// The scripts' results are read in the run's tenant, with its
+			// credential.
+			fctx, err = s.opts.Credentials.Prepare(ctx, m.TenantID)
+		}
+		if err == nil {
+			err = s.follow(fctx, m.TenantID, sum.Devices)
+		}
+		if err != nil {
 			sum.Warnings = append(sum.Warnings, "follow-up incomplete: "+err.Error())
 		}
 	}
