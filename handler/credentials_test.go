@@ -108,10 +108,7 @@ func TestKeyVaultCredentialsEndToEnd(t *testing.T) {
 // TestClientSecretMode runs the binary with GRAPH_AUTH=client-secret.
 func TestClientSecretMode(t *testing.T) {
 	t.Parallel()
-	entra := azurefake.NewEntra()
-	t.Cleanup(entra.Close)
-	certFile := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(certFile, azurefake.CertPEM(entra.Server), 0o600))
+	entra, certFile := fakeEntra(t)
 	entra.Register(azurefake.App{Tenant: homeTenant, ClientID: appID, Secret: appSecret})
 	f := newTenant(t, 200, intunesim.Options{Authorize: func(token string) (string, bool) { return entra.Valid(token) }})
 	w := startWorker(t, "GRAPH_BASE_URL="+f.sim.URL, "GRAPH_AUTH=client-secret", "GRAPH_WRITE_RATE=2000",
@@ -146,10 +143,7 @@ func TestClientSecretMode(t *testing.T) {
 // tenant outside the list is a 403 and nothing is sent.
 func TestMultiTenantAppMode(t *testing.T) {
 	t.Parallel()
-	entra := azurefake.NewEntra()
-	t.Cleanup(entra.Close)
-	certFile := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(certFile, azurefake.CertPEM(entra.Server), 0o600))
+	entra, certFile := fakeEntra(t)
 	for _, tn := range []string{homeTenant, otherTenant} {
 		entra.Register(azurefake.App{Tenant: tn, ClientID: appID, Secret: appSecret}) // consented in both
 	}
@@ -171,4 +165,15 @@ func TestMultiTenantAppMode(t *testing.T) {
 	assert.Contains(t, string(b), "unknown_tenant")
 	assert.Empty(t, f.sim.Records(), "nothing sent")
 	assert.NotContains(t, w.logs.String(), appSecret)
+}
+
+// fakeEntra starts a fake Entra ID and writes its TLS certificate where
+// the binary will trust it (SSL_CERT_FILE).
+func fakeEntra(t *testing.T) (*azurefake.Entra, string) {
+	t.Helper()
+	entra := azurefake.NewEntra()
+	t.Cleanup(entra.Close)
+	certFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(certFile, azurefake.CertPEM(entra.Server), 0o600))
+	return entra, certFile
 }
