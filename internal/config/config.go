@@ -74,6 +74,8 @@ type Config struct {
 	// the storage operations of one cleanup.
 	RunRetention  time.Duration
 	CleanupMaxOps int
+	// RunQueuedChunks is how many chunks of one run are queued at a time.
+	RunQueuedChunks int
 	// SyncBudget is the longest a mode auto run answers synchronously.
 	SyncBudget time.Duration
 	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end
@@ -387,6 +389,8 @@ var Settings = []Setting{
 		read: readCallerPolicy},
 	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",
 		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
+	{Name: "RUN_QUEUED_CHUNKS", Default: "2", Meaning: "chunks (of 200 devices) one asynchronous run keeps on the queue at a time (1–100); the next is queued as one finishes, so runs of other tenants, and small runs behind a big one, interleave",
+		read: intIn(1, 100, func(c *Config, n int) { c.RunQueuedChunks = n })},
 	{Name: "RUN_RETENTION", Default: "720h", DefaultDoc: "720h (30 days)", Meaning: "stored runs are deleted this long after they were created (idempotency keys after `IDEMPOTENCY_TTL`, cooldown rows after `DEVICE_COOLDOWN`), by the hourly `cleanup` timer function",
 		read: duration(func(c *Config, d time.Duration) { c.RunRetention = d })},
 	{Name: "CLEANUP_MAX_OPS", Default: "2000", Meaning: "storage operations one cleanup may make (6–100000); what is left waits for the next hour",

@@ -70,7 +70,12 @@ type Chunk struct {
 	Counts   remediate.Counts
 	Throttle remediate.Throttling
 	Finished time.Time
-	Version  string `json:"-"` // the store's, not part of the row
+	// Items are the indexes of the chunk's devices; Queued is set once its
+	// message is on the queue (a run keeps only a few chunks queued, so
+	// that runs submitted later interleave with it).
+	Items   []int `json:",omitempty"`
+	Queued  bool  `json:",omitempty"`
+	Version string `json:"-"` // the store's, not part of the row
 }
 
 // Store keeps runs. Implementations: MemoryStore here, Azure Tables in

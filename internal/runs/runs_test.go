@@ -26,6 +26,9 @@ import (
 type testQueue struct {
 	mu   sync.Mutex
 	msgs []queued
+	// fifo pops in the order messages were sent, as a storage queue
+	// roughly does, instead of lowest chunk first.
+	fifo bool
 }
 
 type queued struct {
@@ -54,7 +57,7 @@ func (q *testQueue) pop() (runs.Message, bool) {
 			if m.visible.Before(soonest) {
 				soonest = m.visible
 			}
-			if !m.visible.After(time.Now()) && (first < 0 || m.Chunk < q.msgs[first].Chunk) {
+			if !m.visible.After(time.Now()) && (first < 0 || !q.fifo && m.Chunk < q.msgs[first].Chunk) {
 				first = i
 			}
 		}
@@ -146,8 +149,8 @@ func (f *fixture) submit(t testing.TB) (*remediate.Summary, []int) {
 func (f *fixture) submitN(t testing.TB, n int) (*remediate.Summary, []int) {
 	t.Helper()
 	plan := remediate.Plan{Mode: remediate.ModeAsync}
-	for _, d := range f.tenant.Windows(false) {
-		if len(plan.Items) < n && !d.CoManaged && d.JoinType != "azureADRegistered" {
+	for _, d := range f.eligibleDevices() {
+		if len(plan.Items) < n {
 			plan.Items = append(plan.Items, remediate.Item{Collection: intune.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: f.script})
 		}
 	}
@@ -520,4 +523,71 @@ func TestFollowUpUsesTheRunsTenant(t *testing.T) {
 	creds.mu.Lock()
 	defer creds.mu.Unlock()
 	assert.Equal(t, []string{other}, creds.tenants)
+}
+
+// TestRunsInterleave: a run keeps only a few chunks on the queue and
+// queues the next as one finishes, so a small run submitted behind a big
+// one is done after a few of the big run's chunks, not after all of them,
+// and the big run still completes exactly once.
+func TestRunsInterleave(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, runs.NewMemoryStore(), 600, intunesim.Options{}, runs.Options{})
+	f.queue.fifo = true
+	f.svc = runs.New(runs.NewMemoryStore(), f.queue, f.engine, runs.Options{ChunkSize: 20, QueuedChunks: 2, RecordMargin: 20 * time.Millisecond},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	eligible := f.eligibleDevices()
+	require.GreaterOrEqual(t, len(eligible), 201)
+	submit := func(devs []intunesim.Device) string {
+		var items []remediate.Target
+		for _, d := range devs {
+			items = append(items, remediate.Target{DeviceID: d.ID, ScriptPolicyID: f.script})
+		}
+		plan, err := remediate.Validate(remediate.Request{Mode: "async", ManagedDevices: items}, remediate.Limits{})
+		require.NoError(t, err)
+		p, err := f.engine.Prepare(context.Background(), plan)
+		require.NoError(t, err)
+		s := p.Queue()
+		require.NoError(t, f.svc.Submit(context.Background(), s, "", ""))
+		return s.RunID
+	}
+	big := submit(eligible[:200]) // ten chunks
+	assert.Len(t, f.queue.peek(), 2, "two chunks on the queue, not ten")
+	small := submit(eligible[200:201])
+
+	bigChunksBefore := 0
+	smallDone := false
+	for {
+		m, ok := f.queue.pop()
+		if !ok {
+			break
+		}
+		require.NoError(t, f.svc.Work(context.Background(), m))
+		if m.RunID == big && !smallDone {
+			bigChunksBefore++
+		}
+		if m.RunID == small {
+			smallDone = true
+		}
+	}
+	assert.True(t, smallDone)
+	assert.LessOrEqual(t, bigChunksBefore, 2, "the small run waited for two of the big run's ten chunks")
+	st, err := f.svc.Status(context.Background(), big, "", 0, false)
+	require.NoError(t, err)
+	assert.True(t, st.Done)
+	assert.Equal(t, 200, st.Summary.Counts.Succeeded)
+	for _, d := range eligible[:201] {
+		assert.Equal(t, 1, f.sim.TriggerCount(d.ID, f.script), "every device exactly once")
+	}
+}
+
+// eligibleDevices are the tenant's Windows devices a remediation can run
+// on.
+func (f *fixture) eligibleDevices() []intunesim.Device {
+	var out []intunesim.Device
+	for _, d := range f.tenant.Windows(false) {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,11 @@ type Options struct {
 	// CleanupMaxOps bounds the storage operations of one cleanup
 	// (CLEANUP_MAX_OPS). Default 2,000.
 	CleanupMaxOps int
+	// QueuedChunks is how many chunks of one run are on the queue at a
+	// time (RUN_QUEUED_CHUNKS): the next is queued as one finishes, so a
+	// small run submitted behind a big one waits for a few chunks, not
+	// for all of them. Default 2.
+	QueuedChunks int
 }
 
 // Service submits runs, works their chunks and reports their status.
@@ -96,6 +102,9 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 	if opts.CleanupMaxOps < 6 {
 		opts.CleanupMaxOps = 2000
 	}
+	if opts.QueuedChunks <= 0 {
+		opts.QueuedChunks = 2
+	}
 	return &Service{store: store, queue: queue, engine: engine, opts: opts, log: log}
 }
 
@@ -130,8 +139,11 @@ func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, tenant, ca
 			d := sum.Devices[i]
 			msg.Items[j] = WorkItem{Index: i, DeviceID: d.DeviceID, ScriptID: d.ScriptPolicyID, Collection: d.Collection}
 		}
-		chunks = append(chunks, Chunk{Number: len(chunks), Open: len(idx)})
-		msgs = append(msgs, msg)
+		queued := len(chunks) < s.opts.QueuedChunks
+		chunks = append(chunks, Chunk{Number: len(chunks), Open: len(idx), Items: append([]int(nil), idx...), Queued: queued})
+		if queued {
+			msgs = append(msgs, msg)
+		}
 	}
 	if err := s.store.CreateRun(ctx, m, rows, chunks); err != nil {
 		return fmt.Errorf("runs: storing run %s: %w", m.RunID, err)
@@ -144,8 +156,73 @@ func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, tenant, ca
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("runs: queueing run %s: %w", m.RunID, err)
 	}
-	s.log.Info("run queued", "run_id", m.RunID, "devices", m.Devices, "queued", len(pending), "chunks", len(chunks))
+	s.log.Info("run queued", "run_id", m.RunID, "devices", m.Devices, "queued", len(pending), "chunks", len(chunks), "chunks_on_queue", len(msgs))
 	return nil
+}
+
+// queueMore puts the run's next chunks on the queue while fewer than
+// QueuedChunks of its unfinished chunks are there. The message goes first
+// and the chunk is marked after: a failure between the two, or two
+// workers doing it at once, can only queue a chunk twice, which work
+// handles (finished and claimed devices are skipped), never lose it.
+func (s *Service) queueMore(ctx context.Context, run string) error {
+	chunks, err := s.store.Chunks(ctx, run)
+	if err != nil {
+		return err
+	}
+	active := 0
+	for _, c := range chunks {
+		if c.Queued && c.Open > 0 {
+			active++
+		}
+	}
+	for i := range chunks {
+		c := &chunks[i]
+		if active >= s.opts.QueuedChunks {
+			return nil
+		}
+		if c.Queued || c.Open == 0 {
+			continue
+		}
+		msg, err := s.messageOf(ctx, run, c)
+		if err != nil {
+			return err
+		}
+		if len(msg.Items) > 0 {
+			if err := s.queue.Send(ctx, msg, 0); err != nil {
+				return fmt.Errorf("runs: queueing chunk %d of run %s: %w", c.Number, run, err)
+			}
+		}
+		c.Queued = true
+		if err := s.store.Save(ctx, run, c, nil); err != nil && !errors.Is(err, ErrConflict) {
+			return err
+		}
+		active++
+	}
+	return nil
+}
+
+// messageOf is the work of chunk c: its devices still to do.
+func (s *Service) messageOf(ctx context.Context, run string, c *Chunk) (Message, error) {
+	msg := Message{RunID: run, Chunk: c.Number}
+	if len(c.Items) == 0 {
+		return msg, nil
+	}
+	lo, hi := slices.Min(c.Items), slices.Max(c.Items)
+	rows, err := s.store.Rows(ctx, run, lo, hi+1)
+	if err != nil {
+		return msg, err
+	}
+	want := map[int]bool{}
+	for _, i := range c.Items {
+		want[i] = true
+	}
+	for _, r := range rows {
+		if want[r.Index] && !r.final() {
+			msg.Items = append(msg.Items, WorkItem{Index: r.Index, DeviceID: r.DeviceID, ScriptID: r.ScriptPolicyID, Collection: r.Collection})
+		}
+	}
+	return msg, nil
 }
 
 // Status is a run's state for GET runs/{id}: Done with the final summary

@@ -75,7 +75,12 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	if err := s.requeue(ctx, msg, todo, s.engine.PausedFor(m.TenantID)); err != nil {
 		return err
 	}
-	return s.requeue(ctx, msg, held, s.opts.ClaimLease)
+	if err := s.requeue(ctx, msg, held, s.opts.ClaimLease); err != nil {
+		return err
+	}
+	// The run's next chunk, if this one is done: an error makes the host
+	// deliver this message again, which tries once more.
+	return s.queueMore(context.WithoutCancel(ctx), msg.RunID)
 }
 
 func (s *Service) requeue(ctx context.Context, msg Message, items []WorkItem, after time.Duration) error {
@@ -336,5 +341,8 @@ func (s *Service) Poison(ctx context.Context, msg Message) error {
 		out = append(out, *r)
 	}
 	s.log.Error("poison message accounted for", "run_id", msg.RunID, "chunk", msg.Chunk, "devices_failed", len(out))
-	return s.record(ctx, msg.RunID, c, out)
+	if err := s.record(ctx, msg.RunID, c, out); err != nil {
+		return err
+	}
+	return s.queueMore(ctx, msg.RunID)
 }
