@@ -73,8 +73,8 @@ type Chunk struct {
 	// Items are the indexes of the chunk's devices; Queued is set once its
 	// message is on the queue (a run keeps only a few chunks queued, so
 	// that runs submitted later interleave with it).
-	Items   []int `json:",omitempty"`
-	Queued  bool  `json:",omitempty"`
+	Items   []int  `json:",omitempty"`
+	Queued  bool   `json:",omitempty"`
 	Version string `json:"-"` // the store's, not part of the row
 }
 
