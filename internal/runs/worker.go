@@ -78,8 +78,12 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	if err := s.requeue(ctx, msg, held, s.opts.ClaimLease); err != nil {
 		return err
 	}
-	// The run's next chunk, if this one is done: an error makes the host
-	// deliver this message again, which tries once more.
+	// The run's next chunk, once this one is done: an error makes the host
+	// deliver this message again, which finds the chunk done and tries
+	// once more. Invocations that leave work open read no chunk list.
+	if c.Open > 0 {
+		return nil
+	}
 	return s.queueMore(context.WithoutCancel(ctx), msg.RunID)
 }
 
@@ -343,6 +347,9 @@ func (s *Service) Poison(ctx context.Context, msg Message) error {
 	s.log.Error("poison message accounted for", "run_id", msg.RunID, "chunk", msg.Chunk, "devices_failed", len(out))
 	if err := s.record(ctx, msg.RunID, c, out); err != nil {
 		return err
+	}
+	if c.Open > 0 {
+		return nil // other messages of the chunk are still out
 	}
 	return s.queueMore(ctx, msg.RunID)
 }
