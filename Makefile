@@ -90,12 +90,9 @@ run:
 	GRAPH_AUTH=$${GRAPH_AUTH:-none} ./$(BIN)
 
 ## package: dist/remediator.zip, the layout `func azure functionapp publish` and zip deploy expect
+## (host.json, every function folder, bin/handler, the example requests; see deploy/main.go)
 package: build
-	rm -rf dist/app && mkdir -p dist/app/bin
-	cp host.json dist/app/ && cp $(BIN) dist/app/bin/
-	for f in $$(dirname */function.json); do mkdir -p dist/app/$$f && cp $$f/function.json dist/app/$$f/; done
-	cd dist/app && rm -f ../remediator.zip && zip -qr ../remediator.zip .
-	@echo "dist/remediator.zip:" && unzip -l dist/remediator.zip | tail -n +4 | head -n -2
+	$(GO) run ./deploy/pack -o dist/remediator.zip
 
 ## package-lambda: dist/lambda-{amd64,arm64}.zip, a `bootstrap` for the provided.al2023 runtime
 package-lambda:

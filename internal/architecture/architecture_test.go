@@ -33,6 +33,7 @@ var layers = map[string]int{
 	"internal/azure":      5,
 	"internal/awslambda":  5,
 	"handler":             6,
+	"deploy":              6,
 }
 
 // sdkAllowed may depend on the Graph SDK: the client that wraps it and

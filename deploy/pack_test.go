@@ -1,0 +1,276 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/config"
+)
+
+const root = ".."
+
+// template is the part of deploy/azuredeploy.json the checks read.
+type template struct {
+	Parameters map[string]struct {
+		Type         string `json:"type"`
+		DefaultValue any    `json:"defaultValue"`
+	} `json:"parameters"`
+	Variables struct {
+		QueueName          string `json:"queueName"`
+		RunsTable          string `json:"runsTable"`
+		RemediatorSettings []struct {
+			Name  string `json:"name"`
+			Value string `json:"value"`
+		} `json:"remediatorSettings"`
+	} `json:"variables"`
+	Resources []struct {
+		Type       string          `json:"type"`
+		Properties json.RawMessage `json:"properties"`
+	} `json:"resources"`
+	Outputs map[string]struct {
+		Value string `json:"value"`
+	} `json:"outputs"`
+}
+
+func readTemplate(t *testing.T) template {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, "deploy/azuredeploy.json"))
+	require.NoError(t, err)
+	var tpl template
+	require.NoError(t, json.Unmarshal(raw, &tpl))
+	return tpl
+}
+
+var (
+	paramRef    = regexp.MustCompile(`^\[(?:string\()?parameters\('(\w+)'\)\)?\]$`)
+	variableRef = regexp.MustCompile(`^\[variables\('(\w+)'\)\]$`)
+)
+
+// settings evaluates the template's app settings for a deployment with
+// the given parameters (the rest at their defaults), as ARM would.
+func (tpl template) settings(t *testing.T, params map[string]string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, s := range tpl.Variables.RemediatorSettings {
+		v := s.Value
+		switch {
+		case paramRef.MatchString(v):
+			name := paramRef.FindStringSubmatch(v)[1]
+			p, ok := tpl.Parameters[name]
+			require.True(t, ok, "%s names parameter %s, which the template lacks", s.Name, name)
+			v = strings.TrimSuffix(strings.TrimPrefix(jsonText(p.DefaultValue), `"`), `"`)
+			if given, ok := params[name]; ok {
+				v = given
+			}
+		case variableRef.MatchString(v):
+			switch variableRef.FindStringSubmatch(v)[1] {
+			case "queueName":
+				v = tpl.Variables.QueueName
+			case "runsTable":
+				v = tpl.Variables.RunsTable
+			default:
+				t.Fatalf("%s: variable %s is not evaluated by this test", s.Name, v)
+			}
+		case s.Name == "KEY_VAULT_URL":
+			v = "https://kv-remed-0123456789ab.vault.azure.net/"
+		case strings.HasPrefix(v, "["):
+			t.Fatalf("%s: the expression %s is not evaluated by this test", s.Name, v)
+		}
+		out[s.Name] = v
+	}
+	return out
+}
+
+func jsonText(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// azureSets is what the Functions host and the template's other settings
+// add on Flex Consumption.
+var azureSets = map[string]string{
+	"AzureWebJobsStorage__accountName":  "stremed0123456789abc",
+	"WEBSITE_HOSTNAME":                  "remediator-abc.azurewebsites.net",
+	"FUNCTIONS_CUSTOMHANDLER_PORT":      "36001",
+	"FUNCTIONS_CUSTOMHANDLER_WORKER_ID": "3f9c5a2e-0000-4000-8000-000000000001",
+}
+
+func load(settings map[string]string, root string) (config.Config, error) {
+	return config.Load(func(name string) string {
+		if name == "FUNCTIONS_APP_ROOT_PATH" {
+			return root
+		}
+		if v, ok := azureSets[name]; ok {
+			return v
+		}
+		return settings[name]
+	})
+}
+
+// TestTemplateStartsTheApp: the settings the template writes load without
+// a problem, in both credential modes and with a scheduled request, so no
+// function is down at start-up.
+func TestTemplateStartsTheApp(t *testing.T) {
+	t.Parallel()
+	tpl := readTemplate(t)
+	for name, params := range map[string]map[string]string{
+		"defaults": nil,
+		"keyvault": {"graphAuth": "keyvault", "graphTenantId": "3f9c5a2e-0000-4000-8000-0000000000aa",
+			"graphClientId": "3f9c5a2e-0000-4000-8000-0000000000bb"},
+		"multi-tenant": {"graphAuth": "keyvault", "graphTenantId": "3f9c5a2e-0000-4000-8000-0000000000aa",
+			"graphClientId": "3f9c5a2e-0000-4000-8000-0000000000bb", "allowedTenantIds": "3f9c5a2e-0000-4000-8000-0000000000cc"},
+		"scheduled": {"scheduledRequest": `{"targets":[{"script_policy_id":"e5cae2d9-1151-449f-8551-57f93add68aa","filter":"operatingSystem eq 'Windows'"}],"dry_run":true}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := load(tpl.settings(t, params), root)
+			require.NoError(t, err)
+			assert.True(t, cfg.UnderHost)
+			if params["scheduledRequest"] != "" {
+				assert.JSONEq(t, params["scheduledRequest"], string(cfg.ScheduledRequest))
+			}
+		})
+	}
+}
+
+// TestTemplateCoversBindings: every %SETTING% a function.json uses is an app
+// setting of the template (else the function cannot load), the timeout
+// the handler keeps matches host.json's, and the host's own settings are
+// written for both plans.
+func TestTemplateCoversBindings(t *testing.T) {
+	t.Parallel()
+	tpl := readTemplate(t)
+	settings := tpl.settings(t, nil)
+	files, err := filepath.Glob(filepath.Join(root, "*/function.json"))
+	require.NoError(t, err)
+	require.Len(t, files, 7)
+	expr := regexp.MustCompile(`%(\w+)%`)
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for _, m := range expr.FindAllStringSubmatch(string(raw), -1) {
+			assert.NotEmpty(t, settings[m[1]], "%s uses %%%s%%: the template must set it", f, m[1])
+		}
+	}
+
+	var host struct {
+		FunctionTimeout string `json:"functionTimeout"`
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "host.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &host))
+	hostTimeout, err := time.Parse("15:04:05", host.FunctionTimeout)
+	require.NoError(t, err)
+	want, err := time.ParseDuration(settings["FUNCTION_TIMEOUT"])
+	require.NoError(t, err)
+	assert.Equal(t, want, hostTimeout.Sub(hostTimeout.Truncate(24*time.Hour)), "FUNCTION_TIMEOUT mirrors host.json")
+
+	var site string
+	for _, r := range tpl.Resources {
+		if r.Type == "Microsoft.Web/sites" {
+			var p struct {
+				SiteConfig struct {
+					AppSettings string `json:"appSettings"`
+				} `json:"siteConfig"`
+			}
+			require.NoError(t, json.Unmarshal(r.Properties, &p))
+			site = p.SiteConfig.AppSettings
+		}
+	}
+	for _, part := range []string{"variables('remediatorSettings')", "'AzureWebJobsStorage__accountName'", "'AzureWebJobsStorage'",
+		"'FUNCTIONS_WORKER_RUNTIME', 'value', 'custom'", "'APPLICATIONINSIGHTS_CONNECTION_STRING'"} {
+		assert.Contains(t, site, part)
+	}
+	for _, out := range []string{"remediateUrl", "alertUrl", "runsUrl", "principalId"} {
+		assert.NotEmpty(t, tpl.Outputs[out].Value, "output %s", out)
+	}
+}
+
+// TestPackage: the zip holds host.json, every function, an executable
+// handler and every file a setting of the template (or an example) points
+// to, and each file as it is in the repository.
+func TestPackage(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "handler")
+	require.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
+	var buf bytes.Buffer
+	_, err := write(&buf, root, bin)
+	require.NoError(t, err)
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	require.NoError(t, err)
+	inZip := map[string]*zip.File{}
+	for _, f := range zr.File {
+		inZip[f.Name] = f
+	}
+
+	var host struct {
+		CustomHandler struct {
+			Description struct {
+				DefaultExecutablePath string `json:"defaultExecutablePath"`
+			} `json:"description"`
+		} `json:"customHandler"`
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "host.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &host))
+	exe := inZip[host.CustomHandler.Description.DefaultExecutablePath]
+	require.NotNil(t, exe, "host.json's defaultExecutablePath is in the zip")
+	assert.Equal(t, os.FileMode(0o755), exe.Mode().Perm(), "the handler stays executable")
+
+	want := []string{"host.json"}
+	functions, _ := filepath.Glob(filepath.Join(root, "*/function.json"))
+	examples, _ := filepath.Glob(filepath.Join(root, "examples/*.json"))
+	for _, f := range append(functions, examples...) {
+		rel, _ := filepath.Rel(root, f)
+		want = append(want, filepath.ToSlash(rel))
+	}
+	// A file a setting names travels with the app.
+	for name, v := range readTemplate(t).settings(t, nil) {
+		if strings.HasSuffix(name, "_FILE") && v != "" {
+			want = append(want, v)
+		}
+	}
+	for _, name := range want {
+		f := inZip[name]
+		if !assert.NotNil(t, f, "%s is missing from the package", name) {
+			continue
+		}
+		rc, err := f.Open()
+		require.NoError(t, err)
+		var got bytes.Buffer
+		_, err = got.ReadFrom(rc)
+		require.NoError(t, err)
+		disk, err := os.ReadFile(filepath.Join(root, name))
+		require.NoError(t, err)
+		assert.Equal(t, disk, got.Bytes(), name)
+	}
+
+	// The unpacked package starts with an example as the scheduled request.
+	dir := t.TempDir()
+	for name, f := range inZip {
+		if !strings.HasPrefix(name, "examples/") {
+			continue
+		}
+		rc, err := f.Open()
+		require.NoError(t, err)
+		var b bytes.Buffer
+		_, err = b.ReadFrom(rc)
+		require.NoError(t, err)
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, "examples"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644))
+	}
+	settings := readTemplate(t).settings(t, nil)
+	settings["SCHEDULED_REQUEST_FILE"] = "examples/targets-dry-run.json"
+	cfg, err := load(settings, dir)
+	require.NoError(t, err)
+	assert.NotEmpty(t, cfg.ScheduledRequest)
+}
