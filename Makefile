@@ -92,7 +92,7 @@ run:
 ## package: dist/remediator.zip, the layout `func azure functionapp publish` and zip deploy expect
 ## (host.json, every function folder, bin/handler, the example requests; see deploy/main.go)
 package: build
-	$(GO) run ./deploy/pack -o dist/remediator.zip
+	$(GO) run ./deploy -o dist/remediator.zip
 
 ## package-lambda: dist/lambda-{amd64,arm64}.zip, a `bootstrap` for the provided.al2023 runtime
 package-lambda:

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 )
 
 func main() {
@@ -91,7 +92,8 @@ func add(zw *zip.Writer, name, path string) error {
 		return err
 	}
 	defer src.Close()
-	hdr := &zip.FileHeader{Name: name, Method: zip.Deflate}
+	// A fixed date: the same sources make the same zip.
+	hdr := &zip.FileHeader{Name: name, Method: zip.Deflate, Modified: time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)}
 	mode := os.FileMode(0o644)
 	if name == "bin/handler" {
 		// The host starts the binary: it must stay executable after unzip.

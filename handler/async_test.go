@@ -92,7 +92,7 @@ type runPage struct {
 	remediate.Summary
 	Page      int    `json:"page"`
 	PageCount int    `json:"page_count"`
-	NextPage  string `json:"next_page"`
+	NextLink  string `json:"nextLink"`
 	Queued    int    `json:"queued"`
 }
 
@@ -143,7 +143,7 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 		assert.Equal(t, remediate.StatusSucceeded, p.Status)
 		assert.Equal(t, 600, p.Counts.Succeeded)
 		devices = append(devices, p.Devices...)
-		url = p.NextPage
+		url = p.NextLink
 	}
 	require.Len(t, devices, 600)
 	for i, d := range devices {

@@ -52,7 +52,8 @@ func TestOpenAPI(t *testing.T) {
 	var doc swagger
 	require.NoError(t, json.Unmarshal(raw, &doc))
 	assert.Equal(t, "2.0", doc.Swagger)
-	assert.Equal(t, "x-functions-key", doc.SecurityDefinitions["function_key"]["name"])
+	assert.Equal(t, "code", doc.SecurityDefinitions["api_key"]["name"], "the key travels in the query, so a 202's Location carries it")
+	assert.Equal(t, "query", doc.SecurityDefinitions["api_key"]["in"])
 
 	for _, ref := range refs(raw) {
 		_, ok := doc.Definitions[strings.TrimPrefix(ref, "#/definitions/")]
@@ -142,7 +143,7 @@ func TestOpenAPIAsyncShapes(t *testing.T) {
 	assert.Equal(t, documented("Accepted"), keys(Accepted{EstimatedDurationMS: 1}))
 	assert.Equal(t, documented("FollowUp"), keys(remediate.FollowUp{State: "x", DetectionState: "x", RemediationState: "x", Output: "x", Error: "x",
 		LastStateUpdateDateTime: time.Now()}))
-	page := keys(RunPage{Summary: &remediate.Summary{}, NextPage: "x"})
+	page := keys(RunPage{Summary: &remediate.Summary{}, NextLink: "x"})
 	for _, k := range documented("RunPage") {
 		assert.Contains(t, page, k)
 	}

@@ -227,9 +227,11 @@ type Accepted struct {
 // RunPage is a finished run's summary with one page of its devices.
 type RunPage struct {
 	*remediate.Summary
-	Page      int    `json:"page"`
-	PageCount int    `json:"page_count"`
-	NextPage  string `json:"next_page,omitempty"`
+	Page      int `json:"page"`
+	PageCount int `json:"page_count"`
+	// NextLink is the next page's full URL (the name Power Platform's
+	// x-ms-pageable accepts), absent on the last page.
+	NextLink string `json:"nextLink,omitempty"`
 }
 
 // Running is the body of a 202 for a run that is not finished.
@@ -250,7 +252,7 @@ func renderStatus(id string, st runs.Status, l links) Answer {
 	}
 	rp := RunPage{Summary: st.Summary, Page: st.Page, PageCount: st.PageCount}
 	if st.Page+1 < st.PageCount {
-		rp.NextPage = bodyURL + "?page=" + strconv.Itoa(st.Page+1)
+		rp.NextLink = bodyURL + "?page=" + strconv.Itoa(st.Page+1)
 	}
 	return Answer{Status: summaryStatus(st.Summary), Body: rp}
 }

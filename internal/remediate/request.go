@@ -221,9 +221,9 @@ func Validate(req Request, lim Limits) (Plan, error) {
 			}
 		}
 		if sel.LastSyncWithin != "" {
-			d, err := time.ParseDuration(sel.LastSyncWithin)
-			if err != nil || d <= 0 {
-				add(field+".last_sync_within", "%q is not a positive duration such as \"168h\"", sel.LastSyncWithin)
+			d, ok := ParseDuration(sel.LastSyncWithin)
+			if !ok || d <= 0 {
+				add(field+".last_sync_within", "%q is not a positive duration such as \"168h\", \"7d\" or \"P7D\"", sel.LastSyncWithin)
 			}
 			t.LastSyncWithin = d
 		}
@@ -235,10 +235,10 @@ func Validate(req Request, lim Limits) (Plan, error) {
 		plan.Targets = append(plan.Targets, t)
 	}
 	if req.Timeouts != nil && req.Timeouts.Invoke != "" {
-		d, err := time.ParseDuration(req.Timeouts.Invoke)
+		d, ok := ParseDuration(req.Timeouts.Invoke)
 		switch {
-		case err != nil:
-			add("timeouts.invoke", "%q is not a duration such as \"30s\" or \"2h45m\"", req.Timeouts.Invoke)
+		case !ok:
+			add("timeouts.invoke", "%q is not a duration such as \"30s\", \"2h45m\" or \"PT2M\"", req.Timeouts.Invoke)
 		case d <= 0:
 			add("timeouts.invoke", "must be positive")
 		default:

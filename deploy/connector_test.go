@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/remediate"
+)
+
+// The rules `paconn validate` and the Power Platform Swagger Validator apply
+// that can be written down (microsoft/powerplatform-developerhub,
+// certification-swagger-validator-rules.md and define-openapi-definition.md).
+var (
+	operationIDPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]*$`)
+	summaryPattern     = regexp.MustCompile(`^[A-Za-z0-9 ,'()-]+$`)
+	visibilities       = []string{"important", "advanced", "internal"}
+	unsupported        = []string{`"uniqueItems"`, `"oneOf"`, `"anyOf"`, `"not"`, `"collectionFormat": "multi"`}
+	durationExample    = regexp.MustCompile(`\b(P[0-9DTHMS.]+|\d+[dhms][0-9dhms]*)\b`)
+)
+
+type swagger struct {
+	Swagger             string                    `json:"swagger"`
+	Host                string                    `json:"host"`
+	BasePath            string                    `json:"basePath"`
+	SecurityDefinitions map[string]map[string]any `json:"securityDefinitions"`
+	Security            []map[string][]string     `json:"security"`
+	Paths               map[string]map[string]operation
+	Definitions         map[string]map[string]any `json:"definitions"`
+}
+
+type operation struct {
+	OperationID string           `json:"operationId"`
+	Summary     string           `json:"summary"`
+	Description string           `json:"description"`
+	Visibility  string           `json:"x-ms-visibility"`
+	Consumes    []string         `json:"consumes"`
+	Pageable    map[string]any   `json:"x-ms-pageable"`
+	Parameters  []map[string]any `json:"parameters"`
+	Responses   map[string]map[string]any
+}
+
+func readSwagger(t *testing.T) (swagger, []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, "connector/apiDefinition.swagger.json"))
+	require.NoError(t, err)
+	var doc swagger
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	return doc, raw
+}
+
+// TestConnectorIsOpenAPI: the connector's definition is openapi.json (which
+// internal/httpapi's tests check against the handler), so the two never
+// drift apart.
+func TestConnectorIsOpenAPI(t *testing.T) {
+	t.Parallel()
+	_, connector := readSwagger(t)
+	openapi, err := os.ReadFile(filepath.Join(root, "openapi.json"))
+	require.NoError(t, err)
+	assert.Equal(t, string(openapi), string(connector), "connector/apiDefinition.swagger.json is a copy of openapi.json: cp openapi.json connector/apiDefinition.swagger.json")
+}
+
+// TestConnectorRules applies paconn's and the Swagger Validator's rules.
+func TestConnectorRules(t *testing.T) {
+	t.Parallel()
+	doc, raw := readSwagger(t)
+	assert.Less(t, len(raw), 1<<20, "a connector's definition is under 1 MB")
+	assert.Equal(t, "2.0", doc.Swagger)
+	assert.Regexp(t, `^[^{}/ :\\]+(?::\d+)?$`, doc.Host)
+	assert.True(t, strings.HasPrefix(doc.BasePath, "/"))
+	for _, kw := range unsupported {
+		assert.NotContains(t, string(raw), kw+":", "unsupported keyword")
+	}
+
+	// The key is the code query parameter: Azure Functions reads it there,
+	// and a 202's Location carries it, so polling is authorized.
+	require.Len(t, doc.SecurityDefinitions, 1, "only the first security definition is used")
+	for name, def := range doc.SecurityDefinitions {
+		assert.Equal(t, "apiKey", def["type"])
+		assert.Equal(t, "query", def["in"])
+		assert.Equal(t, "code", def["name"])
+		require.Len(t, doc.Security, 1)
+		assert.Equal(t, []string{}, doc.Security[0][name], "an API key requirement names no scopes")
+		var props struct {
+			Properties struct {
+				ConnectionParameters map[string]struct {
+					Type string `json:"type"`
+				} `json:"connectionParameters"`
+				IconBrandColor string `json:"iconBrandColor"`
+			} `json:"properties"`
+		}
+		readJSON(t, "connector/apiProperties.json", &props)
+		assert.Equal(t, "securestring", props.Properties.ConnectionParameters[name].Type, "apiProperties.json asks for the key")
+		assert.Regexp(t, `^#[0-9A-Fa-f]{6}$`, props.Properties.IconBrandColor)
+	}
+
+	seen := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			where := method + " " + path
+			assert.Regexp(t, operationIDPattern, op.OperationID, where)
+			assert.False(t, seen[op.OperationID], "operationId %s is not unique", op.OperationID)
+			seen[op.OperationID] = true
+			assert.Regexp(t, summaryPattern, op.Summary, "%s: a summary without restricted characters", where)
+			assert.Less(t, len(op.Summary), 120, where)
+			assert.NotEmpty(t, op.Description, where)
+			if op.Visibility != "" {
+				assert.Contains(t, visibilities, op.Visibility, where)
+			}
+			if method == "post" {
+				assert.Contains(t, op.Consumes, "application/json", "%s declares what it consumes", where)
+			}
+			checkParameters(t, where, path, method, op.Parameters)
+
+			withSchema := 0
+			for code, resp := range op.Responses {
+				assert.NotEmpty(t, resp["description"], "%s %s", where, code)
+				if _, ok := resp["schema"]; ok {
+					withSchema++
+					assert.Equal(t, "200", code, "%s: the designer uses one schema, the success answer's", where)
+				}
+			}
+			assert.Equal(t, 1, withSchema, "%s: one response with a schema", where)
+
+			if op.Pageable != nil {
+				next := op.Pageable["nextLinkName"]
+				assert.Contains(t, []any{"nextLink", "@odata.nextLink"}, next, where)
+				ref := op.Responses["200"]["schema"].(map[string]any)["$ref"].(string)
+				assert.Contains(t, properties(doc, strings.TrimPrefix(ref, "#/definitions/")), next, "%s: the answer has the next link", where)
+			}
+		}
+	}
+	require.NotEmpty(t, seen)
+
+	for name, def := range doc.Definitions {
+		checkSchema(t, name, def)
+	}
+}
+
+func checkParameters(t *testing.T, where, path, method string, params []map[string]any) {
+	t.Helper()
+	for _, p := range params {
+		name := where + " " + p["name"].(string)
+		assert.NotEmpty(t, p["x-ms-summary"], "%s: a display name", name)
+		assert.NotEmpty(t, p["description"], name)
+		if v, ok := p["x-ms-visibility"]; ok {
+			assert.Contains(t, visibilities, v, name)
+		}
+		switch p["in"] {
+		case "path":
+			assert.Contains(t, path, "{"+p["name"].(string)+"}", name)
+			assert.Equal(t, true, p["required"], "%s: path parameters are required", name)
+			assert.Equal(t, "single", p["x-ms-url-encoding"], name)
+		case "query":
+			assert.NotContains(t, p, "x-ms-url-encoding", "%s: query parameters are always encoded once", name)
+		case "body":
+			assert.NotEqual(t, "get", method, "%s: no body in a fetch operation", name)
+			assert.Contains(t, p, "schema", name)
+		}
+	}
+}
+
+// properties lists a definition's properties, through allOf.
+func properties(doc swagger, name string) map[string]any {
+	out := map[string]any{}
+	def := doc.Definitions[name]
+	if props, ok := def["properties"].(map[string]any); ok {
+		for k, v := range props {
+			out[k] = v
+		}
+	}
+	all, _ := def["allOf"].([]any)
+	for _, part := range all {
+		part := part.(map[string]any)
+		if ref, ok := part["$ref"].(string); ok {
+			for k, v := range properties(doc, strings.TrimPrefix(ref, "#/definitions/")) {
+				out[k] = v
+			}
+		}
+		if props, ok := part["properties"].(map[string]any); ok {
+			for k, v := range props {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// checkSchema: every property has a display name and a description (a bare
+// $ref takes them from its definition, as no member may stand beside a
+// $ref), durations offer forms a maker can type, and visibilities are
+// known.
+func checkSchema(t *testing.T, where string, schema map[string]any) {
+	t.Helper()
+	if ref, ok := schema["$ref"]; ok {
+		assert.Len(t, schema, 1, "%s: nothing beside $ref (%s)", where, ref)
+		return
+	}
+	for _, part := range anySlice(schema["allOf"]) {
+		checkSchema(t, where, part.(map[string]any))
+	}
+	if items, ok := schema["items"].(map[string]any); ok {
+		checkSchema(t, where+"[]", items)
+	}
+	props, _ := schema["properties"].(map[string]any)
+	for name, p := range props {
+		p := p.(map[string]any)
+		at := where + "." + name
+		if _, ref := p["$ref"]; !ref {
+			assert.NotEmpty(t, p["x-ms-summary"], "%s: a display name", at)
+			assert.NotEmpty(t, p["description"], at)
+		}
+		if v, ok := p["x-ms-visibility"]; ok {
+			assert.Contains(t, visibilities, v, at)
+		}
+		if desc, _ := p["description"].(string); strings.Contains(desc, "ISO 8601") {
+			examples := durationExample.FindAllString(desc, -1)
+			assert.GreaterOrEqual(t, len(examples), 2, "%s: duration examples", at)
+			for _, e := range examples {
+				_, ok := remediate.ParseDuration(e)
+				assert.True(t, ok, "%s: the example %s is accepted", at, e)
+			}
+		}
+		checkSchema(t, at, p)
+	}
+}
+
+func anySlice(v any) []any {
+	s, _ := v.([]any)
+	return s
+}
+
+// TestConnectorIcon: the icon is a PNG paconn can upload.
+func TestConnectorIcon(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join(root, "connector/icon.png"))
+	require.NoError(t, err)
+	img, err := png.Decode(bytes.NewReader(raw))
+	require.NoError(t, err)
+	assert.Equal(t, 230, img.Bounds().Dx())
+	assert.Equal(t, 230, img.Bounds().Dy())
+}
