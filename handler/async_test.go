@@ -29,7 +29,7 @@ type queueHost struct {
 	maxDequeue   int64
 }
 
-func newQueueHost(t *testing.T, conn, queue string) *queueHost {
+func newQueueHost(t testing.TB, conn, queue string) *queueHost {
 	t.Helper()
 	svc, err := azqueue.NewServiceClientFromConnectionString(conn, nil)
 	require.NoError(t, err)
@@ -38,7 +38,7 @@ func newQueueHost(t *testing.T, conn, queue string) *queueHost {
 
 // pump delivers messages of q to function until q stays empty; it returns
 // the number of invocations.
-func (h *queueHost) pump(t *testing.T, w *worker, q *azqueue.QueueClient, function string) int {
+func (h *queueHost) pump(t testing.TB, w *worker, q *azqueue.QueueClient, function string) int {
 	t.Helper()
 	ctx := context.Background()
 	invocations, empty := 0, 0
@@ -78,7 +78,7 @@ func (h *queueHost) pump(t *testing.T, w *worker, q *azqueue.QueueClient, functi
 	return invocations
 }
 
-func get(t *testing.T, url string) (hostReply, []byte) {
+func get(t testing.TB, url string) (hostReply, []byte) {
 	t.Helper()
 	resp, err := http.Get(url)
 	require.NoError(t, err)

@@ -78,7 +78,7 @@ func (w *worker) wait() error {
 	return w.err
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -89,7 +89,7 @@ func freePort(t *testing.T) string {
 
 // startWorker starts the binary the way the Functions host does and waits,
 // polling GET / every 25 ms as the host does, until it answers.
-func startWorker(t *testing.T, env ...string) *worker {
+func startWorker(t testing.TB, env ...string) *worker {
 	t.Helper()
 	port := freePort(t)
 	cmd := exec.Command(binary)
@@ -130,7 +130,7 @@ type tenantFixture struct {
 	script string
 }
 
-func newTenant(t *testing.T, devices int, opts intunesim.Options) *tenantFixture {
+func newTenant(t testing.TB, devices int, opts intunesim.Options) *tenantFixture {
 	t.Helper()
 	tenant := intunesim.Generate(99, intunesim.GenerateOptions{Devices: devices})
 	sim, err := intunesim.Start(intunesim.New(tenant, opts), "127.0.0.1:0")
@@ -168,7 +168,7 @@ type hostReply struct {
 	Header     http.Header
 }
 
-func hostPost(t *testing.T, url, body string, headers ...string) (hostReply, []byte) {
+func hostPost(t testing.TB, url, body string, headers ...string) (hostReply, []byte) {
 	t.Helper()
 	req, err := http.NewRequest("POST", url, strings.NewReader(body))
 	require.NoError(t, err)
@@ -187,7 +187,7 @@ func hostPost(t *testing.T, url, body string, headers ...string) (hostReply, []b
 	return hostReply{resp.StatusCode, resp.Header}, b
 }
 
-func summaryOf(t *testing.T, b []byte) remediate.Summary {
+func summaryOf(t testing.TB, b []byte) remediate.Summary {
 	t.Helper()
 	var s remediate.Summary
 	require.NoError(t, json.Unmarshal(b, &s), "%s", b)

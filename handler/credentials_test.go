@@ -169,7 +169,7 @@ func TestMultiTenantAppMode(t *testing.T) {
 
 // fakeEntra starts a fake Entra ID and writes its TLS certificate where
 // the binary will trust it (SSL_CERT_FILE).
-func fakeEntra(t *testing.T) (*azurefake.Entra, string) {
+func fakeEntra(t testing.TB) (*azurefake.Entra, string) {
 	t.Helper()
 	entra := azurefake.NewEntra()
 	t.Cleanup(entra.Close)

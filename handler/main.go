@@ -11,6 +11,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -97,6 +98,8 @@ type deps struct {
 	graph *graph.Client
 	// runs is the asynchronous side, nil when runs are synchronous only.
 	runs *runs.Service
+	// storageOps counts the requests made to Azure Storage (nil without).
+	storageOps func() int64
 }
 
 // build wires the credentials, the Graph client, the pacer, the engine, the
@@ -155,13 +158,21 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	case runtimeLambda:
 		hopts.Audit, hopts.Caller = awslambda.Audit, awslambda.Caller
 	}
+	pacer := pace.New(cfg.GraphWriteRate, cfg.GraphReadRate)
 	if st.durable != nil {
 		ecfg.Cooldown, hopts.Replays = st.durable, st.durable
+		if cfg.SharedBudget {
+			pacer.WithShared(pace.SharedOptions{Store: st.durable, Scope: budgetScope(cfg), DefaultTenant: cfg.GraphTenantID,
+				Processes: cfg.BudgetProcesses, CallTimeout: cfg.StorageCallTimeout})
+		}
 	} else {
 		hopts.Replays = replay.NewMemoryBounded(int64(cfg.IdempotencyMemoryMB) << 20)
 	}
-	engine := remediate.New(gc, pace.New(cfg.GraphWriteRate, cfg.GraphReadRate), ecfg, log)
+	engine := remediate.New(gc, pacer, ecfg, log)
 	d := deps{graph: gc}
+	if st.durable != nil {
+		d.storageOps = st.durable.Ops
+	}
 	if st.store != nil {
 		var wcreds runs.Credentials
 		if creds != nil {
@@ -179,6 +190,13 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	return d, nil
 }
 
+// budgetScope names the app registration whose Graph budget the
+// deployment spends (Intune counts per app and tenant): the client id, or
+// the managed identity's.
+func budgetScope(cfg config.Config) string {
+	return cmp.Or(cfg.GraphClientID, cfg.ManagedIdentityClientID, "managed-identity")
+}
+
 // storage is where runs, keys and cooldowns are kept.
 type storage struct {
 	store   runs.Store
@@ -194,7 +212,10 @@ type storage struct {
 // be lost when the host recycles the worker.
 func openStorage(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, runtime string) (storage, error) {
 	conn := getenv("AzureWebJobsStorage")
-	if runtime != runtimeLambda && (conn != "" || cfg.StorageAccountName != "") {
+	// On Lambda (no managed identity there) only a connection string: the
+	// store keeps idempotency keys, cooldowns and the shared Graph budget;
+	// runs stay synchronous, as Lambda has no queue trigger of ours.
+	if conn != "" || (runtime != runtimeLambda && cfg.StorageAccountName != "") {
 		acfg := azstore.Config{ConnectionString: conn, AccountName: cfg.StorageAccountName,
 			TableServiceURI: cfg.StorageTableURI, QueueServiceURI: cfg.StorageQueueURI,
 			Table: cfg.RunsTable, Queue: cfg.RemediationQueue}
@@ -225,7 +246,10 @@ func openStorage(ctx context.Context, cfg config.Config, getenv func(string) str
 				"table", cfg.RunsTable, "queue", cfg.RemediationQueue, "error", err.Error())
 			go ensureLater(ctx, st, log)
 		} else {
-			log.Info("asynchronous runs kept in Azure Storage", "table", cfg.RunsTable, "queue", cfg.RemediationQueue)
+			log.Info("run storage ready", "table", cfg.RunsTable, "queue", cfg.RemediationQueue)
+		}
+		if runtime == runtimeLambda {
+			return storage{durable: st}, nil
 		}
 		return storage{store: st, queue: q, durable: st}, nil
 	}
@@ -373,7 +397,13 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 	}
 	log.Info("custom handler listening", "addr", ln.Addr().String(), "graph_base_url", cfg.GraphBaseURL,
 		"write_rate", cfg.GraphWriteRate, "function_timeout", cfg.FunctionTimeout.String())
-	return serveUntil(ctx, ln, host.Handler(), cfg, log)
+	err = serveUntil(ctx, ln, host.Handler(), cfg, log)
+	if d.storageOps != nil {
+		// What the deployment's storage costs: runs, keys, cooldowns and
+		// the shared Graph budget, over the worker's life.
+		log.Info("stopped", "storage_operations", d.storageOps())
+	}
+	return err
 }
 
 // lambdaWorker runs the AWS Lambda runtime loop. It returns only on a

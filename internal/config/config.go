@@ -76,6 +76,11 @@ type Config struct {
 	CleanupMaxOps int
 	// RunQueuedChunks is how many chunks of one run are queued at a time.
 	RunQueuedChunks int
+	// SharedBudget keeps each tenant's Graph budget in run storage, shared
+	// by every process (SHARED_BUDGET); BudgetProcesses is the most
+	// processes that share it, whose share a process falls back to.
+	SharedBudget    bool
+	BudgetProcesses int
 	// SyncBudget is the longest a mode auto run answers synchronously.
 	SyncBudget time.Duration
 	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end
@@ -328,10 +333,22 @@ var Settings = []Setting{
 	{Name: "AZURE_AUTHORITY_HOST", DefaultDoc: "public cloud", Meaning: "Microsoft Entra ID host for sovereign clouds", read: readAuthorityHost},
 	{Name: "MAX_CONCURRENCY", Default: "8", Meaning: "Graph calls in flight (1–64)",
 		read: intIn(1, 64, func(c *Config, n int) { c.MaxConcurrency = n })},
-	{Name: "GRAPH_WRITE_RATE", Default: "8", Meaning: "triggers per second for each tenant in the process; at most 10 against Microsoft Graph (Intune's 200 per 20 s per app and tenant)",
+	{Name: "GRAPH_WRITE_RATE", Default: "8", Meaning: "triggers per second for each tenant (and app registration): for the whole deployment when run storage is set (the shared budget, `SHARED_BUDGET`), else for each process; at most 10 against Microsoft Graph (Intune's 200 per 20 s per app and tenant)",
 		read: rate(intuneWritesPerSecond, func(c *Config, f float64) { c.GraphWriteRate = f })},
-	{Name: "GRAPH_READ_RATE", Default: "80", Meaning: "reads per second for each tenant (Intune allows 100); each `$batch` item counts",
+	{Name: "GRAPH_READ_RATE", Default: "80", Meaning: "reads per second for each tenant, shared like `GRAPH_WRITE_RATE` (Intune allows 100); each `$batch` item counts",
 		read: rate(intuneReadsPerSecond, func(c *Config, f float64) { c.GraphReadRate = f })},
+	{Name: "SHARED_BUDGET", Default: "on", Meaning: "on: with run storage (`AzureWebJobsStorage`, also on Lambda), every process takes a tenant's write and read tokens from one budget kept in the run table, so scale-out never multiplies the pace (about 2 storage operations per claim, a claim per half second of a busy process's calls); off: each process paces alone",
+		read: func(l *loader, v string) {
+			switch strings.ToLower(v) {
+			case "on":
+				l.c.SharedBudget = true
+			case "off":
+			default:
+				l.bad(l.current, "%q must be on or off", v)
+			}
+		}},
+	{Name: "BUDGET_PROCESSES", Default: "40", Meaning: "the most processes that may share a tenant's budget at once (the plan's maximum instance count; 1–1000): a process that cannot reach the shared budget paces itself at 1/this of the rates, so even every process cut off at once stays under them, and says so in the summary's `warnings`",
+		read: intIn(1, 1000, func(c *Config, n int) { c.BudgetProcesses = n })},
 	{Name: "MAX_DEVICES_PER_RUN", Default: "5000", Meaning: "devices per request, listed or resolved",
 		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
 	{Name: "MAX_LISTED_DEVICES", Default: "250000", Meaning: "devices one run may read from the tenant's device list (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",

@@ -720,3 +720,31 @@ func TestGeneratedDatesFollowTheClock(t *testing.T) {
 	assert.Greater(t, fresh, 500, "most devices synced in the last three days")
 	assert.Less(t, stale, 100, "about 8%% are stale")
 }
+
+// TestTenantsHaveTheirOwnLimits: apps named "<tenant>|<client>" (as
+// azurefake.Entra's tokens name them) count against their own tenant's
+// budgets: one tenant spending its whole budget leaves another's whole.
+func TestTenantsHaveTheirOwnLimits(t *testing.T) {
+	tenant := Generate(11, GenerateOptions{Devices: 200})
+	sim := start(t, tenant, Options{WriteLimit: 5, TenantWriteLimit: 5, Window: time.Minute})
+	win, sc := tenant.Windows(false), tenant.RemediationScript().ID
+	post := func(app string, i int) int {
+		req, _ := http.NewRequest("POST", triggerURL(sim.URL, "managedDevices", win[i].ID), bytes.NewReader(scriptBody(sc)))
+		req.Header.Set("X-Sim-App", app)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 5 {
+		assert.Equal(t, 204, post("tenant-a|app", i))
+	}
+	assert.Equal(t, 429, post("tenant-a|app", 5), "tenant A's budget is spent")
+	assert.Equal(t, 429, post("tenant-a|other-app", 6), "and with it tenant A's all-apps budget")
+	for i := range 5 {
+		assert.Equal(t, 204, post("tenant-b|app", 10+i), "tenant B's budget is its own")
+	}
+	assert.Equal(t, "tenant-a", TenantOf("tenant-a|app"))
+	assert.Empty(t, TenantOf("app-1"))
+}

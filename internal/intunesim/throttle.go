@@ -1,6 +1,9 @@
 package intunesim
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // window is a sliding-window request log: it admits a request when fewer
 // than limit requests were admitted in the last width, so no interval of
@@ -22,6 +25,17 @@ func (w *window) wait(now time.Time, width time.Duration, limit int) time.Durati
 	return w.times[len(w.times)-limit].Add(width).Sub(now)
 }
 
+// TenantOf is the tenant of an app as Options.Authorize names it:
+// "<tenant>|<client>" (what azurefake.Entra's tokens name) is app client
+// in tenant; any other name is an app of the one default tenant. Each
+// tenant has its own budgets, as in Intune.
+func TenantOf(app string) string {
+	if t, _, ok := strings.Cut(app, "|"); ok {
+		return t
+	}
+	return ""
+}
+
 // admit counts one request of app against the app's and the tenant's
 // budgets at the current time, which it returns. It returns false and the
 // time to wait when either is spent; rejected requests do not use budget.
@@ -39,9 +53,10 @@ func (s *Server) admit(app string, write bool) (time.Time, time.Duration, bool) 
 		key   string
 		limit int
 	}
-	checks := []check{{"app:any:" + app, s.opts.ReadLimit}, {"tenant:any", s.opts.TenantReadLimit}}
+	tenant := TenantOf(app)
+	checks := []check{{"app:any:" + app, s.opts.ReadLimit}, {"tenant:any:" + tenant, s.opts.TenantReadLimit}}
 	if write {
-		checks = append(checks, check{"app:" + kind + ":" + app, appLimit}, check{"tenant:" + kind, tenantLimit})
+		checks = append(checks, check{"app:" + kind + ":" + app, appLimit}, check{"tenant:" + kind + ":" + tenant, tenantLimit})
 	}
 	var longest time.Duration
 	for _, c := range checks {

@@ -23,6 +23,16 @@ import (
 type Pacer struct {
 	writes *rate.Limiter
 	reads  *rate.Limiter
+	// writeWait and readWait hand out the tokens: the limiters above, or
+	// a shared budget's (WithShared).
+	writeWait, readWait waiter
+	shared              *SharedOptions
+
+	// fallback is the last time the shared budget could not be reached,
+	// and why (FellBackSince).
+	fallbackMu  sync.Mutex
+	fallbackAt  time.Time
+	fallbackErr string
 
 	mu    sync.Mutex
 	until time.Time // every caller waits until then after a 429
@@ -38,17 +48,24 @@ type Pacer struct {
 // reads. Writes have a burst of one so that no interval of length T ever
 // holds more than 1 + rate×T writes; reads may burst to a full $batch (20).
 func New(writesPerSecond, readsPerSecond float64) *Pacer {
-	return &Pacer{
+	p := &Pacer{
 		writes: rate.NewLimiter(rate.Limit(writesPerSecond), 1),
 		reads:  rate.NewLimiter(rate.Limit(readsPerSecond), 20),
 	}
+	p.writeWait, p.readWait = p.writes, p.reads
+	return p
+}
+
+// waiter hands out tokens: a rate.Limiter, or a shared budget.
+type waiter interface {
+	WaitN(ctx context.Context, n int) error
 }
 
 // For is the budget of tenant key ("" or the default tenant is p
 // itself): the same rates, its own tokens and its own 429 gate.
 func (p *Pacer) For(key string) *Pacer {
 	key = strings.ToLower(key)
-	if key == "" {
+	if key == "" || (p.shared != nil && key == p.shared.DefaultTenant) {
 		return p
 	}
 	p.tenantsMu.Lock()
@@ -59,7 +76,9 @@ func (p *Pacer) For(key string) *Pacer {
 	if p.tenants == nil {
 		p.tenants = map[string]*Pacer{}
 	}
-	t := &Pacer{writes: rate.NewLimiter(p.writes.Limit(), p.writes.Burst()), reads: rate.NewLimiter(p.reads.Limit(), p.reads.Burst())}
+	t := &Pacer{writes: rate.NewLimiter(p.writes.Limit(), p.writes.Burst()), reads: rate.NewLimiter(p.reads.Limit(), p.reads.Burst()), shared: p.shared}
+	t.writeWait, t.readWait = t.writes, t.reads
+	t.share(key)
 	p.tenants[key] = t
 	return t
 }
@@ -71,15 +90,15 @@ func (p *Pacer) WriteRate() float64 { return float64(p.writes.Limit()) }
 // it waited, or the context's error (also when the wait could not end
 // before the context's deadline).
 func (p *Pacer) Write(ctx context.Context) (time.Duration, error) {
-	return p.wait(ctx, p.writes, 1)
+	return p.wait(ctx, p.writeWait, 1)
 }
 
 // Read waits for the throttle gate and n read tokens (n ≤ 20).
 func (p *Pacer) Read(ctx context.Context, n int) (time.Duration, error) {
-	return p.wait(ctx, p.reads, min(max(n, 1), 20))
+	return p.wait(ctx, p.readWait, min(max(n, 1), 20))
 }
 
-func (p *Pacer) wait(ctx context.Context, l *rate.Limiter, n int) (time.Duration, error) {
+func (p *Pacer) wait(ctx context.Context, l waiter, n int) (time.Duration, error) {
 	start := time.Now()
 	if err := p.Gate(ctx); err != nil {
 		return time.Since(start), err
@@ -91,6 +110,22 @@ func (p *Pacer) wait(ctx context.Context, l *rate.Limiter, n int) (time.Duration
 	// too: the gate is checked again after the slot, not only before.
 	err := p.Gate(ctx)
 	return time.Since(start), err
+}
+
+// fellBack records that the shared budget could not be reached.
+func (p *Pacer) fellBack(err error) {
+	p.fallbackMu.Lock()
+	defer p.fallbackMu.Unlock()
+	p.fallbackAt, p.fallbackErr = time.Now(), err.Error()
+}
+
+// FellBackSince reports whether, since t, this budget had to pace itself
+// at its local share because the shared budget could not be reached, and
+// why.
+func (p *Pacer) FellBackSince(t time.Time) (string, bool) {
+	p.fallbackMu.Lock()
+	defer p.fallbackMu.Unlock()
+	return p.fallbackErr, !p.fallbackAt.Before(t) && !p.fallbackAt.IsZero()
 }
 
 // PausedFor is how long the 429 gate stays closed from now (0 when open).

@@ -336,6 +336,7 @@ type execution struct {
 	cancel          func()
 	// pacer is the budget of the tenant the execution acts in.
 	pacer    *pace.Pacer
+	began    time.Time
 	throttle *throttleLog
 	warnMu   sync.Mutex
 	warnings []string
@@ -349,7 +350,7 @@ type execution struct {
 // invoke (0 for none), whichever ends first; it is paced by tenant's
 // budget.
 func (e *Engine) newExecution(ctx context.Context, now time.Time, invoke time.Duration, tenant string) *execution {
-	x := &execution{engine: e, throttle: &throttleLog{}, pacer: e.pacer.For(tenant)}
+	x := &execution{engine: e, throttle: &throttleLog{}, pacer: e.pacer.For(tenant), began: now}
 	end, ok := ctx.Deadline()
 	if invoke > 0 && (!ok || now.Add(invoke).Before(end)) {
 		end, ok = now.Add(invoke), true
@@ -381,6 +382,10 @@ func (x *execution) deviceCap() (int, string) {
 // account adds the execution's warnings and throttling to s and counts its
 // devices.
 func (x *execution) account(s *Summary) {
+	if why, ok := x.pacer.FellBackSince(x.began); ok {
+		x.warn("the shared Graph budget in Azure Storage could not be reached (" + why + "); this process paced itself at its local share, " +
+			"1/BUDGET_PROCESSES of the tenant's pace, so the run was slower but never over Intune's limit")
+	}
 	s.Warnings = append(s.Warnings, x.warnings...)
 	s.Throttling = x.throttling()
 	s.tally()

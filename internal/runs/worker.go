@@ -43,28 +43,57 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 			return err
 		}
 	}
+	// Each slice is claimed before its triggers are sent; after the first,
+	// a slice is claimed in the same write that records the slice before
+	// it, so a slice costs one storage write, not two.
+	claimed := 0 // the devices at the head of todo already claimed
 	for len(todo) > 0 && ctx.Err() == nil {
 		n := min(s.opts.SliceSize, len(todo))
-		if !s.timeFor(ctx, n) {
-			break
+		if claimed == 0 {
+			if !s.timeFor(ctx, n) {
+				break
+			}
+			if err := s.claim(ctx, msg.RunID, c, rows, todo[:n]); err != nil {
+				if errors.Is(err, ErrConflict) {
+					break // another worker has the chunk: hand the rest back below
+				}
+				return err
+			}
 		}
 		slice := todo[:n]
-		if err := s.claim(ctx, msg.RunID, c, rows, slice); err != nil {
-			if errors.Is(err, ErrConflict) {
-				break // another worker has the chunk: hand the rest back below
-			}
-			return err
+		todo = todo[n:]
+		next := todo[:min(s.opts.SliceSize, len(todo))]
+		if !s.timeFor(ctx, n+len(next)) {
+			next = nil
 		}
-		unsent, later, err := s.trigger(ctx, m.TenantID, msg.RunID, c, rows, slice)
+		unsent, later, nextClaimed, err := s.trigger(ctx, m.TenantID, msg.RunID, c, rows, slice, next)
 		if err != nil {
 			return err
 		}
+		claimed = 0
+		if nextClaimed {
+			claimed = len(next)
+		}
 		held = append(held, later...)
-		todo = todo[n:]
 		if len(unsent) > 0 {
 			// The deadline came mid-slice: what was not sent goes on.
 			todo = append(unsent, todo...)
 			break
+		}
+	}
+	if claimed > 0 {
+		// Claimed with the last slice's outcomes, never sent: unclaimed,
+		// so that the next delivery sends them at once.
+		out := make([]Row, claimed)
+		for i, it := range todo[:claimed] {
+			rows[it.Index].ClaimedAt = time.Time{}
+			out[i] = *rows[it.Index]
+		}
+		rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := s.record(rec, msg.RunID, c, out)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("runs: unclaiming devices of chunk %d of run %s: %w", msg.Chunk, msg.RunID, err)
 		}
 	}
 	// What is left goes back on the queue: devices to do at once, held
@@ -255,10 +284,12 @@ func (s *Service) claim(ctx context.Context, run string, c *Chunk, rows map[int]
 	return s.store.Save(ctx, run, c, out)
 }
 
-// trigger sends the slice's triggers and records the outcomes. Devices the
-// deadline left unsent are unclaimed and returned, still to do; devices
-// whose outcome is unsettled stay claimed and are returned as held.
-func (s *Service) trigger(ctx context.Context, tenant, run string, c *Chunk, rows map[int]*Row, slice []WorkItem) (unsent, held []WorkItem, err error) {
+// trigger sends the slice's triggers and records the outcomes, claiming
+// next in the same write when every device of the slice was sent. Devices
+// the deadline left unsent are unclaimed and returned, still to do;
+// devices whose outcome is unsettled stay claimed and are returned as
+// held.
+func (s *Service) trigger(ctx context.Context, tenant, run string, c *Chunk, rows map[int]*Row, slice, next []WorkItem) (unsent, held []WorkItem, nextClaimed bool, err error) {
 	items := make([]remediate.Item, len(slice))
 	for i, it := range slice {
 		items[i] = remediate.Item{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptID, Collection: intune.Collection(it.Collection)}
@@ -286,14 +317,22 @@ func (s *Service) trigger(ctx context.Context, tenant, run string, c *Chunk, row
 	c.Throttle.ThrottledResponses += th.ThrottledResponses
 	c.Throttle.RetryAfterCapped += th.RetryAfterCapped
 	c.Throttle.WaitedMS += th.WaitedMS
+	if len(unsent) == 0 && len(next) > 0 && ctx.Err() == nil {
+		now := time.Now().UTC()
+		for _, it := range next {
+			rows[it.Index].ClaimedAt = now
+			out = append(out, *rows[it.Index])
+		}
+		nextClaimed = true
+	}
 	// Recording must not be cut short by the deadline that ended the
 	// triggers: the outcomes are what makes redelivery safe.
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.record(rec, run, c, out); err != nil {
-		return nil, nil, fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
+		return nil, nil, false, fmt.Errorf("runs: recording chunk %d of run %s: %w", c.Number, run, err)
 	}
-	return unsent, held, nil
+	return unsent, held, nextClaimed, nil
 }
 
 // record saves rows that were open, with the chunk, in transactions of at
