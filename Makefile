@@ -66,11 +66,12 @@ size-check:
 	if [ $$size -ge 20971520 ]; then echo "$(BIN) is over 20 MB"; exit 1; fi
 
 ## bench: the engine (2,000 devices at the compressed write limit), target resolution over 100,000
-## devices, and the simulator's own throughput
-bench:
+## devices, the simulator's own throughput, and tenant scale (three handler processes on Azurite)
+bench: azurite
 	$(GO) test -run '^$$' -bench 'Remediate2000|ResolveFilter100k' -benchtime 1x ./internal/remediate
 	$(GO) test -run '^$$' -bench 'AsyncRun100k' -benchtime 1x ./internal/runs
 	$(GO) test -run '^$$' -bench Simulator -benchtime 3s -cpu 1 ./internal/intunesim
+	AZURITE=$(AZURITE) $(GO) test -run '^$$' -bench 'Tenants|OneTenantProcesses|Fairness' -benchtime 1x -timeout 30m ./handler
 
 ## simulate: the Intune simulator alone on 127.0.0.1:8081
 simulate:

@@ -244,14 +244,9 @@ func TestPackage(t *testing.T) {
 		if !assert.NotNil(t, f, "%s is missing from the package", name) {
 			continue
 		}
-		rc, err := f.Open()
-		require.NoError(t, err)
-		var got bytes.Buffer
-		_, err = got.ReadFrom(rc)
-		require.NoError(t, err)
 		disk, err := os.ReadFile(filepath.Join(root, name))
 		require.NoError(t, err)
-		assert.Equal(t, disk, got.Bytes(), name)
+		assert.Equal(t, disk, unzipped(t, f), name)
 	}
 
 	// The unpacked package starts with an example as the scheduled request.
@@ -260,17 +255,24 @@ func TestPackage(t *testing.T) {
 		if !strings.HasPrefix(name, "examples/") {
 			continue
 		}
-		rc, err := f.Open()
-		require.NoError(t, err)
-		var b bytes.Buffer
-		_, err = b.ReadFrom(rc)
-		require.NoError(t, err)
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "examples"), 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), unzipped(t, f), 0o644))
 	}
 	settings := readTemplate(t).settings(t, nil)
 	settings["SCHEDULED_REQUEST_FILE"] = "examples/targets-dry-run.json"
 	cfg, err := load(settings, dir)
 	require.NoError(t, err)
 	assert.NotEmpty(t, cfg.ScheduledRequest)
+}
+
+// unzipped is a file of the package as it unpacks.
+func unzipped(t *testing.T, f *zip.File) []byte {
+	t.Helper()
+	rc, err := f.Open()
+	require.NoError(t, err)
+	defer rc.Close()
+	var b bytes.Buffer
+	_, err = b.ReadFrom(rc)
+	require.NoError(t, err)
+	return b.Bytes()
 }

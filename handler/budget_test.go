@@ -27,16 +27,7 @@ func triggerLoad(sim *intunesim.Server, tenant string, window time.Duration) (mo
 			throttled++
 		}
 	}
-	for i := range times {
-		n := 0
-		for _, u := range times {
-			if !u.Before(times[i]) && u.Before(times[i].Add(window)) {
-				n++
-			}
-		}
-		most = max(most, n)
-	}
-	return most, throttled
+	return intunesim.MaxInWindow(times, window), throttled
 }
 
 // TestSharedBudgetAcrossProcesses: three worker processes, each running a

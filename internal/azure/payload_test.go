@@ -91,8 +91,11 @@ func TestAppLayout(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(raw, &queues))
 	q := queues.Extensions.Queues
-	assert.Equal(t, 1, q.BatchSize, "one chunk at a time per instance: the write pace is per process")
-	assert.Zero(t, q.NewBatchThreshold)
+	// Budgets are per tenant and shared by every process (SHARED_BUDGET),
+	// so an instance may work several chunks, of several tenants, at once;
+	// a chunk holds at most 200 devices, so twelve stay small.
+	assert.Greater(t, q.BatchSize, 1, "several chunks at a time per instance")
+	assert.LessOrEqual(t, q.BatchSize+q.NewBatchThreshold, 16, "a bounded number of chunks per instance")
 	assert.Equal(t, 5, q.MaxDequeueCount)
 	d := config.DefaultFunctionTimeout
 	assert.Equal(t, fmt.Sprintf("%02d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60), host.FunctionTimeout,

@@ -396,7 +396,7 @@ var Settings = []Setting{
 	{Name: "RUNS_TABLE", Default: "remediatorruns", Meaning: "the table of runs, idempotency keys and cooldowns", read: readTableName},
 	{Name: "IDEMPOTENCY_TTL", Default: "24h", Meaning: "how long answers are kept for `Idempotency-Key` and alert replays",
 		read: duration(func(c *Config, d time.Duration) { c.IdempotencyTTL = d })},
-	{Name: "STORAGE_CALL_TIMEOUT", Default: "2s", Meaning: "each idempotency-key and cooldown look-up of a request: slow or unreachable storage costs a synchronous run at most this (a warning for the cooldown; a 503 for a keyed request)",
+	{Name: "STORAGE_CALL_TIMEOUT", Default: "2s", Meaning: "each idempotency-key and cooldown look-up of a request, and each claim on the shared Graph budget: slow or unreachable storage costs a synchronous run at most this (a warning for the cooldown; a 503 for a keyed request; the local share after two failed claims)",
 		read: duration(func(c *Config, d time.Duration) { c.StorageCallTimeout = d })},
 	{Name: "IDEMPOTENCY_MEMORY_MB", Default: "32", Meaning: "without run storage (Lambda, local): the most memory kept answers take (1–256); the oldest are evicted first, and a retry after its answer was evicted runs again",
 		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},

@@ -542,19 +542,7 @@ func TestWriteLimitUnderConcurrentClients(t *testing.T) {
 		}
 	}
 	require.Greater(t, throttled, 0, "the clients pushed past the limit")
-	maxIn := func(ts []time.Time) int {
-		best := 0
-		for i := range ts {
-			n := 0
-			for _, u := range ts {
-				if !u.Before(ts[i]) && u.Before(ts[i].Add(window)) {
-					n++
-				}
-			}
-			best = max(best, n)
-		}
-		return best
-	}
+	maxIn := func(ts []time.Time) int { return MaxInWindow(ts, window) }
 	for app, ts := range perApp {
 		assert.LessOrEqual(t, maxIn(ts), limit, "app %s", app)
 		assert.Greater(t, len(ts), limit, "app %s got through in several windows", app)

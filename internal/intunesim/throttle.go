@@ -83,3 +83,20 @@ func (s *Server) admit(app string, write bool) (time.Time, time.Duration, bool) 
 	}
 	return now, 0, true
 }
+
+// MaxInWindow is the most of times within any window of length w (times
+// in any order): what a sliding-window limit such as Intune's counts, for
+// checking a client's traffic against it.
+func MaxInWindow(times []time.Time, w time.Duration) int {
+	best := 0
+	for i := range times {
+		n := 0
+		for _, u := range times {
+			if !u.Before(times[i]) && u.Before(times[i].Add(w)) {
+				n++
+			}
+		}
+		best = max(best, n)
+	}
+	return best
+}

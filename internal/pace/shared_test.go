@@ -10,22 +10,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// maxInWindow is the most times within any window of length w.
-func maxInWindow(times []time.Time, w time.Duration) int {
-	best := 0
-	for i := range times {
-		n := 0
-		for _, u := range times[i:] {
-			if u.Sub(times[i]) < w {
-				n++
-			}
-		}
-		best = max(best, n)
-	}
-	return best
-}
+	"github.com/remediator/remediator/internal/intunesim"
+)
 
 // writeFor has workers goroutines write through p until d has passed and
 // returns every write's time.
@@ -66,7 +53,7 @@ func TestSharedBudgetHoldsAcrossProcesses(t *testing.T) {
 		for _, g := range groups {
 			g.Wait()
 		}
-		assert.LessOrEqual(t, maxInWindow(times, 20*time.Second), 202, "10/s: 200 in 20 s, and a position may be used 100 ms late")
+		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 202, "10/s: 200 in 20 s, and a position may be used 100 ms late")
 		assert.GreaterOrEqual(t, len(times), 270, "at least 90%% of 30 s × 10/s")
 		assert.LessOrEqual(t, store.Claims(), len(times)/3, "a claim brings several positions")
 	})
