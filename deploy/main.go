@@ -91,7 +91,7 @@ func add(zw *zip.Writer, name, path string) error {
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	// A fixed date: the same sources make the same zip.
 	hdr := &zip.FileHeader{Name: name, Method: zip.Deflate, Modified: time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)}
 	mode := os.FileMode(0o644)

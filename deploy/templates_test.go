@@ -30,8 +30,6 @@ var (
 	wdlRef            = regexp.MustCompile(`\b(parameters|body|outputs|actions)\('(\w+)'\)`)
 )
 
-type armTemplate map[string]json.RawMessage
-
 func readJSON(t *testing.T, path string, v any) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(root, path))
