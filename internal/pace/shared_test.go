@@ -144,3 +144,45 @@ func TestSharedReadsFallBackInBatches(t *testing.T) {
 		}
 	})
 }
+
+// MemoryShared is a Shared kept in memory: the store of these tests.
+// Fail makes every claim fail until it is called with nil.
+type MemoryShared struct {
+	mu     sync.Mutex
+	next   map[string]int64 // key → the first position not taken
+	err    error
+	claims int
+}
+
+// Claim implements Shared.
+func (m *MemoryShared) Claim(ctx context.Context, key string, from int64, want int, horizon int64) (int64, int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.claims++
+	if m.err != nil {
+		return 0, 0, m.err
+	}
+	if m.next == nil {
+		m.next = map[string]int64{}
+	}
+	first := max(m.next[key], from)
+	if want <= 0 || first > from+horizon {
+		return 0, 0, ctx.Err()
+	}
+	m.next[key] = first + int64(want)
+	return first, want, ctx.Err()
+}
+
+// Fail makes claims fail with err (nil: succeed again).
+func (m *MemoryShared) Fail(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.err = err
+}
+
+// Claims is how many claims were made.
+func (m *MemoryShared) Claims() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.claims
+}
