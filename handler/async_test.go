@@ -119,7 +119,7 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	assert.Equal(t, "accepted", acc.Status)
 	assert.Equal(t, 600, acc.Queued)
 	loc := reply.Header.Get("Location")
-	assert.Equal(t, w.url+"/api/runs/"+acc.RunID, loc, "an absolute status URL, as Logic Apps requires")
+	assert.Equal(t, w.url+"/api/remediate/runs/"+acc.RunID, loc, "an absolute status URL, as Logic Apps requires, under the function that started the run")
 	assert.NotEmpty(t, reply.Header.Get("Retry-After"))
 	assert.Zero(t, f.sim.Counters().Triggers, "nothing is triggered before a worker runs")
 
@@ -213,7 +213,7 @@ func TestAzurePoisonMessagesFailTheirDevices(t *testing.T) {
 	devs := f.eligible(0, 250)
 	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"mode":"async"`))
 	require.Equal(t, 202, reply.StatusCode, "%s", b)
-	assert.True(t, strings.HasPrefix(reply.Header.Get("Location"), "https://remediator-test.azurewebsites.net/api/runs/"),
+	assert.True(t, strings.HasPrefix(reply.Header.Get("Location"), "https://remediator-test.azurewebsites.net/api/remediate/runs/"),
 		"Location is built from WEBSITE_HOSTNAME: %s", reply.Header.Get("Location"))
 
 	// Every delivery of one chunk fails (its message is corrupted in the

@@ -2,6 +2,7 @@ package azstore_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -69,6 +70,51 @@ func TestIdempotencyKeys(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, prev, "an expired answer is not replayed")
 	assert.Positive(t, st.Ops())
+}
+
+// TestLargeAnswersAreKept: answers up to MAX_ANSWER_BYTES (4 MiB), which
+// do not fit one entity (1 MiB, strings counted in UTF-16), are kept whole,
+// compressible or not, and retention removes every row of them.
+func TestLargeAnswersAreKept(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	raw := make([]byte, 3<<20)
+	_, _ = rand.Read(raw)
+	noise, _ := json.Marshal(base64.StdEncoding.EncodeToString(raw))
+	var devices []string
+	for i := range 16000 {
+		devices = append(devices, fmt.Sprintf(`{"device_id":"%08d-0000-4000-8000-000000000000","device_name":"PC-Zürich-😀-%d","outcome":"succeeded"}`, i, i))
+	}
+	summary := json.RawMessage(`{"devices":[` + strings.Join(devices, ",") + `]}`)
+	require.Greater(t, len(summary), 1<<20)
+	before := st.Ops()
+	for key, body := range map[string]json.RawMessage{"remediate:noise": noise, "remediate:summary": summary} {
+		_, err := st.Begin(ctx, key, 2*time.Second)
+		require.NoError(t, err)
+		require.NoError(t, st.Finish(ctx, key, replay.Stored{Status: 200, Body: body, RequestHash: "h", Headers: map[string]string{"X": "y"}}), key)
+		prev, err := st.Begin(ctx, key, time.Hour)
+		require.NoError(t, err)
+		require.NotNil(t, prev, key)
+		assert.Equal(t, 200, prev.Status)
+		assert.Equal(t, "h", prev.RequestHash)
+		assert.True(t, string(body) == string(prev.Body), "%s: the body comes back byte for byte", key)
+	}
+	assert.Less(t, st.Ops()-before, int64(30), "a few operations per answer, not one per device")
+
+	time.Sleep(2100 * time.Millisecond)
+	deleted := 0
+	for range 20 {
+		c, err := st.Cleanup(ctx, runs.Retention{RunsBefore: time.Now().Add(-time.Hour), CooldownBefore: time.Now().Add(-time.Hour), Now: time.Now(), MaxOps: 40})
+		require.NoError(t, err)
+		deleted += c.Keys
+		if c.Done {
+			break
+		}
+	}
+	assert.Greater(t, deleted, 2, "the key rows and their part rows")
+	prev, err := st.Begin(ctx, "remediate:noise", time.Hour)
+	require.NoError(t, err)
+	assert.Nil(t, prev)
 }
 
 func TestCooldownAcrossInstances(t *testing.T) {

@@ -49,7 +49,8 @@ func (s *Store) Ops() int64 { return s.ops.Load() }
 
 const (
 	metaKey = "meta"
-	// propChunk is the largest string property (64 KiB of UTF-16).
+	// propChunk is the most bytes of JSON a string property holds: at
+	// most as many UTF-16 units, under the 32 K a property may hold.
 	propChunk = 30000
 )
 
@@ -57,19 +58,17 @@ func chunkKey(n int) string  { return fmt.Sprintf("c%06d", n) }
 func deviceKey(i int) string { return fmt.Sprintf("d%08d", i) }
 
 // entity is a row as the table sees it: keys and the value as JSON, split
-// over properties J0, J1... when long.
+// over properties J0, J1... when long, checked against the table's limits.
 func entity(pk, rk string, v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
 	props := map[string]any{}
-	for i := 0; len(b) > 0 || i == 0; i++ {
-		n := min(len(b), propChunk)
-		props[fmt.Sprintf("J%d", i)] = string(b[:n])
-		b = b[n:]
+	for i, part := range splitString(string(b), propChunk) {
+		props[fmt.Sprintf("J%d", i)] = part
 	}
-	return json.Marshal(aztables.EDMEntity{Entity: aztables.Entity{PartitionKey: pk, RowKey: rk}, Properties: props})
+	return checkEntity(pk, rk, props)
 }
 
 // value decodes an entity's JSON into v and returns its ETag.

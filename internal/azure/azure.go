@@ -149,8 +149,16 @@ func (h *Host) request(r *http.Request, function string) (*http.Request, error) 
 	}
 	path := "/api/" + function
 	method := http.MethodPost
-	if function == "runs" {
+	switch rest := hr.Params.get("rest"); {
+	case function == "runs":
 		path, method = "/api/runs/"+url.PathEscape(hr.Params.get("id")), http.MethodGet
+	case rest != "":
+		// remediate/{*rest} and alert/{*rest}: a run's status under the
+		// function that started it (runs/{id}).
+		for seg := range strings.SplitSeq(rest, "/") {
+			path += "/" + url.PathEscape(seg)
+		}
+		method = http.MethodGet
 	}
 	if hr.Method != "" {
 		method = hr.Method

@@ -68,11 +68,11 @@ func TestModeAutoChoosesByEstimate(t *testing.T) {
 	status, hdr, body := call(h, "POST", "/api/remediate", listed(tenant, 60, ""))
 	require.Equal(t, 202, status, "%s", body)
 	acc := decode[Accepted](t, body)
-	assert.Equal(t, "https://app.example/api/runs/"+acc.RunID, hdr.Get("Location"))
+	assert.Equal(t, "https://app.example/api/remediate/runs/"+acc.RunID, hdr.Get("Location"), "under the function that started it")
 	assert.Equal(t, acc.StatusURL, hdr.Get("Location"))
 	assert.Equal(t, 60, acc.Queued)
 	q.Wait()
-	status, _, body = call(h, "GET", "/api/runs/"+acc.RunID, "")
+	status, _, body = call(h, "GET", "/api/remediate/runs/"+acc.RunID, "")
 	require.Equal(t, 200, status, "%s", body)
 	page := decode[remediate.Summary](t, body)
 	assert.Equal(t, 60, page.Counts.Total)
@@ -83,7 +83,7 @@ func TestModeAutoChoosesByEstimate(t *testing.T) {
 	status, hdr, _ = call(h, "POST", "/api/remediate?code=s3cr3t", listed(tenant, 2, `,"mode":"async"`),
 		"X-Forwarded-Host", "attacker.invalid", "X-Forwarded-Proto", "http")
 	require.Equal(t, 202, status)
-	assert.True(t, strings.HasPrefix(hdr.Get("Location"), "https://app.example/api/runs/"), hdr.Get("Location"))
+	assert.True(t, strings.HasPrefix(hdr.Get("Location"), "https://app.example/api/remediate/runs/"), hdr.Get("Location"))
 
 	// mode sync overrides the estimate; the key travels in Location only.
 	status, _, _ = call(h, "POST", "/api/remediate?code=s3cr3t", listed(tenant, 1, `,"mode":"async","dry_run":true`))

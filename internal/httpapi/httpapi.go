@@ -1,6 +1,8 @@
 // Package httpapi is remediator's one HTTP surface, served on every host:
-// POST /api/remediate, POST /api/alert, GET /api/runs/{id} and the health
-// check GET /. It owns every route and every status code; the host
+// POST /api/remediate, POST /api/alert, the status of a run under the
+// function that started it (GET /api/remediate/runs/{id}, GET
+// /api/alert/runs/{id}) and under the runs function (GET /api/runs/{id}),
+// and the health check GET /. It owns every route and every status code; the host
 // adapters (Azure Functions payload mode, Lambda) only turn their
 // transport into an *http.Request and the answer back.
 package httpapi
@@ -76,27 +78,51 @@ func New(svc *app.Service, opts Options, log *slog.Logger) *API {
 	return &API{svc: svc, opts: opts, log: log}
 }
 
+// Routes are the API's routes. The Functions host admits a function key
+// only at its own function ("a function key allows access only to a
+// specific function endpoint": Microsoft's function-access-keys docs; the
+// host's SecretManager.GetAuthorizationLevelAsync matches the key against
+// the host keys and the invoked function's keys), so each function serves
+// the status of the runs it started under its own route: a flow that
+// submitted with the remediate function's key polls Location and pages
+// nextLink with that same key. GET /api/runs/{id} (function runs) stays
+// for host-key callers.
+var Routes = []struct {
+	// Pattern is the ServeMux pattern; Function the Azure function that
+	// serves it (its function.json route covers the path) and the audit
+	// line's function.
+	Pattern, Function string
+}{
+	{"POST /api/remediate", "remediate"},
+	{"GET /api/remediate/runs/{id}", "remediate"},
+	{"POST /api/alert", "alert"},
+	{"GET /api/alert/runs/{id}", "alert"},
+	{"GET /api/runs/{id}", "runs"},
+}
+
 // Handler routes every request of every host.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		write(w, Answer{Status: http.StatusOK, Body: map[string]string{"status": "ok"}})
 	})
-	mux.Handle("POST /api/remediate", a.audited("remediate", a.remediate))
-	mux.Handle("POST /api/alert", a.audited("alert", a.alert))
-	mux.Handle("GET /api/runs/{id}", a.audited("runs", a.status))
-	for _, rt := range []struct{ path, function, method string }{
-		{"/api/remediate", "remediate", http.MethodPost},
-		{"/api/alert", "alert", http.MethodPost},
-		{"/api/runs/{id}", "runs", http.MethodGet},
-	} {
-		mux.Handle(rt.path, a.audited(rt.function, func(*http.Request) Answer {
-			return Answer{Status: http.StatusMethodNotAllowed, Headers: map[string]string{"Allow": rt.method},
-				Body: errorBody("method_not_allowed", "use "+rt.method, nil)}
+	for _, rt := range Routes {
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		fn := a.status
+		switch path {
+		case "/api/remediate":
+			fn = a.remediate
+		case "/api/alert":
+			fn = a.alert
+		}
+		mux.Handle(rt.Pattern, a.audited(rt.Function, fn))
+		mux.Handle(path, a.audited(rt.Function, func(*http.Request) Answer {
+			return Answer{Status: http.StatusMethodNotAllowed, Headers: map[string]string{"Allow": method},
+				Body: errorBody("method_not_allowed", "use "+method, nil)}
 		}))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		write(w, Answer{Status: http.StatusNotFound, Body: errorBody("not_found", "no such route: use POST /api/remediate, POST /api/alert or GET /api/runs/{id}", nil)})
+		write(w, Answer{Status: http.StatusNotFound, Body: errorBody("not_found", "no such route: use POST /api/remediate, GET /api/remediate/runs/{id}, POST /api/alert or GET /api/runs/{id}", nil)})
 	})
 	return mux
 }
@@ -205,7 +231,7 @@ func (a *API) alert(r *http.Request) Answer {
 	return a.idempotent(r.Context(), scoped("alert", caller, m.Key), nil, links, run)
 }
 
-// status answers GET /api/runs/{id}: 202 with Location and Retry-After
+// status answers GET /api/{remediate/,alert/,}runs/{id}: 202 with Location and Retry-After
 // while devices are queued, else the summary (200, or 424 like a
 // synchronous run with failures) with page (0-based) of its devices;
 // follow=true adds each triggered device's script results. 404 for an

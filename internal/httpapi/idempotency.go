@@ -65,7 +65,8 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 		return Answer{Status: prev.Status, Headers: h, Body: prev.Body}
 	}
 	res := fn()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.StoreTimeout)
+	// Keeping a large answer takes a write per MiB or so.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 4*a.opts.StoreTimeout)
 	defer cancel()
 	if res.Status >= 500 || res.Status == 429 {
 		if err := a.opts.Replays.Abandon(sctx, key); err != nil {
@@ -87,7 +88,54 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 		err = a.opts.Replays.Finish(sctx, key, replay.Stored{Status: res.Status, Headers: headers, Body: body, RequestHash: hash})
 	}
 	if err != nil {
-		a.log.Error("answer not kept for its idempotency key", "error", err.Error())
+		return a.unkept(sctx, key, res, replay.Stored{Status: res.Status, Headers: headers, RequestHash: hash}, err)
 	}
+	return res
+}
+
+// unkept answers when res could not be kept for its key (storage failed
+// or timed out). It is never silent:
+//   - an answer that triggered nothing (a refusal, a dry run) releases the
+//     key, so a retry runs anew, which is safe;
+//   - otherwise the answer's short form (status, run id, counts, no device
+//     list) is kept in its place, so a retry replays that instead of
+//     triggering the devices again;
+//   - when even that cannot be kept, the answer says so (the
+//     Idempotency-Kept: false header and a warning): the key stays held,
+//     so a retry within 15 minutes gets 409 and one after that runs again.
+func (a *API) unkept(ctx context.Context, key string, res Answer, st replay.Stored, cause error) Answer {
+	a.log.Error("answer not kept for its idempotency key", "error", cause.Error())
+	sum, _ := res.Body.(*remediate.Summary)
+	if (res.Status >= 400 && res.Status != StatusOf("devices_failed")) || (sum != nil && sum.Status == remediate.StatusPlanned) {
+		if err := a.opts.Replays.Abandon(ctx, key); err != nil {
+			a.log.Warn("idempotency key not released", "error", err.Error())
+		}
+		return res
+	}
+	if sum != nil {
+		short := *sum
+		short.OmittedDevices += len(sum.Devices)
+		short.Devices = nil
+		short.Warnings = append(append([]string(nil), sum.Warnings...),
+			"this is a replay of the answer kept for its Idempotency-Key: the full answer could not be kept, so the devices are counted but not listed")
+		body, err := json.Marshal(&short)
+		if err == nil {
+			st.Body = body
+			err = a.opts.Replays.Finish(ctx, key, st)
+		}
+		if err == nil {
+			return res
+		}
+		a.log.Error("short answer not kept for its idempotency key either", "error", err.Error())
+		marked := *sum
+		marked.Warnings = append(append([]string(nil), sum.Warnings...),
+			"this answer could not be kept for its Idempotency-Key (storage failed): a retry with the key within 15 minutes gets 409, and after that runs the devices again")
+		res.Body = &marked
+	}
+	h := map[string]string{"Idempotency-Kept": "false"}
+	for k, v := range res.Headers {
+		h[k] = v
+	}
+	res.Headers = h
 	return res
 }

@@ -90,10 +90,19 @@ type Answer struct {
 // into a body or a log line.
 type links struct {
 	base, code string
+	// runs is the route runs are read under: that of the function the
+	// request came to, so the key that opened it opens the run too.
+	runs string
 }
 
 func (a *API) linksOf(r *http.Request) links {
-	return links{base: a.baseURL(r), code: r.URL.Query().Get("code")}
+	l := links{base: a.baseURL(r), code: r.URL.Query().Get("code"), runs: "/api/runs/"}
+	for _, fn := range []string{"/api/remediate", "/api/alert"} {
+		if r.URL.Path == fn || strings.HasPrefix(r.URL.Path, fn+"/") {
+			l.runs = fn + "/runs/"
+		}
+	}
+	return l
 }
 
 // baseURL is the scheme and host for absolute Location URLs, from trusted
@@ -116,12 +125,13 @@ func (a *API) baseURL(r *http.Request) string {
 	return ""
 }
 
-// statusPath is the route of a run's status.
-func statusPath(id string) string { return "/api/runs/" + url.PathEscape(id) }
-
 // locations returns the status URL for the body and the Location header.
 func (l links) locations(id string) (body, header string) {
-	body = l.base + statusPath(id)
+	runs := l.runs
+	if runs == "" {
+		runs = "/api/runs/"
+	}
+	body = l.base + runs + url.PathEscape(id)
 	header = body
 	if l.code != "" {
 		header += "?code=" + url.QueryEscape(l.code)

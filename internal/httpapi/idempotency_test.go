@@ -1,0 +1,95 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/app"
+	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/replay"
+)
+
+// failingStore is a replay store whose Finish fails for answers over
+// maxBody bytes (as a table over its entity limit would) or always.
+type failingStore struct {
+	*replay.Memory
+	mu       sync.Mutex
+	maxBody  int
+	finishes int
+}
+
+func (f *failingStore) Finish(ctx context.Context, key string, s replay.Stored) error {
+	f.mu.Lock()
+	f.finishes++
+	f.mu.Unlock()
+	if len(s.Body) > f.maxBody {
+		return errors.New("EntityTooLarge")
+	}
+	return f.Memory.Finish(ctx, key, s)
+}
+
+// TestAnswersNotKeptAreNeverSilent: when an answer cannot be kept for its
+// Idempotency-Key, a retry never triggers the devices again unless nothing
+// was triggered.
+func TestAnswersNotKeptAreNeverSilent(t *testing.T) {
+	t.Parallel()
+	gc, sim, tenant := simulated(t, 200)
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	engine := remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log)
+	store := &failingStore{Memory: replay.NewMemory(), maxBody: 2000}
+	h := New(app.New(engine, app.Options{}, log), Options{Replays: store}, log).Handler()
+	body := listed(tenant, 30, "")
+
+	// The full answer is too large to keep: its short form is kept, and a
+	// retry replays that, triggering nothing.
+	status, hdr, out := call(h, "POST", "/api/remediate", body, "Idempotency-Key", "k1")
+	require.Equal(t, 200, status, "%s", out)
+	assert.Empty(t, hdr.Get("Idempotency-Kept"))
+	assert.Len(t, decode[remediate.Summary](t, out).Devices, 30, "the caller's own answer is whole")
+	triggers := sim.Counters().Triggers
+	require.Equal(t, 30, triggers)
+	status, hdr, out = call(h, "POST", "/api/remediate", body, "Idempotency-Key", "k1")
+	require.Equal(t, 200, status, "%s", out)
+	assert.Equal(t, "true", hdr.Get("Idempotent-Replayed"))
+	short := decode[remediate.Summary](t, out)
+	assert.Equal(t, 30, short.Counts.Succeeded)
+	assert.Empty(t, short.Devices)
+	assert.Equal(t, 30, short.OmittedDevices)
+	assert.Contains(t, short.Warnings[len(short.Warnings)-1], "could not be kept")
+	assert.Equal(t, triggers, sim.Counters().Triggers, "a retry triggers nothing")
+
+	// Nothing can be kept: the answer says so.
+	store.maxBody = 10
+	status, hdr, out = call(h, "POST", "/api/remediate", body, "Idempotency-Key", "k2")
+	require.Equal(t, 200, status, "%s", out)
+	assert.Equal(t, "false", hdr.Get("Idempotency-Kept"))
+	assert.Contains(t, string(out), "could not be kept for its Idempotency-Key")
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	req := httptest.NewRequestWithContext(ctx, "POST", "https://app.example/api/remediate", strings.NewReader(body))
+	req.Header.Set("Idempotency-Key", "k2")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	assert.Equal(t, 409, rec.Code, "the key stays held: a retry is told to wait, never run again at once")
+	assert.Equal(t, 60, sim.Counters().Triggers)
+
+	// A refusal triggered nothing: its key is released and a retry runs.
+	status, hdr, _ = call(h, "POST", "/api/remediate", `{"managed_devices":[]}`, "Idempotency-Key", "k3")
+	require.Equal(t, 400, status)
+	assert.Empty(t, hdr.Get("Idempotency-Kept"))
+	store.maxBody = 1 << 20
+	status, hdr, _ = call(h, "POST", "/api/remediate", `{"managed_devices":[]}`, "Idempotency-Key", "k3")
+	assert.Equal(t, 400, status)
+	assert.Empty(t, hdr.Get("Idempotent-Replayed"), "answered anew")
+}
