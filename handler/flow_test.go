@@ -120,3 +120,36 @@ func TestFlowFollowsItsRunWithTheSubmitKey(t *testing.T) {
 	assert.Equal(t, 200, reply.StatusCode)
 	assert.NotContains(t, w.logs.String(), key, "no function key in a log line")
 }
+
+// TestLargeSynchronousAnswerIsReplayed: a 6,000-device synchronous answer
+// (about 1.5 MB, over an Azure Table entity's 1 MiB) is kept for its
+// Idempotency-Key in run storage, and a retry after it finished, from
+// another process, gets the same answer and triggers nothing.
+func TestLargeSynchronousAnswerIsReplayed(t *testing.T) {
+	t.Parallel()
+	conn := azurite.Start(t)
+	f := newTenant(t, 12000, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
+	env := f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=large", "MAX_DEVICES_PER_RUN=6000", "MAX_CONCURRENCY=32")
+	w := startWorker(t, env...)
+	devs := f.eligible(0, 6000)
+	body := f.request(devs, `,"mode":"sync"`)
+
+	reply, first := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-6000")
+	require.Equal(t, 200, reply.StatusCode, "%.500s", first)
+	require.Greater(t, len(first), 1<<20, "the answer is larger than one table entity")
+	s := summaryOf(t, first)
+	require.Len(t, s.Devices, 6000)
+	assert.Equal(t, 6000, s.Counts.Succeeded)
+	assert.Empty(t, reply.Header.Get("Idempotency-Kept"))
+	assert.NotContains(t, w.logs.String(), "answer not kept")
+
+	other := startWorker(t, env...)
+	reply, again := hostPost(t, other.url+"/api/remediate", body, "Idempotency-Key", "change-6000")
+	require.Equal(t, 200, reply.StatusCode, "%.500s", again)
+	assert.Equal(t, "true", reply.Header.Get("Idempotent-Replayed"))
+	assert.JSONEq(t, string(first), string(again), "the same answer")
+	assert.Equal(t, 6000, f.sim.Counters().Triggers, "every device triggered once")
+	for _, d := range devs {
+		require.Equal(t, 1, f.sim.TriggerCount(d.ID, f.script), d.ID)
+	}
+}
