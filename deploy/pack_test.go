@@ -19,74 +19,35 @@ import (
 
 const root = ".."
 
-// template is the part of deploy/azuredeploy.json the checks read.
-type template struct {
-	Parameters map[string]struct {
-		Type         string `json:"type"`
-		DefaultValue any    `json:"defaultValue"`
-	} `json:"parameters"`
-	Variables struct {
-		QueueName          string `json:"queueName"`
-		RunsTable          string `json:"runsTable"`
-		RemediatorSettings []struct {
-			Name  string `json:"name"`
-			Value string `json:"value"`
-		} `json:"remediatorSettings"`
-	} `json:"variables"`
-	Resources []struct {
-		Type       string          `json:"type"`
-		Properties json.RawMessage `json:"properties"`
-	} `json:"resources"`
-	Outputs map[string]struct {
-		Value string `json:"value"`
-	} `json:"outputs"`
-}
-
-func readTemplate(t *testing.T) template {
+// readTemplate is deploy/azuredeploy.json as a generic value.
+func readTemplate(t *testing.T) map[string]any {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(root, "deploy/azuredeploy.json"))
-	require.NoError(t, err)
-	var tpl template
-	require.NoError(t, json.Unmarshal(raw, &tpl))
+	var tpl map[string]any
+	readJSON(t, "deploy/azuredeploy.json", &tpl)
 	return tpl
 }
 
-var (
-	paramRef    = regexp.MustCompile(`^\[(?:string\()?parameters\('(\w+)'\)\)?\]$`)
-	variableRef = regexp.MustCompile(`^\[variables\('(\w+)'\)\]$`)
-)
-
-// settings evaluates the template's app settings for a deployment with
-// the given parameters (the rest at their defaults), as ARM would.
-func (tpl template) settings(t *testing.T, params map[string]string) map[string]string {
+// appSettings deploys the template with params onto a site whose settings
+// are existing, and returns the settings the site has afterwards.
+func appSettings(t *testing.T, tpl map[string]any, params map[string]any, existing map[string]string) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	for _, s := range tpl.Variables.RemediatorSettings {
-		v := s.Value
-		switch {
-		case paramRef.MatchString(v):
-			name := paramRef.FindStringSubmatch(v)[1]
-			p, ok := tpl.Parameters[name]
-			require.True(t, ok, "%s names parameter %s, which the template lacks", s.Name, name)
-			v = strings.TrimSuffix(strings.TrimPrefix(jsonText(p.DefaultValue), `"`), `"`)
-			if given, ok := params[name]; ok {
-				v = given
-			}
-		case variableRef.MatchString(v):
-			switch variableRef.FindStringSubmatch(v)[1] {
-			case "queueName":
-				v = tpl.Variables.QueueName
-			case "runsTable":
-				v = tpl.Variables.RunsTable
-			default:
-				t.Fatalf("%s: variable %s is not evaluated by this test", s.Name, v)
-			}
-		case s.Name == "KEY_VAULT_URL":
-			v = "https://kv-remed-0123456789ab.vault.azure.net/"
-		case strings.HasPrefix(v, "["):
-			t.Fatalf("%s: the expression %s is not evaluated by this test", s.Name, v)
+	env := armEnv{principal: "11111111-0000-4000-8000-000000000001", existing: map[string]any{}}
+	for k, v := range existing {
+		env.existing[k] = v
+	}
+	resources, _ := deploy(t, tpl, params, env)
+	var found map[string]any
+	for _, r := range resources {
+		if r.Type == "Microsoft.Web/sites/config" && strings.HasSuffix(r.Name, "/appsettings") {
+			found = asMap(r.Properties)
 		}
-		out[s.Name] = v
+	}
+	require.NotNil(t, found, "the template writes the app settings")
+	out := map[string]string{}
+	for k, v := range found {
+		s, ok := v.(string)
+		require.True(t, ok, "setting %s is %T, not a string", k, v)
+		out[k] = s
 	}
 	return out
 }
@@ -123,7 +84,7 @@ func load(settings map[string]string, root string) (config.Config, error) {
 func TestTemplateStartsTheApp(t *testing.T) {
 	t.Parallel()
 	tpl := readTemplate(t)
-	for name, params := range map[string]map[string]string{
+	for name, params := range map[string]map[string]any{
 		"defaults": nil,
 		"keyvault": {"graphAuth": "keyvault", "graphTenantId": "3f9c5a2e-0000-4000-8000-0000000000aa",
 			"graphClientId": "3f9c5a2e-0000-4000-8000-0000000000bb"},
@@ -132,11 +93,11 @@ func TestTemplateStartsTheApp(t *testing.T) {
 		"scheduled": {"scheduledRequest": `{"targets":[{"script_policy_id":"e5cae2d9-1151-449f-8551-57f93add68aa","filter":"operatingSystem eq 'Windows'"}],"dry_run":true}`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := load(tpl.settings(t, params), root)
+			cfg, err := load(appSettings(t, tpl, params, nil), root)
 			require.NoError(t, err)
 			assert.True(t, cfg.UnderHost)
-			if params["scheduledRequest"] != "" {
-				assert.JSONEq(t, params["scheduledRequest"], string(cfg.ScheduledRequest))
+			if req, ok := params["scheduledRequest"].(string); ok {
+				assert.JSONEq(t, req, string(cfg.ScheduledRequest))
 			}
 		})
 	}
@@ -149,7 +110,7 @@ func TestTemplateStartsTheApp(t *testing.T) {
 func TestTemplateCoversBindings(t *testing.T) {
 	t.Parallel()
 	tpl := readTemplate(t)
-	settings := tpl.settings(t, nil)
+	settings := appSettings(t, tpl, nil, nil)
 	files, err := filepath.Glob(filepath.Join(root, "*/function.json"))
 	require.NoError(t, err)
 	require.Len(t, files, 7)
@@ -174,25 +135,11 @@ func TestTemplateCoversBindings(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, want, hostTimeout.Sub(hostTimeout.Truncate(24*time.Hour)), "FUNCTION_TIMEOUT mirrors host.json")
 
-	var site string
-	for _, r := range tpl.Resources {
-		if r.Type == "Microsoft.Web/sites" {
-			var p struct {
-				SiteConfig struct {
-					AppSettings string `json:"appSettings"`
-				} `json:"siteConfig"`
-			}
-			require.NoError(t, json.Unmarshal(r.Properties, &p))
-			site = p.SiteConfig.AppSettings
-		}
+	_, outputs := deploy(t, tpl, nil, armEnv{principal: "p"})
+	for _, out := range []string{"remediateUrl", "alertUrl", "runStatusUrl", "runsUrl", "principalId"} {
+		assert.NotEmpty(t, outputs[out], "output %s", out)
 	}
-	for _, part := range []string{"variables('remediatorSettings')", "'AzureWebJobsStorage__accountName'", "'AzureWebJobsStorage'",
-		"'FUNCTIONS_WORKER_RUNTIME', 'value', 'custom'", "'APPLICATIONINSIGHTS_CONNECTION_STRING'"} {
-		assert.Contains(t, site, part)
-	}
-	for _, out := range []string{"remediateUrl", "alertUrl", "runsUrl", "principalId"} {
-		assert.NotEmpty(t, tpl.Outputs[out].Value, "output %s", out)
-	}
+	assert.Contains(t, outputs["runStatusUrl"], "/api/remediate/runs/{id}", "the status URL the remediate key opens")
 }
 
 // TestPackage: the zip holds host.json, every function, an executable
@@ -234,7 +181,7 @@ func TestPackage(t *testing.T) {
 		want = append(want, filepath.ToSlash(rel))
 	}
 	// A file a setting names travels with the app.
-	for name, v := range readTemplate(t).settings(t, nil) {
+	for name, v := range appSettings(t, readTemplate(t), nil, nil) {
 		if strings.HasSuffix(name, "_FILE") && v != "" {
 			want = append(want, v)
 		}
@@ -258,7 +205,7 @@ func TestPackage(t *testing.T) {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "examples"), 0o755))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), unzipped(t, f), 0o644))
 	}
-	settings := readTemplate(t).settings(t, nil)
+	settings := appSettings(t, readTemplate(t), nil, nil)
 	settings["SCHEDULED_REQUEST_FILE"] = "examples/targets-dry-run.json"
 	cfg, err := load(settings, dir)
 	require.NoError(t, err)

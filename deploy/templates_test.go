@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -71,35 +72,59 @@ func assertMembers(t *testing.T, where string, m map[string]any, allowed []strin
 
 // TestTemplatesDeploy: the deployment template and the example templates
 // have only members ARM knows, and every parameter or variable an
-// expression names is declared.
+// expression names is declared (a nested deployment's own template, with
+// inner scope, against its own declarations).
 func TestTemplatesDeploy(t *testing.T) {
 	t.Parallel()
 	for _, path := range []string{"deploy/azuredeploy.json", "examples/alert-rule.json", "examples/logic-app-workflow.json"} {
 		var tpl map[string]any
 		readJSON(t, path, &tpl)
-		assertMembers(t, path, tpl, templateMembers)
-		params, _ := tpl["parameters"].(map[string]any)
-		vars, _ := tpl["variables"].(map[string]any)
-		for name, p := range params {
-			typ, _ := p.(map[string]any)["type"].(string)
-			assert.Contains(t, armParamTypes, strings.ToLower(typ), "%s: parameter %s", path, name)
+		checkTemplate(t, path, tpl)
+	}
+}
+
+func checkTemplate(t *testing.T, path string, tpl map[string]any) {
+	t.Helper()
+	assertMembers(t, path, tpl, templateMembers)
+	params, _ := tpl["parameters"].(map[string]any)
+	vars, _ := tpl["variables"].(map[string]any)
+	for name, p := range params {
+		typ, _ := p.(map[string]any)["type"].(string)
+		assert.Contains(t, armParamTypes, strings.ToLower(typ), "%s: parameter %s", path, name)
+	}
+	resources, _ := tpl["resources"].([]any)
+	assert.NotEmpty(t, resources, path)
+	outer := map[string]any{"parameters": tpl["parameters"], "variables": tpl["variables"], "outputs": tpl["outputs"]}
+	var own []any
+	for _, r := range resources {
+		r := r.(map[string]any)
+		props, _ := r["properties"].(map[string]any)
+		if opts, _ := props["expressionEvaluationOptions"].(map[string]any); r["type"] == "Microsoft.Resources/deployments" && opts["scope"] == "inner" {
+			checkTemplate(t, path+" (nested "+fmt.Sprint(r["name"])+")", props["template"].(map[string]any))
+			rest := map[string]any{}
+			for k, v := range r {
+				rest[k] = v
+			}
+			rest["properties"] = map[string]any{"parameters": props["parameters"]}
+			own = append(own, rest)
+			continue
 		}
-		for _, section := range []string{"parameters", "variables", "resources", "outputs"} {
-			eachString(tpl[section], func(s string) {
-				if !strings.HasPrefix(s, "[") {
-					return
+		own = append(own, r)
+	}
+	outer["resources"] = own
+	for _, section := range []string{"parameters", "variables", "resources", "outputs"} {
+		eachString(outer[section], func(s string) {
+			if !strings.HasPrefix(s, "[") {
+				return
+			}
+			for _, m := range armRef.FindAllStringSubmatch(s, -1) {
+				declared := params
+				if m[1] == "variables" {
+					declared = vars
 				}
-				for _, m := range armRef.FindAllStringSubmatch(s, -1) {
-					declared := params
-					if m[1] == "variables" {
-						declared = vars
-					}
-					assert.Contains(t, declared, m[2], "%s: %s names an undeclared %s", path, s, m[1])
-				}
-			})
-		}
-		resources, _ := tpl["resources"].([]any)
-		assert.NotEmpty(t, resources, path)
+				assert.Contains(t, declared, m[2], "%s: %s names an undeclared %s", path, s, m[1])
+			}
+		})
 	}
 }
 
