@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -21,7 +22,14 @@ import (
 // certification-swagger-validator-rules.md and define-openapi-definition.md).
 var (
 	operationIDPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]*$`)
-	summaryPattern     = regexp.MustCompile(`^[A-Za-z0-9 ,'()-]+$`)
+	// Operation summaries: words only, no punctuation, no product names
+	// (the certification checklist); x-ms-summary in Title Case.
+	summaryPattern = regexp.MustCompile(`^[A-Za-z0-9 ]+$`)
+	productNames   = regexp.MustCompile(`(?i)\b(intune|azure|microsoft|graph|entra|windows|monitor|power automate|logic apps?|remediator)\b`)
+	smallWords     = map[string]bool{"a": true, "an": true, "the": true, "of": true, "for": true, "to": true, "in": true, "on": true, "and": true, "or": true, "by": true, "at": true, "with": true, "per": true}
+	categories     = []string{"AI", "Business Management", "Business Intelligence", "Collaboration", "Commerce", "Communication", "Content and Files",
+		"Finance", "Data", "Human Resources", "Internet of Things", "IT Operations", "Lifestyle and Entertainment", "Marketing", "Productivity",
+		"Sales and CRM", "Security", "Social Media", "Website"}
 	visibilities       = []string{"important", "advanced", "internal"}
 	unsupported        = []string{`"uniqueItems"`, `"oneOf"`, `"anyOf"`, `"not"`, `"collectionFormat": "multi"`}
 	durationExample    = regexp.MustCompile(`\b(P[0-9DTHMS.]+|\d+[dhms][0-9dhms]*)\b`)
@@ -109,7 +117,8 @@ func TestConnectorRules(t *testing.T) {
 			assert.Regexp(t, operationIDPattern, op.OperationID, where)
 			assert.False(t, seen[op.OperationID], "operationId %s is not unique", op.OperationID)
 			seen[op.OperationID] = true
-			assert.Regexp(t, summaryPattern, op.Summary, "%s: a summary without restricted characters", where)
+			assert.Regexp(t, summaryPattern, op.Summary, "%s: a summary without punctuation", where)
+			assert.NotRegexp(t, productNames, op.Summary, "%s: no product names in a summary", where)
 			assert.Less(t, len(op.Summary), 120, where)
 			assert.NotEmpty(t, op.Description, where)
 			if op.Visibility != "" {
@@ -131,10 +140,18 @@ func TestConnectorRules(t *testing.T) {
 			assert.Equal(t, 1, withSchema, "%s: one response with a schema", where)
 
 			if op.Pageable != nil {
-				next := op.Pageable["nextLinkName"]
-				assert.Contains(t, []any{"nextLink", "@odata.nextLink"}, next, where)
+				// Custom connectors page only over a top-level "value" array
+				// with the next link beside it, never inside an allOf.
 				ref := op.Responses["200"]["schema"].(map[string]any)["$ref"].(string)
-				assert.Contains(t, properties(doc, strings.TrimPrefix(ref, "#/definitions/")), next, "%s: the answer has the next link", where)
+				def := doc.Definitions[strings.TrimPrefix(ref, "#/definitions/")]
+				props, _ := def["properties"].(map[string]any)
+				assert.Contains(t, props, "value", "%s: pages are a value array", where)
+				assert.Contains(t, props, op.Pageable["nextLinkName"], "%s: the next link beside it", where)
+			}
+			if accepted, ok := op.Responses["202"]; ok {
+				headers, _ := accepted["headers"].(map[string]any)
+				assert.Contains(t, headers, "Location", "%s: the asynchronous pattern's 202 declares Location", where)
+				assert.Contains(t, headers, "Retry-After", "%s: and Retry-After", where)
 			}
 		}
 	}
@@ -214,10 +231,12 @@ func checkSchema(t *testing.T, where string, schema map[string]any) {
 	for name, p := range props {
 		p := p.(map[string]any)
 		at := where + "." + name
-		if _, ref := p["$ref"]; !ref {
-			assert.NotEmpty(t, p["x-ms-summary"], "%s: a display name", at)
-			assert.NotEmpty(t, p["description"], at)
-		}
+		_, bare := p["$ref"]
+		assert.False(t, bare, "%s: a property that is a definition is {allOf: [$ref]} with its own description (nothing may stand beside a $ref)", at)
+		assert.NotEmpty(t, p["x-ms-summary"], "%s: a display name", at)
+		assert.NotEmpty(t, p["description"], "%s: every property has a description", at)
+		checkTitleCase(t, at, p["x-ms-summary"])
+		checkEnumDescription(t, at, p)
 		if v, ok := p["x-ms-visibility"]; ok {
 			assert.Contains(t, visibilities, v, at)
 		}
@@ -247,4 +266,79 @@ func TestConnectorIcon(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 230, img.Bounds().Dx())
 	assert.Equal(t, 230, img.Bounds().Dy())
+}
+
+// checkTitleCase: a display name in Title Case (every word but short
+// joining words capitalized; the first and last always).
+func checkTitleCase(t *testing.T, at string, v any) {
+	t.Helper()
+	s, _ := v.(string)
+	words := strings.Fields(s)
+	for i, w := range words {
+		w = strings.TrimLeft(w, "(")
+		if w == "" || (smallWords[w] && i > 0 && i < len(words)-1) {
+			continue
+		}
+		assert.Regexp(t, `^[A-Z0-9]`, w, "%s: %q is not Title Case", at, s)
+	}
+}
+
+var snakeValue = regexp.MustCompile(`\b[a-z]+(?:_[a-z]+)+\b`)
+
+// checkEnumDescription: a description names only values its enum holds.
+// A description that lists values ("a, b or c.") lists exactly the enum;
+// any other names no snake_case value outside it.
+func checkEnumDescription(t *testing.T, at string, p map[string]any) {
+	t.Helper()
+	enum, ok := p["enum"].([]any)
+	desc, _ := p["description"].(string)
+	if !ok || desc == "" {
+		return
+	}
+	values := map[string]bool{}
+	for _, e := range enum {
+		values[fmt.Sprint(e)] = true
+	}
+	if list := regexp.MustCompile(`^([a-z_]+)((?:, [a-z_]+)*)(?: or ([a-z_]+))?\.$`); list.MatchString(desc) {
+		listed := strings.FieldsFunc(strings.TrimSuffix(desc, "."), func(r rune) bool { return r == ',' || r == ' ' })
+		var named []string
+		for _, w := range listed {
+			if w != "or" {
+				named = append(named, w)
+				assert.True(t, values[w], "%s: the description names %q, which the enum lacks", at, w)
+			}
+		}
+		assert.Len(t, named, len(enum), "%s: the description lists every value", at)
+		return
+	}
+	for _, w := range snakeValue.FindAllString(desc, -1) {
+		assert.True(t, values[w], "%s: the description names %q, which the enum lacks", at, w)
+	}
+}
+
+// TestConnectorMetadata: what certification asks of a connector's
+// metadata: website, privacy policy, and categories from the list.
+func TestConnectorMetadata(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Info struct {
+			Metadata []struct {
+				PropertyName  string `json:"propertyName"`
+				PropertyValue string `json:"propertyValue"`
+			} `json:"x-ms-connector-metadata"`
+		} `json:"info"`
+	}
+	readJSON(t, "connector/apiDefinition.swagger.json", &doc)
+	got := map[string]string{}
+	for _, m := range doc.Info.Metadata {
+		got[m.PropertyName] = m.PropertyValue
+	}
+	assert.Regexp(t, `^https://`, got["Website"])
+	assert.Regexp(t, `^https://.*privacy`, got["Privacy policy"])
+	_, err := os.Stat(filepath.Join(root, "docs/privacy.md"))
+	assert.NoError(t, err, "the privacy policy the metadata links to")
+	require.NotEmpty(t, got["Categories"])
+	for _, c := range strings.Split(got["Categories"], ";") {
+		assert.Contains(t, categories, c)
+	}
 }

@@ -19,9 +19,11 @@ import (
 // The status codes each operation can answer with (see Remediate and
 // Alert, and Summary.HTTPStatus).
 var returnable = map[string][]int{
-	"/remediate": {200, 202, 400, 403, 409, 413, 422, 424, 428, 503},
-	"/runs/{id}": {200, 202, 400, 404, 424, 503},
-	"/alert":     {200, 202, 400, 403, 409, 413, 422, 424, 428, 503},
+	"/remediate":           {200, 202, 400, 403, 409, 413, 422, 424, 428, 503},
+	"/remediate/runs/{id}": {200, 202, 400, 404, 424, 503},
+	"/alert/runs/{id}":     {200, 202, 400, 404, 424, 503},
+	"/runs/{id}":           {200, 202, 400, 404, 424, 503},
+	"/alert":               {200, 202, 400, 403, 409, 413, 422, 424, 428, 503},
 }
 
 type swagger struct {
@@ -91,8 +93,18 @@ func TestOpenAPI(t *testing.T) {
 	assert.NotEqual(t, 400, status, "%s", body)
 	assert.Contains(t, returnable["/remediate"], status)
 
-	status, _, _ = call(h, "GET", "/api/runs/0123456789abcdef01234567", "")
-	assert.Contains(t, returnable["/runs/{id}"], status)
+	// Every documented path is a route of the handler, and every route is
+	// documented.
+	for _, rt := range Routes {
+		_, path, _ := strings.Cut(rt.Pattern, " ")
+		assert.Contains(t, doc.Paths, strings.TrimPrefix(path, "/api"), "route %s is documented", rt.Pattern)
+	}
+	for path := range doc.Paths {
+		if strings.HasSuffix(path, "{id}") {
+			status, _, _ = call(h, "GET", "/api"+strings.ReplaceAll(path, "{id}", "0123456789abcdef01234567"), "")
+			assert.Contains(t, returnable[path], status, path)
+		}
+	}
 
 	alertExample, _ := json.Marshal(doc.Paths["/alert"]["post"].Parameters[1].Schema["example"])
 	status, _, body = call(h, "POST", "/api/alert", string(alertExample))
