@@ -30,9 +30,9 @@ var (
 	categories     = []string{"AI", "Business Management", "Business Intelligence", "Collaboration", "Commerce", "Communication", "Content and Files",
 		"Finance", "Data", "Human Resources", "Internet of Things", "IT Operations", "Lifestyle and Entertainment", "Marketing", "Productivity",
 		"Sales and CRM", "Security", "Social Media", "Website"}
-	visibilities       = []string{"important", "advanced", "internal"}
-	unsupported        = []string{`"uniqueItems"`, `"oneOf"`, `"anyOf"`, `"not"`, `"collectionFormat": "multi"`}
-	durationExample    = regexp.MustCompile(`\b(P[0-9DTHMS.]+|\d+[dhms][0-9dhms]*)\b`)
+	visibilities    = []string{"important", "advanced", "internal"}
+	unsupported     = []string{`"uniqueItems"`, `"oneOf"`, `"anyOf"`, `"not"`, `"collectionFormat": "multi"`}
+	durationExample = regexp.MustCompile(`\b(P[0-9DTHMS.]+|\d+[dhms][0-9dhms]*)\b`)
 )
 
 type swagger struct {
