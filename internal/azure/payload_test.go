@@ -108,8 +108,8 @@ func TestAppLayout(t *testing.T) {
 		Methods                                                                  []string
 	}
 	for fn, trigger := range map[string]binding{
-		"remediate": {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "remediate", Methods: []string{"post"}},
-		"alert":     {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "alert", Methods: []string{"post"}},
+		"remediate": {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "remediate/{*rest}", Methods: []string{"get", "post"}},
+		"alert":     {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "alert/{*rest}", Methods: []string{"get", "post"}},
 		"schedule":  {Type: "timerTrigger", Direction: "in", Name: "timer", Schedule: "%REMEDIATION_SCHEDULE%"},
 		"runs":      {Type: "httpTrigger", Direction: "in", Name: "req", AuthLevel: "function", Route: "runs/{id}", Methods: []string{"get"}},
 		"worker":    {Type: "queueTrigger", Direction: "in", Name: "msg", QueueName: "%REMEDIATION_QUEUE%", Connection: "AzureWebJobsStorage"},
