@@ -153,11 +153,11 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	}
 	reply, _ = get(t, loc+"?page=3")
 	assert.Equal(t, 400, reply.StatusCode)
-	// Another caller (an App Service Authentication principal) cannot see
-	// the run, nor follow its scripts.
+	// Another caller (another function key) cannot see the run, nor
+	// follow its scripts.
 	other, err := http.NewRequestWithContext(context.Background(), http.MethodGet, loc+"?follow=true", nil)
 	require.NoError(t, err)
-	other.Header.Set("X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
+	other.Header.Set("x-functions-key", "another-consumers-key")
 	otherResp, err := http.DefaultClient.Do(other)
 	require.NoError(t, err)
 	_ = otherResp.Body.Close()
@@ -189,7 +189,7 @@ func TestAzureAsyncRunThroughTheQueue(t *testing.T) {
 	assert.Contains(t, string(b), "idempotency_key_reused")
 	// Keys are each caller's own: another caller's change-4711 is a new
 	// request, never A's answer.
-	reply, b = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711", "X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
+	reply, b = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711", "x-functions-key", "another-consumers-key")
 	assert.Equal(t, 202, reply.StatusCode, "%s", b)
 	assert.Empty(t, reply.Header.Get("Idempotent-Replayed"))
 	assert.NotContains(t, string(b), acc.RunID)

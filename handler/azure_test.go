@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/azure"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -223,7 +224,9 @@ func TestAzureForwardedHTTPAndAudit(t *testing.T) {
 	}
 	assert.Equal(t, "c8c0b4f4-5a55-4c2e-8e0f-5f8e6a1f2b01", audit["invocation_id"])
 	assert.Equal(t, "remediate", audit["function"])
-	assert.Equal(t, "alex@contoso.com", audit["caller"])
+	assert.Equal(t, azure.KeyCaller("FUNCTION-KEY-SECRET"), audit["caller"], "the key the host admitted is the caller, never the key itself")
+	assert.Contains(t, audit["principal_header"], "untrusted", "a principal header nothing vouches for is named as such")
+	assert.NotContains(t, w.logs.String(), "alex@contoso.com", "and never recorded as the caller")
 	assert.Equal(t, []any{f.script}, audit["script_ids"])
 	assert.EqualValues(t, 5, audit["succeeded"])
 	assert.Equal(t, s.RunID, audit["run_id"])

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azurite"
+	"github.com/remediator/remediator/internal/azure"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -134,8 +135,9 @@ func TestCallerPolicy(t *testing.T) {
 	t.Parallel()
 	f := newTenant(t, 200, intunesim.Options{})
 	other := "11111111-2222-4333-8444-555555555555"
+	teamB := azure.KeyCaller("TEAM-B-KEY")
 	policy := `{"function-key":{"scripts":["` + f.script + `"],"tenants":["default"],"max_devices":3},` +
-		`"principal:0b5c4f1e-0000-4000-8000-00000000beef":{"scripts":["*"],"max_devices":10}}`
+		`"principal:0b5c4f1e-0000-4000-8000-00000000beef":{"scripts":["*"],"max_devices":10},"` + teamB + `":{"scripts":["*"],"max_devices":10}}`
 	w := startWorker(t, f.env("CALLER_POLICY="+policy)...)
 	refused := func(body string, rule string, headers ...string) {
 		t.Helper()
@@ -151,9 +153,14 @@ func TestCallerPolicy(t *testing.T) {
 	refused(f.request(f.eligible(3, 4), ""), "at most 3 devices")
 	refused(strings.ReplaceAll(f.request(f.eligible(3, 1), ""), f.script, other), "may not run script "+other)
 	refused(f.request(f.eligible(3, 1), `,"tenant_id":"`+other+`"`), "may not act in tenant "+other)
-	refused(f.request(f.eligible(3, 1), ""), "has no rule", "X-MS-CLIENT-PRINCIPAL-ID", "ffffffff-0000-4000-8000-000000000000")
-	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(3, 5), ""), "X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
+	// Without App Service Authentication a principal header is whatever
+	// the caller wrote: it is the function-key caller still.
+	refused(f.request(f.eligible(3, 5), ""), "at most 3 devices", "X-MS-CLIENT-PRINCIPAL-ID", "0b5c4f1e-0000-4000-8000-00000000beef")
+	assert.Contains(t, w.logs.String(), `"principal_header":"untrusted`)
+	// A key with its own rule.
+	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(3, 5), ""), "x-functions-key", "TEAM-B-KEY")
 	assert.Equal(t, 200, reply.StatusCode, "another caller's own rule: %s", b)
+	refused(f.request(f.eligible(8, 4), ""), "at most 3 devices", "x-functions-key", "TEAM-C-KEY")
 }
 
 // peakRSS is a process's peak resident memory (VmHWM), in bytes.

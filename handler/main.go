@@ -154,7 +154,8 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		MaxAnswerBytes: cfg.MaxAnswerBytes}
 	switch runtime {
 	case runtimeAzure:
-		hopts.Audit, hopts.Caller = azure.Audit, azure.Caller
+		id := azure.Identity{AuthEnabled: cfg.AuthEnabled}
+		hopts.Audit, hopts.Caller = id.Audit, id.Caller
 	case runtimeLambda:
 		hopts.Audit, hopts.Caller = awslambda.Audit, awslambda.Caller
 	}

@@ -146,10 +146,25 @@ type Accepted struct {
 	Warnings            []string
 }
 
+// Caller is who sent a request, as the platform vouches for it.
+type Caller struct {
+	// ID scopes runs and idempotency keys: only this caller reads its runs
+	// and replays its answers ("" is the shared caller, for hosts that
+	// tell callers apart by nothing). CALLER_POLICY names a caller by it.
+	ID string
+	// Grants are further names CALLER_POLICY may give a rule to: Entra app
+	// roles (role:<value>) and groups (group:<object id>) of an App
+	// Service Authentication principal.
+	Grants []string
+	// Fallback is the rule a caller without one of its own falls back to
+	// before "*" (function-key for every function-key caller).
+	Fallback string
+}
+
 // Remediate decodes, validates and carries out a request body for caller
-// (who alone may read an asynchronous run's status; "" is the shared
-// function-key caller), within the caller's rule in the policy.
-func (s *Service) Remediate(ctx context.Context, caller string, body []byte) (Result, error) {
+// (who alone may read an asynchronous run's status), within the caller's
+// rule in the policy.
+func (s *Service) Remediate(ctx context.Context, caller Caller, body []byte) (Result, error) {
 	req, err := remediate.Decode(bytes.NewReader(body))
 	if err != nil {
 		return Result{}, asError(err)
@@ -164,16 +179,16 @@ func (s *Service) Scheduled(ctx context.Context, body []byte) (Result, error) {
 	if err != nil {
 		return Result{}, asError(err)
 	}
-	return s.start(ctx, "", req, false)
+	return s.start(ctx, Caller{}, req, false)
 }
 
 // Start carries out a decoded request: at once when it fits the time the
 // caller has (and the synchronous budget, in mode auto), else on workers.
-func (s *Service) Start(ctx context.Context, caller string, req remediate.Request) (Result, error) {
+func (s *Service) Start(ctx context.Context, caller Caller, req remediate.Request) (Result, error) {
 	return s.start(ctx, caller, req, true)
 }
 
-func (s *Service) start(ctx context.Context, caller string, req remediate.Request, policed bool) (Result, error) {
+func (s *Service) start(ctx context.Context, caller Caller, req remediate.Request, policed bool) (Result, error) {
 	plan, err := remediate.Validate(req, s.opts.Limits)
 	if err != nil {
 		return Result{}, asError(err)
@@ -217,7 +232,7 @@ func (s *Service) start(ctx context.Context, caller string, req remediate.Reques
 	}
 	queued := p.Pending()
 	sum := p.Queue()
-	if err := s.opts.Runs.Submit(ctx, sum, plan.TenantID, caller); err != nil {
+	if err := s.opts.Runs.Submit(ctx, sum, plan.TenantID, caller.ID); err != nil {
 		s.log.Error("run could not be queued; nothing was triggered", "run_id", sum.RunID, "error", err.Error())
 		return Result{}, &Error{Code: CodeStorageUnavailable, RetryAfter: 30 * time.Second,
 			Message: "the run could not be stored or queued; nothing was triggered, send it again"}
@@ -234,27 +249,57 @@ func callerName(caller string) string {
 	return caller
 }
 
-// allowed applies the caller's rule of the policy to plan before anything
-// is read or triggered, and caps plan's devices at the rule's max_devices.
-func (s *Service) allowed(caller string, plan *remediate.Plan) error {
+// allowed applies the caller's rules of the policy to plan before
+// anything is read or triggered, and caps plan's devices at the rule's
+// max_devices. The caller's rules are its own (by ID), those of its grants
+// (roles, groups), else its fallback's, else "*": the request is allowed
+// when one of them allows it, under that rule's cap.
+func (s *Service) allowed(caller Caller, plan *remediate.Plan) error {
 	if s.opts.Policy == nil {
 		return nil
 	}
-	name := callerName(caller)
-	rule, ok := s.opts.Policy[name]
-	if !ok {
-		rule, ok = s.opts.Policy["*"]
+	name := callerName(caller.ID)
+	var names []string
+	for _, n := range append([]string{name}, caller.Grants...) {
+		if _, ok := s.opts.Policy[n]; ok {
+			names = append(names, n)
+		}
+	}
+	for _, n := range []string{caller.Fallback, "*"} {
+		if _, ok := s.opts.Policy[n]; ok && n != "" && len(names) == 0 {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return &Error{Code: CodeCallerNotAllowed, Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY (CALLER_POLICY); nothing was read or triggered", name),
+			Details: []remediate.FieldError{{Field: "", Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY", name)}}}
+	}
+	var first error
+	for _, n := range names {
+		err := s.allowedBy(name, n, s.opts.Policy[n], plan)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// allowedBy applies one rule (the policy's entry ruleName) to plan.
+func (s *Service) allowedBy(name, ruleName string, rule config.CallerRule, plan *remediate.Plan) error {
+	by := name
+	if ruleName != name {
+		by = name + " (as " + ruleName + ")"
 	}
 	refuse := func(field, msg string) error {
 		return &Error{Code: CodeCallerNotAllowed, Message: msg + " (CALLER_POLICY); nothing was read or triggered",
 			Details: []remediate.FieldError{{Field: field, Message: msg}}}
 	}
-	if !ok {
-		return refuse("", fmt.Sprintf("caller %s has no rule in CALLER_POLICY", name))
-	}
 	for _, id := range plan.ScriptIDs() {
 		if !listed(rule.Scripts, id) {
-			return refuse("script_policy_id", fmt.Sprintf("caller %s may not run script %s", name, id))
+			return refuse("script_policy_id", fmt.Sprintf("caller %s may not run script %s", by, id))
 		}
 	}
 	tenant := plan.TenantID
@@ -262,13 +307,13 @@ func (s *Service) allowed(caller string, plan *remediate.Plan) error {
 		tenant = "default"
 	}
 	if !listed(rule.Tenants, tenant) {
-		return refuse("tenant_id", fmt.Sprintf("caller %s may not act in tenant %s", name, tenant))
+		return refuse("tenant_id", fmt.Sprintf("caller %s may not act in tenant %s", by, tenant))
 	}
 	if rule.MaxDevices > 0 {
 		if len(plan.Items) > rule.MaxDevices {
-			return refuse("managed_devices", fmt.Sprintf("caller %s may trigger at most %d devices per run; the request lists %d", name, rule.MaxDevices, len(plan.Items)))
+			return refuse("managed_devices", fmt.Sprintf("caller %s may trigger at most %d devices per run; the request lists %d", by, rule.MaxDevices, len(plan.Items)))
 		}
-		plan.MaxDevices, plan.CapName = rule.MaxDevices, "the max_devices of caller "+name+" in CALLER_POLICY"
+		plan.MaxDevices, plan.CapName = rule.MaxDevices, "the max_devices of caller "+by+" in CALLER_POLICY"
 	}
 	return nil
 }
@@ -310,7 +355,7 @@ func (s *Service) MapAlert(body []byte, queryScript string) (alert.Mapping, erro
 
 // Alert carries out a mapped alert's request. Alert runs skip ineligible
 // devices rather than refusing.
-func (s *Service) Alert(ctx context.Context, caller string, m alert.Mapping) (Result, error) {
+func (s *Service) Alert(ctx context.Context, caller Caller, m alert.Mapping) (Result, error) {
 	res, err := s.Start(ctx, caller, m.Request)
 	note := append(append([]string(nil), m.Warnings...), "devices from the alert's "+m.Source+" (rule "+m.AlertRule+")")
 	switch {

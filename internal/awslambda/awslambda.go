@@ -59,21 +59,39 @@ func Audit(r *http.Request) []any {
 	caller := ""
 	if ev, ok := r.Context().Value(eventKey{}).(*events.APIGatewayV2HTTPRequest); ok {
 		if a := ev.RequestContext.Authorizer; a != nil && a.IAM != nil {
-			caller = a.IAM.UserARN
+			caller = "iam:" + RoleARN(a.IAM.UserARN)
 		}
 	}
 	return []any{"aws_request_id", requestID(r.Context()), "caller", caller}
 }
 
 // Caller is who sent an HTTP invocation: the IAM caller when IAM
-// authorized it, else "", the shared caller.
-func Caller(r *http.Request) string {
+// authorized it (an assumed role as the role itself), else the shared
+// caller.
+func Caller(r *http.Request) app.Caller {
 	if ev, ok := r.Context().Value(eventKey{}).(*events.APIGatewayV2HTTPRequest); ok {
 		if a := ev.RequestContext.Authorizer; a != nil && a.IAM != nil && a.IAM.UserARN != "" {
-			return "iam:" + a.IAM.UserARN
+			return app.Caller{ID: "iam:" + RoleARN(a.IAM.UserARN)}
 		}
 	}
-	return ""
+	return app.Caller{}
+}
+
+// RoleARN is the IAM identity an ARN stands for: an assumed role's session
+// ARN (arn:aws:sts::<account>:assumed-role/<role>/<session>, whose
+// session name the caller chooses) becomes the role's ARN
+// (arn:aws:iam::<account>:role/<role>), so no policy entry can be claimed
+// by picking a session name. Other ARNs are kept as they are.
+func RoleARN(arn string) string {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "sts" {
+		return arn
+	}
+	res := strings.Split(parts[5], "/")
+	if len(res) < 3 || res[0] != "assumed-role" || res[1] == "" {
+		return arn
+	}
+	return "arn:" + parts[1] + ":iam::" + parts[4] + ":role/" + res[1]
 }
 
 // probe reads just enough of an event to tell its kind.
@@ -189,6 +207,10 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 func route(path string) string {
 	p := strings.TrimSuffix(path, "/")
 	switch {
+	case p == "":
+		// The root: "/" itself, never "" (which ServeMux answers with a
+		// redirect to "/", a loop through a Function URL).
+		return "/"
 	case strings.HasSuffix(p, "/remediate"):
 		return "/api/remediate"
 	case strings.HasSuffix(p, "/alert"):

@@ -98,7 +98,7 @@ func TestFunctionURLRemediate(t *testing.T) {
 	assert.Equal(t, 3, s.Counts.Succeeded)
 	assert.Equal(t, 3, f.sim.Counters().Triggers)
 	assert.Contains(t, f.logs.String(), `"aws_request_id":"req-1"`)
-	assert.Contains(t, f.logs.String(), `"caller":"arn:aws:iam::111122223333:user/automation"`)
+	assert.Contains(t, f.logs.String(), `"caller":"iam:arn:aws:iam::111122223333:user/automation"`)
 
 	out, err = f.invoke(t, event(t, "function_url_request.json", "{{BODY}}", jsonString(`{"managed_devices":[{"device_id":"x"}]}`)))
 	require.NoError(t, err, "a bad request is an HTTP 400, not an invocation error")
@@ -151,6 +151,17 @@ func TestRoutes(t *testing.T) {
 	r = httpResponse(t, out)
 	assert.Equal(t, 405, r.StatusCode)
 	assert.Equal(t, "POST", r.Headers["Allow"])
+
+	// The root answers, never a redirect (to itself, through a Function
+	// URL), whether its path comes as "/" or "".
+	for _, root := range []string{"/", ""} {
+		health := strings.NewReplacer(`"method": "POST"`, `"method": "GET"`, `"rawPath": "/remediate"`, `"rawPath": "`+root+`"`)
+		out, err = f.invoke(t, []byte(health.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
+		require.NoError(t, err)
+		r = httpResponse(t, out)
+		assert.Equal(t, 200, r.StatusCode, "GET %q: %s", root, r.Body)
+		assert.JSONEq(t, `{"status":"ok"}`, r.Body)
+	}
 
 	other := strings.NewReplacer(`"rawPath": "/remediate"`, `"rawPath": "/admin"`)
 	out, err = f.invoke(t, []byte(other.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
@@ -206,4 +217,21 @@ func TestFunctionURLIdempotencyKeyAndNoAsync(t *testing.T) {
 	r = httpResponse(t, out)
 	assert.Equal(t, 400, r.StatusCode, "Lambda keeps no runs: %s", r.Body)
 	assert.Contains(t, r.Body, `"mode"`)
+}
+
+// TestAssumedRolesAreTheirRole: an assumed role's session name is the
+// caller's to choose, so the caller is the role: no session name can
+// claim another entry of CALLER_POLICY.
+func TestAssumedRolesAreTheirRole(t *testing.T) {
+	t.Parallel()
+	for arn, want := range map[string]string{
+		"arn:aws:sts::111122223333:assumed-role/remediation-runner/alice":          "arn:aws:iam::111122223333:role/remediation-runner",
+		"arn:aws:sts::111122223333:assumed-role/remediation-runner/arn:aws:iam::x": "arn:aws:iam::111122223333:role/remediation-runner",
+		"arn:aws-us-gov:sts::111122223333:assumed-role/runner/s":                   "arn:aws-us-gov:iam::111122223333:role/runner",
+		"arn:aws:iam::111122223333:user/automation":                                "arn:aws:iam::111122223333:user/automation",
+		"arn:aws:sts::111122223333:federated-user/bob":                             "arn:aws:sts::111122223333:federated-user/bob",
+		"not an arn": "not an arn",
+	} {
+		assert.Equal(t, want, RoleARN(arn), arn)
+	}
 }

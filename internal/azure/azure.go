@@ -68,24 +68,6 @@ func New(api *httpapi.API, svc *app.Service, s Settings, log *slog.Logger) *Host
 	return &Host{api: api, svc: svc, settings: s, log: log}
 }
 
-// Audit is the audit line's view of an HTTP invocation under the host:
-// its invocation id and the App Service Authentication principal, which
-// the platform sets (and strips from callers' requests).
-func Audit(r *http.Request) []any {
-	return []any{"invocation_id", r.Header.Get("X-Azure-Functions-InvocationId"), "caller", r.Header.Get("X-MS-CLIENT-PRINCIPAL-NAME")}
-}
-
-// Caller is who sent an HTTP invocation: the App Service Authentication
-// principal (X-MS-CLIENT-PRINCIPAL-ID, which the platform sets and strips
-// from callers' own requests) when present, else "", the shared caller of
-// every function-key holder.
-func Caller(r *http.Request) string {
-	if id := r.Header.Get("X-MS-CLIENT-PRINCIPAL-ID"); id != "" {
-		return "principal:" + strings.ToLower(id)
-	}
-	return ""
-}
-
 // Handler routes the host's calls: payload-mode functions and non-HTTP
 // triggers by function name, everything else (forwarded HTTP functions,
 // the health check) to the HTTP API.

@@ -142,6 +142,10 @@ type Config struct {
 	// StorageClientID is AzureWebJobsStorage__clientId: the user-assigned
 	// identity of identity-based storage.
 	StorageClientID string
+	// AuthEnabled is WEBSITE_AUTH_ENABLED: App Service Authentication is on,
+	// so the platform sets (and strips callers' own) X-MS-CLIENT-PRINCIPAL*
+	// headers, and they name the caller.
+	AuthEnabled bool
 	// UnderHost is true when the real Functions host started the process
 	// (FUNCTIONS_CUSTOMHANDLER_WORKER_ID is set), not `make run`.
 	UnderHost bool
@@ -420,6 +424,8 @@ var Settings = []Setting{
 				l.c.PublicBaseURL = "https://" + v
 			}
 		}},
+	{Name: "WEBSITE_AUTH_ENABLED", Meaning: "set by Azure when App Service Authentication is on (`True`): only then do the `X-MS-CLIENT-PRINCIPAL*` headers name the caller (the Functions host trusts them on the same condition); otherwise each function key is its own caller and those headers are ignored",
+		read: text(func(c *Config, v string) { c.AuthEnabled = strings.EqualFold(strings.TrimSpace(v), "true") })},
 	{Name: "FUNCTIONS_CUSTOMHANDLER_PORT", Meaning: "set by the Functions host: serve the custom-handler protocol on this port"},
 	{Name: "FUNCTIONS_CUSTOMHANDLER_WORKER_ID", Meaning: "set by the Functions host (not by `make run`): asynchronous runs need storage there",
 		read: text(func(c *Config, v string) { c.UnderHost = v != "" })},

@@ -117,7 +117,7 @@ func TestModeAutoChoosesByEstimate(t *testing.T) {
 func TestCallersAreKeptApart(t *testing.T) {
 	t.Parallel()
 	api, tenant, q := asyncAPI(t, time.Second, replay.NewMemory())
-	api.opts.Caller = func(r *http.Request) string { return r.Header.Get("X-Test-Caller") }
+	api.opts.Caller = func(r *http.Request) app.Caller { return app.Caller{ID: r.Header.Get("X-Test-Caller")} }
 	h := api.Handler()
 	body := listed(tenant, 2, `,"mode":"async"`)
 

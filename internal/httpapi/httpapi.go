@@ -44,11 +44,11 @@ type Options struct {
 	// Audit adds the host's own attributes (invocation id, caller) to the
 	// audit line each request writes; nil adds none.
 	Audit func(r *http.Request) []any
-	// Caller identifies the caller of a request, as the host knows it (the
-	// App Service Authentication principal, the IAM caller); "" is the
-	// shared function-key caller. A caller sees only its own runs and
-	// idempotency keys. Nil: every request is the shared caller.
-	Caller func(r *http.Request) string
+	// Caller identifies the caller of a request, as the host vouches for
+	// it (the function key, the App Service Authentication principal, the
+	// IAM caller). A caller sees only its own runs and idempotency keys.
+	// Nil: every request is the shared caller.
+	Caller func(r *http.Request) app.Caller
 	// PublicBaseURL is the scheme and host callers reach the API at
 	// (PUBLIC_BASE_URL, else https://WEBSITE_HOSTNAME), for absolute
 	// Location and status URLs. Empty: loopback hosts for local runs,
@@ -153,10 +153,10 @@ func (a *API) Audit(ctx context.Context, function string, ans Answer, started ti
 	a.log.InfoContext(ctx, "invocation", append(line, AuditAttrs(ans.Body)...)...)
 }
 
-// caller is who sent r ("" for the shared function-key caller).
-func (a *API) caller(r *http.Request) string {
+// caller is who sent r.
+func (a *API) caller(r *http.Request) app.Caller {
 	if a.opts.Caller == nil {
-		return ""
+		return app.Caller{}
 	}
 	return a.opts.Caller(r)
 }
@@ -200,7 +200,7 @@ func (a *API) remediate(r *http.Request) Answer {
 	if key == "" {
 		return run()
 	}
-	return a.idempotent(r.Context(), scoped("remediate", caller, key), raw, links, run)
+	return a.idempotent(r.Context(), scoped("remediate", caller.ID, key), raw, links, run)
 }
 
 // alert answers POST /api/alert (common alert schema): 200
@@ -228,7 +228,7 @@ func (a *API) alert(r *http.Request) Answer {
 	if m.Key == "" {
 		return run()
 	}
-	return a.idempotent(r.Context(), scoped("alert", caller, m.Key), nil, links, run)
+	return a.idempotent(r.Context(), scoped("alert", caller.ID, m.Key), nil, links, run)
 }
 
 // status answers GET /api/{remediate/,alert/,}runs/{id}: 202 with Location and Retry-After
@@ -254,7 +254,7 @@ func (a *API) status(r *http.Request) Answer {
 		follow = b
 	}
 	id := r.PathValue("id")
-	st, err := a.svc.Status(r.Context(), a.caller(r), id, page, follow)
+	st, err := a.svc.Status(r.Context(), a.caller(r).ID, id, page, follow)
 	if err != nil {
 		return a.render(app.Result{}, err, links{})
 	}

@@ -53,8 +53,9 @@ type Function struct {
 	Route     string // the route template, without the prefix
 	Methods   []string
 	AuthLevel string // anonymous, function or admin
-	// Key is the function's default key.
-	Key string
+	// Key is the function's default key; Keys its other keys, by name.
+	Key  string
+	Keys map[string]string
 }
 
 // App is an app's HTTP functions and keys, as the host loads them.
@@ -141,6 +142,21 @@ func (a *App) Key(function string) string {
 	return ""
 }
 
+// AddKey gives the named function another key, as an administrator does
+// for each consumer, and returns it.
+func (a *App) AddKey(function, name string) string {
+	for i := range a.Functions {
+		if f := &a.Functions[i]; f.Name == function {
+			if f.Keys == nil {
+				f.Keys = map[string]string{}
+			}
+			f.Keys[name] = newKey()
+			return f.Keys[name]
+		}
+	}
+	return ""
+}
+
 // Match is the function that serves method and path (a path from the
 // root, prefix included), with its route's values; nil when none does.
 func (a *App) Match(method, path string) (*Function, map[string]string) {
@@ -181,6 +197,12 @@ func (a *App) Authorized(f *Function, r *http.Request) bool {
 		level = "admin"
 	case key == a.HostKey, key == f.Key:
 		level = "function"
+	default:
+		for _, k := range f.Keys {
+			if key == k {
+				level = "function"
+			}
+		}
 	}
 	switch f.AuthLevel {
 	case "anonymous":
@@ -192,10 +214,62 @@ func (a *App) Authorized(f *Function, r *http.Request) bool {
 	}
 }
 
+// Principal is a caller App Service Authentication has authenticated.
+type Principal struct {
+	ID, Name      string
+	Roles, Groups []string
+}
+
+// EasyAuth plays App Service Authentication in front of the host, with
+// unauthenticated requests refused (unauthenticatedClientAction Return401,
+// as the template sets it): it strips every X-MS-CLIENT-PRINCIPAL* header
+// a caller sends ("App Service ... strips them from incoming requests":
+// Microsoft's "Work with user identities in Azure App Service
+// authentication"), answers 401 to a request without a valid token, and
+// for a valid bearer token sets the principal's headers, its claims in
+// X-MS-CLIENT-PRINCIPAL as base64 JSON (auth_typ, name_typ, role_typ,
+// claims).
+type EasyAuth struct {
+	// Tokens are the bearer tokens it accepts, each for a principal.
+	Tokens map[string]Principal
+}
+
+func (e *EasyAuth) authenticate(r *http.Request) bool {
+	for k := range r.Header {
+		if strings.HasPrefix(strings.ToUpper(k), "X-MS-CLIENT-PRINCIPAL") || strings.HasPrefix(strings.ToUpper(k), "X-MS-TOKEN-") {
+			r.Header.Del(k)
+		}
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	p, known := e.Tokens[tok]
+	if !ok || !known {
+		return false
+	}
+	type claim struct {
+		Type  string `json:"typ"`
+		Value string `json:"val"`
+	}
+	claims := []claim{{"http://schemas.microsoft.com/identity/claims/objectidentifier", p.ID}, {"name", p.Name}}
+	for _, role := range p.Roles {
+		claims = append(claims, claim{"roles", role})
+	}
+	for _, g := range p.Groups {
+		claims = append(claims, claim{"groups", g})
+	}
+	b, _ := json.Marshal(map[string]any{"auth_typ": "aad", "name_typ": "name", "role_typ": "roles", "claims": claims})
+	r.Header.Set("X-MS-CLIENT-PRINCIPAL", base64.StdEncoding.EncodeToString(b))
+	r.Header.Set("X-MS-CLIENT-PRINCIPAL-ID", p.ID)
+	r.Header.Set("X-MS-CLIENT-PRINCIPAL-NAME", p.Name)
+	r.Header.Set("X-MS-CLIENT-PRINCIPAL-IDP", "aad")
+	return true
+}
+
 // Front is the emulated host on loopback in front of a handler.
 type Front struct {
 	*httptest.Server
 	App *App
+	// auth, when set, is App Service Authentication in front of the host.
+	auth *EasyAuth
 	mu  sync.Mutex
 	// Invocations counts requests forwarded to the handler, by function.
 	invocations map[string]int
@@ -210,6 +284,13 @@ func Start(a *App, handlerURL string) (*Front, error) {
 	}
 	f := &Front{App: a, invocations: map[string]int{}}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		auth := f.auth
+		f.mu.Unlock()
+		if auth != nil && !auth.authenticate(r) {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
 		fn, _ := a.Match(r.Method, r.URL.Path)
 		if fn == nil {
 			w.WriteHeader(http.StatusNotFound)
@@ -227,6 +308,14 @@ func Start(a *App, handlerURL string) (*Front, error) {
 		f.forward(w, r, target, id)
 	}))
 	return f, nil
+}
+
+// SetAuth puts App Service Authentication in front of the host (nil takes
+// it away).
+func (f *Front) SetAuth(e *EasyAuth) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.auth = e
 }
 
 // Invocations is how many requests reached the handler as function.

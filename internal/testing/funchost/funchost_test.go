@@ -1,6 +1,7 @@
 package funchost
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -155,4 +156,51 @@ func TestKeysOpenOnlyTheirFunction(t *testing.T) {
 	assert.NotEmpty(t, s.Invocation)
 	assert.Equal(t, strings.TrimPrefix(front.URL, "http://"), s.Host, "and the Host the caller used")
 	assert.Equal(t, "Azure-Functions-Host/"+HostVersion, s.UserAgent)
+}
+
+// TestEasyAuthVouchesForThePrincipal: with App Service Authentication in
+// front, a caller's own principal headers never reach the handler, a
+// request without a valid token is refused, and a valid token's principal
+// arrives in the platform's headers; named keys open their function only.
+func TestEasyAuthVouchesForThePrincipal(t *testing.T) {
+	t.Parallel()
+	app, err := Load(writeApp(t, `{}`, map[string]string{
+		"remediate": httpFunction("remediate/{*rest}", `["get","post"]`, "function"),
+		"runs":      httpFunction("runs/{id}", `["get"]`, "function"),
+	}))
+	require.NoError(t, err)
+	seen := make(chan http.Header, 4)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Clone() }))
+	defer backend.Close()
+	front, err := Start(app, backend.URL)
+	require.NoError(t, err)
+	defer front.Close()
+	teamA := app.AddKey("remediate", "team-a")
+	require.NotEqual(t, app.Key("remediate"), teamA)
+
+	do := func(path string, header ...string) int {
+		req, err := http.NewRequest("GET", front.URL+path, nil)
+		require.NoError(t, err)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, 200, do("/api/remediate/runs/x?code="+teamA, "X-MS-CLIENT-PRINCIPAL-ID", "spoofed"))
+	h := <-seen
+	assert.Equal(t, "spoofed", h.Get("X-MS-CLIENT-PRINCIPAL-ID"), "without authentication the platform passes the header on as it came")
+	assert.Equal(t, 401, do("/api/runs/x?code="+teamA), "a named key opens its own function only")
+
+	front.SetAuth(&EasyAuth{Tokens: map[string]Principal{"tok-admin": {ID: "0b5c4f1e-0000-4000-8000-00000000beef", Name: "admin@contoso.com", Roles: []string{"Remediation.Run"}}}})
+	assert.Equal(t, 401, do("/api/remediate/runs/x?code="+teamA, "X-MS-CLIENT-PRINCIPAL-ID", "spoofed"), "no token, no entry")
+	assert.Equal(t, 200, do("/api/remediate/runs/x?code="+teamA, "Authorization", "Bearer tok-admin", "X-MS-CLIENT-PRINCIPAL-ID", "spoofed", "X-MS-CLIENT-PRINCIPAL-NAME", "ceo"))
+	h = <-seen
+	assert.Equal(t, "0b5c4f1e-0000-4000-8000-00000000beef", h.Get("X-MS-CLIENT-PRINCIPAL-ID"))
+	assert.Equal(t, "admin@contoso.com", h.Get("X-MS-CLIENT-PRINCIPAL-NAME"), "the caller's own headers are replaced")
+	raw, err := base64.StdEncoding.DecodeString(h.Get("X-MS-CLIENT-PRINCIPAL"))
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), `{"typ":"roles","val":"Remediation.Run"}`)
 }

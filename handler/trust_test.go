@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/azure"
+	"github.com/remediator/remediator/internal/azurite"
+	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/testing/funchost"
+)
+
+func send(t testing.TB, method, url, body string, header ...string) (hostReply, []byte) {
+	t.Helper()
+	if method == http.MethodPost {
+		return hostPost(t, url, body, header...)
+	}
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var b json.RawMessage
+	_ = json.NewDecoder(resp.Body).Decode(&b)
+	return hostReply{resp.StatusCode, resp.Header}, b
+}
+
+func runID(t testing.TB, b []byte) string {
+	t.Helper()
+	var acc struct {
+		RunID string `json:"run_id"`
+	}
+	require.NoError(t, json.Unmarshal(b, &acc), "%s", b)
+	return acc.RunID
+}
+
+// TestFunctionKeysAreCallers: through the host, with App Service
+// Authentication off, each function key is its own caller: one consumer's
+// key neither reads another's runs (follow-up included) nor replays or
+// squats its idempotency keys, and a principal header it writes itself
+// changes nothing but the audit line's note that it was not trusted.
+func TestFunctionKeysAreCallers(t *testing.T) {
+	t.Parallel()
+	conn := azurite.Start(t)
+	f := newTenant(t, 600, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
+	admin := "0b5c4f1e-0000-4000-8000-00000000beef"
+	policy := `{"function-key":{"scripts":["*"],"max_devices":3},"principal:` + admin + `":{"scripts":["*"]}}`
+	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=keys", "CALLER_POLICY="+policy)...)
+	front := startFront(t, w)
+	keyA, keyB := front.App.AddKey("remediate", "team-a"), front.App.AddKey("remediate", "team-b")
+	body := f.request(f.eligible(0, 3), `,"mode":"async"`)
+
+	reply, b := send(t, "POST", front.URL+"/api/remediate?code="+keyA, body, "Idempotency-Key", "change-1")
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	run := runID(t, b)
+	status := front.URL + "/api/remediate/runs/" + run
+	reply, _ = send(t, "GET", status+"?code="+keyA, "")
+	assert.Equal(t, 202, reply.StatusCode, "A reads its run")
+	for _, u := range []string{status + "?code=" + keyB, status + "?follow=true&code=" + keyB} {
+		reply, b = send(t, "GET", u, "")
+		assert.Equal(t, 404, reply.StatusCode, "B does not: %s", b)
+		assert.NotContains(t, string(b), f.script)
+	}
+	// B's change-1 is B's own: neither A's answer nor blocked by it; A's
+	// change-1 is still A's.
+	reply, b = send(t, "POST", front.URL+"/api/remediate?code="+keyB, body, "Idempotency-Key", "change-1")
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	assert.Empty(t, reply.Header.Get("Idempotent-Replayed"))
+	assert.NotEqual(t, run, runID(t, b))
+	reply, b = send(t, "POST", front.URL+"/api/remediate?code="+keyA, body, "Idempotency-Key", "change-1")
+	assert.Equal(t, "true", reply.Header.Get("Idempotent-Replayed"))
+	assert.Equal(t, run, runID(t, b))
+
+	// A spoofed principal: still the key's caller, under function-key's rule.
+	before := f.sim.Counters().Triggers
+	reply, b = send(t, "POST", front.URL+"/api/remediate?code="+keyA, f.request(f.eligible(3, 5), ""),
+		"X-MS-CLIENT-PRINCIPAL-ID", admin, "X-MS-CLIENT-PRINCIPAL-NAME", "ceo@contoso.com")
+	assert.Equal(t, 403, reply.StatusCode, "%s", b)
+	assert.Contains(t, string(b), "at most 3 devices")
+	assert.Equal(t, before, f.sim.Counters().Triggers)
+	logs := w.logs.String()
+	assert.Contains(t, logs, `"caller":"`+azure.KeyCaller(keyA)+`"`)
+	assert.Contains(t, logs, `"principal_header":"untrusted`)
+	assert.NotContains(t, logs, "ceo@contoso.com")
+	for _, k := range []string{keyA, keyB} {
+		assert.NotContains(t, logs, k, "no key in a log line")
+	}
+}
+
+// TestAuthenticatedPrincipalsAreCallers: with App Service Authentication
+// on, the platform's principal is the caller, its app roles are what
+// CALLER_POLICY grants by, and a principal reads only its own runs.
+func TestAuthenticatedPrincipalsAreCallers(t *testing.T) {
+	t.Parallel()
+	conn := azurite.Start(t)
+	f := newTenant(t, 600, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
+	policy := `{"role:Remediation.Run":{"scripts":["` + f.script + `"],"max_devices":10}}`
+	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=principals", "CALLER_POLICY="+policy, "WEBSITE_AUTH_ENABLED=True")...)
+	front := startFront(t, w)
+	front.SetAuth(&funchost.EasyAuth{Tokens: map[string]funchost.Principal{
+		"tok-logic-app": {ID: "6f1d0c2a-0000-4000-8000-000000000001", Name: "logic-app-weekday-run", Roles: []string{"Remediation.Run"}},
+		"tok-intern":    {ID: "6f1d0c2a-0000-4000-8000-000000000002", Name: "intern@contoso.com"},
+	}})
+	key := front.App.Key("remediate")
+	body := f.request(f.eligible(0, 4), `,"mode":"async"`)
+
+	reply, b := send(t, "POST", front.URL+"/api/remediate?code="+key, body, "Authorization", "Bearer tok-logic-app")
+	require.Equal(t, 202, reply.StatusCode, "the role grants it: %s", b)
+	run := runID(t, b)
+	reply, b = send(t, "POST", front.URL+"/api/remediate?code="+key, body, "Authorization", "Bearer tok-intern")
+	assert.Equal(t, 403, reply.StatusCode, "no role, no rule: %s", b)
+	assert.Contains(t, string(b), "principal:6f1d0c2a-0000-4000-8000-000000000002 has no rule")
+	reply, _ = send(t, "GET", front.URL+"/api/remediate/runs/"+run+"?code="+key, "", "Authorization", "Bearer tok-intern")
+	assert.Equal(t, 404, reply.StatusCode, "another principal's run")
+	reply, _ = send(t, "GET", front.URL+"/api/remediate/runs/"+run+"?code="+key, "", "Authorization", "Bearer tok-logic-app")
+	assert.Equal(t, 202, reply.StatusCode)
+	reply, _ = send(t, "GET", front.URL+"/api/remediate/runs/"+run+"?code="+key, "")
+	assert.Equal(t, 401, reply.StatusCode, "no token: App Service Authentication refuses it")
+	logs := w.logs.String()
+	assert.Contains(t, logs, `"caller":"principal:6f1d0c2a-0000-4000-8000-000000000001","caller_name":"logic-app-weekday-run"`)
+	assert.False(t, strings.Contains(logs, "tok-logic-app"), "no token in a log line")
+}
