@@ -19,8 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/azurite"
 	"github.com/remediator/remediator/internal/azure"
+	"github.com/remediator/remediator/internal/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
 )

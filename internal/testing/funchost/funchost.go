@@ -270,7 +270,7 @@ type Front struct {
 	App *App
 	// auth, when set, is App Service Authentication in front of the host.
 	auth *EasyAuth
-	mu  sync.Mutex
+	mu   sync.Mutex
 	// Invocations counts requests forwarded to the handler, by function.
 	invocations map[string]int
 	n           int
