@@ -315,7 +315,7 @@ func (e *armEval) call(fn string, a []any) any {
 		}
 		var b strings.Builder
 		for _, x := range a {
-			b.WriteString(fmt.Sprint(x))
+			fmt.Fprint(&b, x)
 		}
 		return b.String()
 	case "format":

@@ -185,32 +185,6 @@ func checkParameters(t *testing.T, where, path, method string, params []map[stri
 	}
 }
 
-// properties lists a definition's properties, through allOf.
-func properties(doc swagger, name string) map[string]any {
-	out := map[string]any{}
-	def := doc.Definitions[name]
-	if props, ok := def["properties"].(map[string]any); ok {
-		for k, v := range props {
-			out[k] = v
-		}
-	}
-	all, _ := def["allOf"].([]any)
-	for _, part := range all {
-		part := part.(map[string]any)
-		if ref, ok := part["$ref"].(string); ok {
-			for k, v := range properties(doc, strings.TrimPrefix(ref, "#/definitions/")) {
-				out[k] = v
-			}
-		}
-		if props, ok := part["properties"].(map[string]any); ok {
-			for k, v := range props {
-				out[k] = v
-			}
-		}
-	}
-	return out
-}
-
 // checkSchema: every property has a display name and a description (a bare
 // $ref takes them from its definition, as no member may stand beside a
 // $ref), durations offer forms a maker can type, and visibilities are

@@ -52,11 +52,6 @@ func appSettings(t *testing.T, tpl map[string]any, params map[string]any, existi
 	return out
 }
 
-func jsonText(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
-}
-
 // azureSets is what the Functions host and the template's other settings
 // add on Flex Consumption.
 var azureSets = map[string]string{

@@ -191,11 +191,11 @@ func (a *App) Authorized(f *Function, r *http.Request) bool {
 		key = vs[0]
 	}
 	level := "anonymous"
-	switch {
-	case key == "":
-	case key == a.MasterKey:
+	switch key {
+	case "":
+	case a.MasterKey:
 		level = "admin"
-	case key == a.HostKey, key == f.Key:
+	case a.HostKey, f.Key:
 		level = "function"
 	default:
 		for _, k := range f.Keys {
