@@ -126,7 +126,8 @@ func TestLambdaBootstrapEndToEnd(t *testing.T) {
 	cmd := exec.Command(bootstrap)
 	cmd.Env = append([]string{runMain, quickExit, "PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"),
 		"AWS_LAMBDA_FUNCTION_NAME=remediator", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
-		"_HANDLER=bootstrap", "SCHEDULED_REQUEST=" + f.request(scheduled, "")}, f.env("GRAPH_WRITE_RATE=20")...)
+		"_HANDLER=bootstrap", "SCHEDULED_REQUEST=" + f.request(scheduled, ""), "DIRECT_INVOCATION=schedule",
+		`CALLER_POLICY={"schedule":{"max_devices":2},"*":{}}`}, f.env("GRAPH_WRITE_RATE=20")...)
 	logs, err := cmd.CombinedOutput()
 	// The runtime library ends the process when the Runtime API answers 410.
 	require.Error(t, err)
@@ -169,7 +170,8 @@ func TestLambdaBootstrapEndToEnd(t *testing.T) {
 	assert.Contains(t, string(rt.errors["req-3"]), `source \"aws:sqs\"`, "the event's source is named")
 	var direct remediate.Summary
 	require.NoError(t, json.Unmarshal(rt.responses["req-4"], &direct), "%s", rt.responses["req-4"])
-	assert.Equal(t, 2, direct.Counts.Succeeded, "a Scheduler input that is a request runs as it is")
+	assert.Equal(t, 2, direct.Counts.Succeeded, "a Scheduler input that is a request runs as caller schedule (DIRECT_INVOCATION=schedule), under its rule")
+	assert.Contains(t, string(logs), `"caller":"schedule"`)
 	assert.Contains(t, string(rt.errors["req-5"]), "not JSON")
 	assert.Equal(t, 400, resp("req-6").StatusCode, "a body marked base64 that is not")
 	for i := range 7 {

@@ -417,7 +417,7 @@ func lambdaWorker(ctx context.Context, getenv func(string) string, stderr io.Wri
 		awslambda.InitError(ctx, getenv("AWS_LAMBDA_RUNTIME_API"), err)
 		return err
 	}
-	h := awslambda.New(d.api, d.svc, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest}, log)
+	h := awslambda.New(d.api, d.svc, awslambda.Settings{ScheduledRequest: cfg.ScheduledRequest, DirectInvocation: cfg.DirectInvocation}, log)
 	log.Info("lambda runtime starting", "graph_base_url", cfg.GraphBaseURL, "write_rate", cfg.GraphWriteRate)
 	go func() {
 		// The runtime loop waits on the Runtime API and never looks at ctx:

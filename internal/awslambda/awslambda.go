@@ -34,6 +34,10 @@ const apiGatewayLimit = 29 * time.Second
 type Settings struct {
 	// ScheduledRequest is the request scheduled events run; nil if none.
 	ScheduledRequest []byte
+	// DirectInvocation is the caller an event that is itself a request
+	// runs as, under CALLER_POLICY ("schedule", "invoke"); "" refuses
+	// such events (DIRECT_INVOCATION).
+	DirectInvocation string
 }
 
 // Handler is the Lambda function.
@@ -151,7 +155,13 @@ func (h *Handler) Handle(ctx context.Context, raw []byte) (any, error) {
 		}
 		return h.scheduled(ctx, h.s.ScheduledRequest)
 	case p.ManagedDevices != nil || p.CoManagedDevices != nil || p.Targets != nil:
-		return h.scheduled(ctx, raw)
+		// Whoever may invoke the function can write such an event: it runs
+		// only when the deployment allows it, as the caller it names, under
+		// that caller's rule.
+		if h.s.DirectInvocation == "" {
+			return nil, h.refuse(ctx, started, "invoke", "an event that is a remediation request arrived, but DIRECT_INVOCATION is off")
+		}
+		return h.invoked(ctx, raw)
 	}
 	source := p.Source
 	if len(p.Records) > 0 {
@@ -233,6 +243,21 @@ func (h *Handler) scheduled(ctx context.Context, request []byte) (any, error) {
 		// invocation so it shows in Lambda's error metrics.
 		b, _ := json.Marshal(ans.Body)
 		return nil, fmt.Errorf("remediator: the scheduled request was refused (HTTP %d): %s", ans.Status, b)
+	}
+	return ans.Body, nil
+}
+
+// invoked runs an event that is itself a request as the caller
+// DIRECT_INVOCATION names, policed like any other.
+func (h *Handler) invoked(ctx context.Context, request []byte) (any, error) {
+	started := time.Now()
+	caller := app.Caller{ID: h.s.DirectInvocation}
+	res, err := h.svc.Remediate(ctx, caller, request)
+	ans := h.api.RenderSchedule(res, err)
+	h.api.Audit(ctx, h.s.DirectInvocation, ans, started, "aws_request_id", requestID(ctx), "caller", caller.ID)
+	if ans.Status >= 400 && ans.Status != http.StatusFailedDependency {
+		b, _ := json.Marshal(ans.Body)
+		return nil, fmt.Errorf("remediator: the invocation's request was refused (HTTP %d): %s", ans.Status, b)
 	}
 	return ans.Body, nil
 }

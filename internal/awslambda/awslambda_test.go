@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/app"
+	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/intunesim"
@@ -32,7 +33,7 @@ type fixture struct {
 	logs    *strings.Builder
 }
 
-func setup(t *testing.T, scheduled []byte) *fixture {
+func setup(t *testing.T, scheduled []byte, with ...func(*app.Options, *Settings)) *fixture {
 	t.Helper()
 	tenant := intunesim.Generate(31, intunesim.GenerateOptions{Devices: 200})
 	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
@@ -42,9 +43,13 @@ func setup(t *testing.T, scheduled []byte) *fixture {
 	require.NoError(t, err)
 	logs := &strings.Builder{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	svc := app.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), app.Options{}, log)
+	opts, settings := app.Options{}, Settings{ScheduledRequest: scheduled}
+	for _, w := range with {
+		w(&opts, &settings)
+	}
+	svc := app.New(remediate.New(gc, pace.New(1000, 1000), remediate.Config{}, log), opts, log)
 	api := httpapi.New(svc, httpapi.Options{Audit: Audit}, log)
-	h := New(api, svc, Settings{ScheduledRequest: scheduled}, log)
+	h := New(api, svc, settings, log)
 	return &fixture{sim: sim, tenant: tenant, script: tenant.RemediationScript().ID, handler: h, logs: logs}
 }
 
@@ -234,4 +239,39 @@ func TestAssumedRolesAreTheirRole(t *testing.T) {
 	} {
 		assert.Equal(t, want, RoleARN(arn), arn)
 	}
+}
+
+// TestDirectInvocationIsPoliced: an event that is itself a request (what
+// anyone holding lambda:InvokeFunction can send) is refused unless
+// DIRECT_INVOCATION allows it, and then runs as the caller it names, under
+// that caller's rule; refused or not, it writes its audit line.
+func TestDirectInvocationIsPoliced(t *testing.T) {
+	t.Parallel()
+	off := setup(t, nil)
+	_, err := off.invoke(t, []byte(off.devices(2)))
+	assert.ErrorContains(t, err, "DIRECT_INVOCATION is off")
+	assert.Zero(t, off.sim.Counters().Requests, "nothing read, nothing triggered")
+	assert.Contains(t, off.logs.String(), `"function":"invoke"`, "the refusal has its audit line")
+
+	policed := setup(t, nil, func(o *app.Options, s *Settings) {
+		s.DirectInvocation = "schedule"
+		o.Policy = config.CallerPolicy{"schedule": {MaxDevices: 2}}
+	})
+	out, err := policed.invoke(t, []byte(policed.devices(2)))
+	require.NoError(t, err)
+	var sum remediate.Summary
+	require.NoError(t, json.Unmarshal(out, &sum))
+	assert.Equal(t, 2, sum.Counts.Succeeded)
+	assert.Contains(t, policed.logs.String(), `"caller":"schedule"`)
+	_, err = policed.invoke(t, []byte(policed.devices(3)))
+	assert.ErrorContains(t, err, "caller schedule may trigger at most 2 devices")
+	assert.Equal(t, 2, policed.sim.Counters().Triggers)
+
+	invoke := setup(t, nil, func(o *app.Options, s *Settings) {
+		s.DirectInvocation = "invoke"
+		o.Policy = config.CallerPolicy{"schedule": {}}
+	})
+	_, err = invoke.invoke(t, []byte(invoke.devices(1)))
+	assert.ErrorContains(t, err, "caller invoke has no rule")
+	assert.Zero(t, invoke.sim.Counters().Triggers)
 }

@@ -142,6 +142,10 @@ type Config struct {
 	// StorageClientID is AzureWebJobsStorage__clientId: the user-assigned
 	// identity of identity-based storage.
 	StorageClientID string
+	// DirectInvocation is DIRECT_INVOCATION: the caller a Lambda event
+	// that is itself a request runs as ("schedule" or "invoke"), or ""
+	// when such events are refused.
+	DirectInvocation string
 	// AuthEnabled is WEBSITE_AUTH_ENABLED: App Service Authentication is on,
 	// so the platform sets (and strips callers' own) X-MS-CLIENT-PRINCIPAL*
 	// headers, and they name the caller.
@@ -381,6 +385,16 @@ var Settings = []Setting{
 	{Name: "HTTP_IDLE_TIMEOUT", Default: "2m", Meaning: "idle keep-alive connections are closed after it",
 		read: duration(func(c *Config, d time.Duration) { c.HTTPIdleTimeout = d })},
 	{Name: "REMEDIATION_SCHEDULE", Meaning: "the timer's NCRONTAB expression, e.g. `0 0 6 * * 1-5`; required with a scheduled request", read: readSchedule},
+	{Name: "DIRECT_INVOCATION", Default: "off", Meaning: "Lambda: what an event that is itself a remediation request is (anyone with `lambda:InvokeFunction` can send one): `off` refuses it; `schedule` runs it as caller `schedule` (an EventBridge Scheduler schedule's input arrives so), `invoke` as caller `invoke`, each under its rule in `CALLER_POLICY`",
+		read: func(l *loader, v string) {
+			switch strings.TrimSpace(v) {
+			case "", "off":
+			case "schedule", "invoke":
+				l.c.DirectInvocation = strings.TrimSpace(v)
+			default:
+				l.bad("DIRECT_INVOCATION", "is %q: use off, schedule or invoke", v)
+			}
+		}},
 	{Name: "SCHEDULED_REQUEST", Meaning: "the request the timer runs, inline JSON (checked at start-up)", read: readScheduledRequest},
 	{Name: "SCHEDULED_REQUEST_FILE", Meaning: "the same from a file, relative to the app root", read: readScheduledRequestFile},
 	{Name: "ALERT_DEVICE_DIMENSION", Default: "DeviceId", Meaning: "alert dimension or result column holding Intune device ids",
