@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/remediator/remediator/internal/config"
+	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -44,7 +45,9 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- serveUntil(sctx, ln, api.Handler(), cfg, newLogger(io.Discard, slog.LevelError)) }()
+	go func() {
+		done <- serveUntil(sctx, ln, httpapi.Local(api.Handler(), ln.Addr().String()), cfg, newLogger(io.Discard, slog.LevelError))
+	}()
 
 	body := sampleRequest(tenant, 30, 4, 3, 2)
 	fmt.Fprintf(stderr, "demo: simulated tenant of %d devices at %s; sending %d device entries to POST /api/remediate at %.0f triggers/s...\n",

@@ -107,8 +107,8 @@ func TestFlowFollowsItsRunWithTheSubmitKey(t *testing.T) {
 		assert.Equal(t, 1, f.sim.TriggerCount(d.DeviceID, f.script))
 	}
 
-	// The same key in the header works as well; a host key opens both
-	// routes (for operators), and follow-up needs nothing more.
+	// The same key in the header works as well, and follow-up needs
+	// nothing more.
 	req, err := http.NewRequest(http.MethodGet, front.URL+"/api/remediate/runs/"+acc.RunID+"?follow=true", nil)
 	require.NoError(t, err)
 	req.Header.Set("x-functions-key", key)
@@ -116,9 +116,19 @@ func TestFlowFollowsItsRunWithTheSubmitKey(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, 200, resp.StatusCode)
+	// A host key is a caller of its own: it opens every function, but not
+	// the runs another key started.
 	reply, _ = get(t, withKey(t, front.URL+"/api/runs/"+acc.RunID, front.App.HostKey))
-	assert.Equal(t, 200, reply.StatusCode)
+	assert.Equal(t, 404, reply.StatusCode)
 	assert.NotContains(t, w.logs.String(), key, "no function key in a log line")
+
+	// An id that is not one (bytes that are not even text) is no run: 404,
+	// without a storage call or an error line.
+	for _, id := range []string{"%ff%fe", "..%2f..%2fmeta", strings.Repeat("a", 300)} {
+		reply, b = get(t, withKey(t, front.URL+"/api/remediate/runs/"+id, key))
+		assert.Equal(t, 404, reply.StatusCode, "%s: %s", id, b)
+	}
+	assert.NotContains(t, w.logs.String(), `"level":"ERROR"`)
 }
 
 // TestLargeSynchronousAnswerIsReplayed: a 6,000-device synchronous answer

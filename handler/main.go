@@ -323,7 +323,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String())
-	return serveUntil(ctx, ln, api.Handler(), cfg, log)
+	return serveUntil(ctx, ln, httpapi.Local(api.Handler(), ln.Addr().String()), cfg, log)
 }
 
 // serveUntil runs an HTTP server on ln until ctx ends, then shuts it down.

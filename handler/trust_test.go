@@ -2,9 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -127,4 +132,55 @@ func TestAuthenticatedPrincipalsAreCallers(t *testing.T) {
 	logs := w.logs.String()
 	assert.Contains(t, logs, `"caller":"principal:6f1d0c2a-0000-4000-8000-000000000001","caller_name":"logic-app-weekday-run"`)
 	assert.False(t, strings.Contains(logs, "tok-logic-app"), "no token in a log line")
+}
+
+// TestLocalServeIsNotADriveByTarget: the local server (make serve) answers
+// only requests to its loopback address with a JSON body: a web page the
+// operator visits can neither POST a text/plain body to it (no preflight)
+// nor reach it under a rebound name.
+func TestLocalServeIsNotADriveByTarget(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = []string{runMain, quickExit, "PATH=" + os.Getenv("PATH"), "PORT=" + port}
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	base := "http://127.0.0.1:" + port
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/")
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err == nil
+	}, 30*time.Second, 50*time.Millisecond, "%s", logs)
+
+	post := func(contentType string, header ...string) (int, string) {
+		req, err := http.NewRequest("POST", base+"/api/remediate", strings.NewReader(`{"managed_devices":[]}`))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", contentType)
+		for i := 0; i+1 < len(header); i += 2 {
+			if header[i] == "Host" {
+				req.Host = header[i+1]
+			}
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	status, b := post("text/plain")
+	assert.Equal(t, 415, status, "%s", b)
+	assert.Contains(t, b, "unsupported_media_type")
+	status, b = post("application/json", "Host", "rebound.attacker.example:"+port)
+	assert.Equal(t, 403, status, "%s", b)
+	assert.Contains(t, b, "not_local")
+	status, b = post("application/json", "Origin", "https://attacker.example")
+	assert.Equal(t, 403, status, "%s", b)
+	status, b = post("application/json; charset=utf-8", "Host", "localhost:"+port)
+	assert.Equal(t, 400, status, "a JSON request to its own address gets through to validation: %s", b)
+	assert.Contains(t, b, "managed_devices")
 }

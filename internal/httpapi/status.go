@@ -31,6 +31,8 @@ var codes = []struct {
 	{"invalid_invocation", http.StatusBadRequest, "the Functions host's payload could not be read"},
 	{"request_too_large", http.StatusRequestEntityTooLarge, "the body is over 1 MiB (about 10,000 devices): split the request"},
 	{"method_not_allowed", http.StatusMethodNotAllowed, "wrong method for the route (`Allow` says which)"},
+	{CodeUnsupportedMediaType, http.StatusUnsupportedMediaType, "local `serve`: a POST body not sent as `Content-Type: application/json`"},
+	{CodeNotLocal, http.StatusForbidden, "local `serve`: a `Host` other than its loopback address, or a request from a web page (`Origin`)"},
 	{app.CodeNotFound, http.StatusNotFound, "no such run, no such route, or a deployment without run storage"},
 	{remediate.CodeScriptNotAllowed, http.StatusForbidden, "a script is not on `ALLOWED_SCRIPT_POLICY_IDS`"},
 	{remediate.CodeScriptChanged, http.StatusForbidden, "a pinned script was edited after its approval (`ALLOWED_SCRIPT_PINS`)"},
@@ -54,6 +56,12 @@ var codes = []struct {
 	{app.CodeStorageUnavailable, http.StatusServiceUnavailable, "run storage could not be reached; nothing was triggered"},
 	{app.CodeInternal, http.StatusInternalServerError, "a fault of remediator's own"},
 }
+
+// Codes of the local server's refusals.
+const (
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	CodeNotLocal             = "not_local"
+)
 
 // StatusOf is the HTTP status of code (500 for a code the table lacks).
 func StatusOf(code string) int {

@@ -475,6 +475,20 @@ func asGraphError(err error) *intune.Error {
 	return &intune.Error{Message: err.Error(), Transport: true, Err: err}
 }
 
+// IsRunID reports whether id has the form of a run id: 24 lowercase hex
+// digits.
+func IsRunID(id string) bool {
+	if len(id) != 24 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func newRunID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])

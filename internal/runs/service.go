@@ -243,6 +243,11 @@ type Status struct {
 // results from Intune's run states. A run another caller submitted is
 // ErrNotFound, as if it did not exist.
 func (s *Service) Status(ctx context.Context, id, caller string, page int, follow bool) (Status, error) {
+	if !remediate.IsRunID(id) {
+		// Not an id this service ever gave out (bytes that are not text
+		// included): no storage call.
+		return Status{}, ErrNotFound
+	}
 	m, err := s.store.Meta(ctx, id)
 	if err != nil {
 		return Status{}, err
