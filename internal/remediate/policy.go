@@ -240,3 +240,34 @@ func (m *MemoryCooldown) Triggered(_ context.Context, keys []CooldownKey, at tim
 }
 
 var _ Cooldown = (*MemoryCooldown)(nil)
+
+// ScriptApproved re-checks, before a worker triggers a stored run's
+// devices, that the run's script may still run: on ALLOWED_SCRIPT_POLICY_IDS
+// as configured now and, when pinned in ALLOWED_SCRIPT_PINS, not modified
+// since (one read of the script). The answer is a code (CodeScriptNotAllowed,
+// CodeScriptChanged) and message, "" when it may run; err is a read that
+// failed, to be retried.
+func (e *Engine) ScriptApproved(ctx context.Context, tenant, id string) (code, msg string, err error) {
+	if len(e.cfg.AllowedScripts) > 0 && !e.cfg.AllowedScripts[strings.ToLower(id)] {
+		return CodeScriptNotAllowed, fmt.Sprintf("script %s is no longer on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS)", id), nil
+	}
+	pin, pinned := e.cfg.ScriptPins[strings.ToLower(id)]
+	if !pinned {
+		return "", "", nil
+	}
+	x := e.newExecution(ctx, time.Now(), 0, tenant)
+	defer x.cancel()
+	var sc intune.Script
+	if err := x.read(func(ctx context.Context) error {
+		var err error
+		sc, err = e.graph.Script(ctx, id)
+		return err
+	}); err != nil {
+		return "", "", err
+	}
+	if !sc.LastModifiedDateTime.Equal(pin) {
+		return CodeScriptChanged, fmt.Sprintf("script %s was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS)",
+			id, sc.LastModifiedDateTime.UTC().Format(time.RFC3339), pin.UTC().Format(time.RFC3339)), nil
+	}
+	return "", "", nil
+}

@@ -34,6 +34,10 @@ const (
 	ReasonCooldown        = "cooldown"
 	ReasonQueued          = "queued" // the answer's form of Pending
 	ReasonPoison          = "poison" // asynchronous run: its work item failed every delivery
+	// ReasonScriptRefused: an asynchronous run's script was taken off
+	// ALLOWED_SCRIPT_POLICY_IDS, or its pinned script changed, after the
+	// run was accepted; its devices not yet triggered are not.
+	ReasonScriptRefused = "script_refused"
 )
 
 // Run statuses.

@@ -591,3 +591,58 @@ func (f *fixture) eligibleDevices() []intunesim.Device {
 	}
 	return out
 }
+
+// TestWorkersTriggerTheStoredRun: a worker triggers the devices and
+// scripts the stored run holds for its chunk, whatever the queue message
+// says (anyone who can write to the queue could name any device and
+// script), and re-checks the allowlist as configured when it works.
+func TestWorkersTriggerTheStoredRun(t *testing.T) {
+	t.Parallel()
+	stores(t, func(t *testing.T, newStore func() runs.Store) {
+		store := newStore()
+		f := newFixture(t, store, 400, intunesim.Options{}, runs.Options{ChunkSize: 50})
+		s, pending := f.submitN(t, 100)
+		outside := f.eligibleDevices()[150].ID
+		msg, ok := f.queue.pop()
+		require.True(t, ok)
+		tampered := msg
+		tampered.Items = append([]runs.WorkItem(nil), msg.Items...)
+		tampered.Items[0].DeviceID = outside
+		tampered.Items[1].ScriptID = "11111111-2222-4333-8444-555555555555"
+		other := 50
+		if msg.Chunk == 1 {
+			other = 0
+		}
+		tampered.Items = append(tampered.Items, runs.WorkItem{Index: other, DeviceID: outside, ScriptID: f.script, Collection: "managedDevices"})
+		require.NoError(t, f.svc.Work(context.Background(), tampered))
+		assert.Zero(t, f.sim.TriggerCount(outside, f.script), "a device the run does not hold is never triggered")
+		assert.Equal(t, 50, f.sim.Counters().Triggers, "the chunk's own 50 devices, nothing else")
+
+		// The deployment drops the script from its allowlist before the
+		// other chunk is worked: its devices are not triggered.
+		log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+		strict := remediate.New(f.client, pace.New(100_000, 100_000), remediate.Config{AllowedScripts: map[string]bool{"11111111-2222-4333-8444-555555555555": true}}, log)
+		svc := runs.New(store, f.queue, strict, runs.Options{ChunkSize: 50, ClaimLease: 500 * time.Millisecond}, log)
+		for {
+			m, ok := f.queue.pop()
+			if !ok {
+				break
+			}
+			require.NoError(t, svc.Work(context.Background(), m))
+		}
+		assert.Equal(t, 50, f.sim.Counters().Triggers)
+		devs, st := f.allPages(t, s.RunID, false)
+		require.True(t, st.Done)
+		assert.Equal(t, 50, st.Summary.Counts.Succeeded)
+		assert.Equal(t, 50, st.Summary.Counts.NotAttempted)
+		refused := 0
+		for _, i := range pending {
+			if devs[i].Reason == remediate.ReasonScriptRefused {
+				refused++
+				assert.Contains(t, devs[i].Message, "no longer on this deployment's allowlist")
+			}
+		}
+		assert.Equal(t, 50, refused)
+		f.exactlyOnce(t, s, devs)
+	})
+}

@@ -26,6 +26,9 @@ type Engine interface {
 	WriteRate() float64
 	// PausedFor is how long Graph's 429 pause of tenant lasts from now.
 	PausedFor(tenant string) time.Duration
+	// ScriptApproved re-checks a script against the allowlist and pins as
+	// configured now: a code and message when it may no longer run.
+	ScriptApproved(ctx context.Context, tenant, id string) (code, msg string, err error)
 }
 
 // Credentials resolve a run's tenant credential for a worker, as for the

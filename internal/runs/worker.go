@@ -37,8 +37,13 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	if err != nil {
 		return err
 	}
+	msg.Items = s.stored(msg, c, rows)
 	todo, held, recovered := s.sort(ctx, m.TenantID, msg, rows)
-	if len(recovered) > 0 {
+	todo, refused, err := s.approved(ctx, m.TenantID, todo, rows)
+	if err != nil {
+		return err
+	}
+	if recovered = append(recovered, refused...); len(recovered) > 0 {
 		if err := s.record(ctx, msg.RunID, c, recovered); err != nil {
 			return err
 		}
@@ -158,6 +163,63 @@ func (s *Service) load(ctx context.Context, msg Message) (*Chunk, map[int]*Row, 
 		}
 	}
 	return &c, rows, nil
+}
+
+// stored is what a worker triggers for msg: the devices and scripts the
+// stored run holds for the items of its chunk, never what the message
+// says (whoever can write to the queue could name any device and
+// script). Items outside the stored chunk are dropped.
+func (s *Service) stored(msg Message, c *Chunk, rows map[int]*Row) []WorkItem {
+	inChunk := map[int]bool{}
+	for _, i := range c.Items {
+		inChunk[i] = true
+	}
+	out := make([]WorkItem, 0, len(msg.Items))
+	differ := 0
+	for _, it := range msg.Items {
+		r := rows[it.Index]
+		if len(c.Items) > 0 && !inChunk[it.Index] {
+			differ++
+			continue
+		}
+		st := WorkItem{Index: it.Index, DeviceID: r.DeviceID, ScriptID: r.ScriptPolicyID, Collection: r.Collection}
+		if st != it {
+			differ++
+		}
+		out = append(out, st)
+	}
+	if differ > 0 {
+		s.log.Warn("queue message differs from the stored run: the stored run is what is triggered", "run_id", msg.RunID, "chunk", msg.Chunk, "items", differ)
+	}
+	return out
+}
+
+// approved keeps the items whose script may still run (the allowlist and
+// pins as configured now, each script checked once); the others end
+// not_attempted, reason script_refused, in refused.
+func (s *Service) approved(ctx context.Context, tenant string, todo []WorkItem, rows map[int]*Row) (ok []WorkItem, refused []Row, err error) {
+	verdict := map[string]string{}
+	for _, it := range todo {
+		msg, seen := verdict[it.ScriptID]
+		if !seen {
+			var code string
+			if code, msg, err = s.engine.ScriptApproved(ctx, tenant, it.ScriptID); err != nil {
+				return nil, nil, fmt.Errorf("runs: script %s could not be checked: %w", it.ScriptID, err)
+			}
+			if code == "" {
+				msg = ""
+			}
+			verdict[it.ScriptID] = msg
+		}
+		if msg == "" {
+			ok = append(ok, it)
+			continue
+		}
+		r := rows[it.Index]
+		r.Outcome, r.Reason, r.Message = remediate.NotAttempted, remediate.ReasonScriptRefused, msg+"; not triggered"
+		refused = append(refused, *r)
+	}
+	return ok, refused, nil
 }
 
 // sort splits msg's items: done ones are dropped, claims younger than the
