@@ -104,26 +104,43 @@ func TestStorageDownAtStartUp(t *testing.T) {
 	assert.NotContains(t, w.logs.String(), azurite.Key, "no storage key in any log line")
 }
 
-// TestRetentionThroughTheTimer: the cleanup timer function deletes runs
-// past RUN_RETENTION, through the built binary and Azurite.
+// TestRetentionThroughTheTimer: the cleanup timer function deletes a
+// finished run past RUN_RETENTION but never one still being worked, which
+// goes only RUN_MAX_DURATION later, through the built binary and Azurite.
 func TestRetentionThroughTheTimer(t *testing.T) {
 	t.Parallel()
 	conn := azurite.Start(t)
 	f := newTenant(t, 200, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000})
-	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=work", "RUN_RETENTION=1s")...)
+	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=retention", "RUN_RETENTION=2s", "RUN_MAX_DURATION=2s")...)
 	reply, b := hostPost(t, w.url+"/api/remediate", f.request(f.eligible(0, 5), `,"mode":"async"`))
 	require.Equal(t, 202, reply.StatusCode, "%s", b)
-	loc := reply.Header.Get("Location")
-	reply, _ = get(t, loc)
-	require.Equal(t, 202, reply.StatusCode, "the run is stored")
+	finished := reply.Header.Get("Location")
+	host := newQueueHost(t, conn, "retention")
+	host.pump(t, w, host.work, "worker")
+	reply, _ = get(t, finished)
+	require.Equal(t, 200, reply.StatusCode, "the first run is done")
+	reply, b = hostPost(t, w.url+"/api/remediate", f.request(f.eligible(5, 5), `,"mode":"async"`))
+	require.Equal(t, 202, reply.StatusCode, "%s", b)
+	live := reply.Header.Get("Location") // never worked: still going
 
 	timer := `{"Data":{"timer":{"IsPastDue":false}},"Metadata":{}}`
-	require.Eventually(t, func() bool {
+	cleanup := func() {
 		reply, b := hostPost(t, w.url+"/cleanup", timer)
 		require.Equal(t, 200, reply.StatusCode, "%s", b)
-		reply, _ = get(t, loc)
+	}
+	require.Eventually(t, func() bool {
+		cleanup()
+		reply, _ = get(t, finished)
 		return reply.StatusCode == 404
-	}, 20*time.Second, 500*time.Millisecond, "the run is deleted once past RUN_RETENTION")
+	}, 20*time.Second, 300*time.Millisecond, "the finished run is deleted once past RUN_RETENTION")
+	cleanup()
+	reply, _ = get(t, live)
+	assert.Equal(t, 202, reply.StatusCode, "the run still going is whole")
+	require.Eventually(t, func() bool {
+		cleanup()
+		reply, _ = get(t, live)
+		return reply.StatusCode == 404
+	}, 20*time.Second, 300*time.Millisecond, "an unfinished run goes RUN_MAX_DURATION after its retention")
 	assert.Contains(t, w.logs.String(), `"runs_deleted":1`)
 }
 

@@ -180,7 +180,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 			wcreds = creds
 		}
 		d.runs = runs.New(st.store, st.queue, engine, runs.Options{ClaimLease: cfg.FunctionTimeout, PageSize: cfg.RunPageSize, Credentials: wcreds,
-			Retention: cfg.RunRetention, CooldownPeriod: cfg.DeviceCooldown, CleanupMaxOps: cfg.CleanupMaxOps, QueuedChunks: cfg.RunQueuedChunks}, log)
+			Retention: cfg.RunRetention, MaxRunDuration: cfg.RunMaxDuration, CooldownPeriod: cfg.DeviceCooldown, CleanupMaxOps: cfg.CleanupMaxOps, QueuedChunks: cfg.RunQueuedChunks}, log)
 		opts.Runs = d.runs
 		if st.local != nil {
 			st.local.Start(ctx, d.runs)

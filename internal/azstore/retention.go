@@ -3,6 +3,7 @@ package azstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -57,7 +58,7 @@ func (s *Store) Cleanup(ctx context.Context, p runs.Retention) (runs.Cleaned, er
 	runsB, keysB, coolB := &budget{left: max(2, p.MaxOps-2*share)}, &budget{left: share}, &budget{left: share}
 	var c runs.Cleaned
 	var err error
-	if c.Runs, err = s.cleanRuns(ctx, p.RunsBefore, runsB); err != nil {
+	if c.Runs, err = s.cleanRuns(ctx, p.RunsBefore, p.UnfinishedBefore, runsB); err != nil {
 		return c, err
 	}
 	// A key's expiry is inside its JSON value: the partition is read page
@@ -78,8 +79,10 @@ func (s *Store) Cleanup(ctx context.Context, p runs.Retention) (runs.Cleaned, er
 	return c, nil
 }
 
-// cleanRuns deletes the runs of the index days before before.
-func (s *Store) cleanRuns(ctx context.Context, before time.Time, b *budget) (int, error) {
+// cleanRuns deletes the runs of the index days before before that are
+// finished, or were created before unfinishedBefore: a run still being
+// worked is never taken from under its workers.
+func (s *Store) cleanRuns(ctx context.Context, before, unfinishedBefore time.Time, b *budget) (int, error) {
 	day := runIndexPartition(before)
 	filter := fmt.Sprintf("(PartitionKey ge '%s' and PartitionKey lt '%s') or (PartitionKey eq '%s' and RowKey lt '%s')",
 		runIndexPrefix, day, day, indexTime(before))
@@ -92,9 +95,21 @@ func (s *Store) cleanRuns(ctx context.Context, before time.Time, b *budget) (int
 			if err := json.Unmarshal(raw, &e); err != nil {
 				return err
 			}
-			_, id, _ := strings.Cut(e.RowKey, "_")
+			created, id, _ := strings.Cut(e.RowKey, "_")
 			if !validKey(id) {
 				continue
+			}
+			if created >= indexTime(unfinishedBefore) {
+				if !b.take() {
+					return nil
+				}
+				live, err := s.live(ctx, id)
+				if err != nil {
+					return err
+				}
+				if live {
+					continue
+				}
 			}
 			if _, err := s.deleteWhere(ctx, fmt.Sprintf("PartitionKey eq '%s'", id), b, nil); err != nil || b.short {
 				return err
@@ -111,6 +126,20 @@ func (s *Store) cleanRuns(ctx context.Context, before time.Time, b *budget) (int
 		return nil
 	})
 	return deleted, err
+}
+
+// live reports whether run id has a chunk not finished (one query).
+func (s *Store) live(ctx context.Context, id string) (bool, error) {
+	chunks, err := s.Chunks(ctx, id)
+	if errors.Is(err, runs.ErrNotFound) {
+		return false, nil
+	}
+	for _, c := range chunks {
+		if c.Open > 0 {
+			return true, err
+		}
+	}
+	return false, err
 }
 
 // listed hands each page of a listing to each, within the budget (one

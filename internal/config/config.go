@@ -72,8 +72,10 @@ type Config struct {
 	RunPageSize int
 	// RunRetention is how long stored runs are kept; CleanupMaxOps bounds
 	// the storage operations of one cleanup.
-	RunRetention  time.Duration
-	CleanupMaxOps int
+	RunRetention time.Duration
+	// RunMaxDuration is the longest a run may go on (RUN_MAX_DURATION).
+	RunMaxDuration time.Duration
+	CleanupMaxOps  int
 	// RunQueuedChunks is how many chunks of one run are queued at a time.
 	RunQueuedChunks int
 	// SharedBudget keeps each tenant's Graph budget in run storage, shared
@@ -420,12 +422,14 @@ var Settings = []Setting{
 		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},
 	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of `GET /api/runs/{id}` (1–5000)",
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
-	{Name: "CALLER_POLICY", Meaning: "what each caller may do, as JSON: `{\"function-key\":{\"scripts\":[\"<id>\"],\"tenants\":[\"default\"],\"max_devices\":50},\"principal:<object id>\":{…},\"*\":{…}}`; callers are `function-key` (any key holder), `principal:<id>` (App Service Authentication), `iam:<ARN>` (Lambda); a request outside its caller's rule is refused with 403 `caller_not_allowed` before anything is read. Unset: every caller may do everything",
+	{Name: "CALLER_POLICY", Meaning: "what each caller may do, as JSON: `{\"function-key\":{\"scripts\":[\"<id>\"],\"tenants\":[\"default\"],\"max_devices\":50},\"principal:<object id>\":{…},\"*\":{…}}`; callers are `key:<first 12 hex digits of the key's SHA-256>` (one function key; keys without a rule of their own use `function-key`), `principal:<object id>` with its grants `role:<app role>` and `group:<object id>` (App Service Authentication), `iam:<ARN>` (Lambda; an assumed role as its role's ARN), `schedule` and `invoke` (Lambda, `DIRECT_INVOCATION`); a caller matching several rules may do what any of them allows; a request outside its caller's rules is refused with 403 `caller_not_allowed` before anything is read. Unset: every caller may do everything",
 		read: readCallerPolicy},
 	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",
 		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
 	{Name: "RUN_QUEUED_CHUNKS", Default: "2", Meaning: "chunks (of 200 devices) one asynchronous run keeps on the queue at a time (1–100); the next is queued as one finishes, so runs of other tenants, and small runs behind a big one, interleave",
 		read: intIn(1, 100, func(c *Config, n int) { c.RunQueuedChunks = n })},
+	{Name: "RUN_MAX_DURATION", Default: "168h", DefaultDoc: "168h (7 days)", Meaning: "the longest an asynchronous run may go on; retention deletes a finished run after `RUN_RETENTION` and one still unfinished only after `RUN_RETENTION` + this, so no run is taken from under its workers",
+		read: duration(func(c *Config, d time.Duration) { c.RunMaxDuration = d })},
 	{Name: "RUN_RETENTION", Default: "720h", DefaultDoc: "720h (30 days)", Meaning: "stored runs are deleted this long after they were created (idempotency keys after `IDEMPOTENCY_TTL`, cooldown rows after `DEVICE_COOLDOWN`), by the hourly `cleanup` timer function",
 		read: duration(func(c *Config, d time.Duration) { c.RunRetention = d })},
 	{Name: "CLEANUP_MAX_OPS", Default: "2000", Meaning: "storage operations one cleanup may make (6–100000); what is left waits for the next hour",
@@ -464,6 +468,10 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if l.c.ScheduledRequest != nil && l.c.RemediationSchedule == "" && !l.lambda {
 		l.bad("REMEDIATION_SCHEDULE", "must be set when a scheduled request is configured (the schedule function reads it; on Lambda the EventBridge rule holds the schedule)")
+	}
+	if l.c.RunRetention < l.c.RunMaxDuration {
+		l.bad("RUN_RETENTION", "(%s) is shorter than RUN_MAX_DURATION (%s), the longest a run may go on: a run's account would be deleted while it may still run; raise RUN_RETENTION or lower RUN_MAX_DURATION",
+			l.c.RunRetention, l.c.RunMaxDuration)
 	}
 	if len(l.errs) > 0 {
 		return Config{}, fmt.Errorf("configuration: %w", errors.Join(l.errs...))

@@ -23,7 +23,7 @@ func TestDefaults(t *testing.T) {
 		MaxDevicesPerRun: 5000, MaxListedDevices: 250000, MaxAnswerBytes: 4 << 20, GraphCallTimeout: 30 * time.Second, GraphMaxResponseMB: 16, RetryAfterMax: 5 * time.Minute, LogLevel: slog.LevelInfo, Port: 8080,
 		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, HTTPReadTimeout: 30 * time.Second, HTTPIdleTimeout: 2 * time.Minute, AlertDeviceDimension: "DeviceId",
 		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute,
-		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, IdempotencyMemoryMB: 32, StorageCallTimeout: 2 * time.Second, RunPageSize: 1000, RunRetention: 720 * time.Hour, CleanupMaxOps: 2000, RunQueuedChunks: 2, SharedBudget: true, BudgetProcesses: 40,
+		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, IdempotencyMemoryMB: 32, StorageCallTimeout: 2 * time.Second, RunPageSize: 1000, RunRetention: 720 * time.Hour, RunMaxDuration: 168 * time.Hour, CleanupMaxOps: 2000, RunQueuedChunks: 2, SharedBudget: true, BudgetProcesses: 40,
 		SyncBudget: 90 * time.Second}, c)
 }
 
@@ -196,4 +196,16 @@ func TestCallerPolicySetting(t *testing.T) {
 		_, err := Load(env(map[string]string{"CALLER_POLICY": bad}))
 		assert.ErrorContains(t, err, "CALLER_POLICY", bad)
 	}
+}
+
+// TestRetentionOutlastsRuns: a RUN_RETENTION shorter than the longest a run
+// may go on is a start-up error that names both.
+func TestRetentionOutlastsRuns(t *testing.T) {
+	_, err := Load(env(map[string]string{"RUN_RETENTION": "24h"}))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "RUN_RETENTION")
+	assert.Contains(t, err.Error(), "24h0m0s")
+	assert.Contains(t, err.Error(), "RUN_MAX_DURATION (168h0m0s)")
+	_, err = Load(env(map[string]string{"RUN_RETENTION": "24h", "RUN_MAX_DURATION": "12h"}))
+	assert.NoError(t, err)
 }

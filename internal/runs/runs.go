@@ -99,12 +99,13 @@ type Queue interface {
 	Send(ctx context.Context, m Message, after time.Duration) error
 }
 
-// Retention says what a cleanup deletes: runs created before RunsBefore,
+// Retention says what a cleanup deletes: finished runs created before
+// RunsBefore, unfinished ones created before UnfinishedBefore,
 // idempotency keys expired before Now, cooldown rows older than
 // CooldownBefore, within MaxOps storage operations.
 type Retention struct {
-	RunsBefore, CooldownBefore, Now time.Time
-	MaxOps                          int
+	RunsBefore, UnfinishedBefore, CooldownBefore, Now time.Time
+	MaxOps                                            int
 }
 
 // Cleaned is what a cleanup deleted; Done is false when work is left.

@@ -60,6 +60,10 @@ type Options struct {
 	Credentials Credentials
 	// Retention is how long runs are kept (RUN_RETENTION). Default 30 days.
 	Retention time.Duration
+	// MaxRunDuration is the longest a run may go on (RUN_MAX_DURATION): a
+	// run not finished by then is deleted that long after its retention.
+	// Default 7 days.
+	MaxRunDuration time.Duration
 	// CooldownPeriod is DEVICE_COOLDOWN: older cooldown rows are deleted.
 	CooldownPeriod time.Duration
 	// CleanupMaxOps bounds the storage operations of one cleanup
@@ -98,6 +102,9 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 	}
 	if opts.RecordMargin <= 0 {
 		opts.RecordMargin = 5 * time.Second
+	}
+	if opts.MaxRunDuration <= 0 {
+		opts.MaxRunDuration = 7 * 24 * time.Hour
 	}
 	if opts.Retention <= 0 {
 		opts.Retention = 30 * 24 * time.Hour
@@ -383,8 +390,9 @@ func (s *Service) Cleanup(ctx context.Context) (Cleaned, error) {
 		return Cleaned{Done: true}, nil
 	}
 	now := time.Now()
-	cleaned, err := c.Cleanup(ctx, Retention{RunsBefore: now.Add(-s.opts.Retention), CooldownBefore: now.Add(-s.opts.CooldownPeriod),
-		Now: now, MaxOps: s.opts.CleanupMaxOps})
+	cleaned, err := c.Cleanup(ctx, Retention{RunsBefore: now.Add(-s.opts.Retention), UnfinishedBefore: now.Add(-s.opts.Retention - s.opts.MaxRunDuration),
+		CooldownBefore: now.Add(-s.opts.CooldownPeriod),
+		Now:            now, MaxOps: s.opts.CleanupMaxOps})
 	if err != nil {
 		return cleaned, fmt.Errorf("runs: cleanup: %w", err)
 	}
