@@ -187,16 +187,17 @@ func TestRetention(t *testing.T) {
 	require.NoError(t, err)
 	ctx := context.Background()
 	now := time.Now().UTC()
-	mk := func(id string, created time.Time, devices int) {
+	mk := func(id string, created time.Time, devices, open int) {
 		rows := make([]runs.Row, devices)
 		for i := range rows {
 			rows[i] = runs.Row{Index: i}
 		}
-		require.NoError(t, st.CreateRun(ctx, runs.Meta{RunID: id, Created: created, Devices: devices, Summary: []byte(`{}`)}, rows, []runs.Chunk{{Number: 0, Open: devices}}))
+		require.NoError(t, st.CreateRun(ctx, runs.Meta{RunID: id, Created: created, Devices: devices, Summary: []byte(`{}`)}, rows, []runs.Chunk{{Number: 0, Open: open}}))
 	}
-	mk("oldrun1", now.Add(-40*24*time.Hour), 150)
-	mk("oldrun2", now.Add(-31*24*time.Hour), 10)
-	mk("newrun", now.Add(-time.Hour), 10)
+	mk("oldrun1", now.Add(-40*24*time.Hour), 150, 150) // unfinished, but past retention + the longest a run lasts
+	mk("oldrun2", now.Add(-31*24*time.Hour), 10, 0)    // finished
+	mk("liverun", now.Add(-32*24*time.Hour), 10, 4)    // still being worked
+	mk("newrun", now.Add(-time.Hour), 10, 0)
 	_, err = st.Begin(ctx, "expired", time.Millisecond)
 	require.NoError(t, err)
 	_, err = st.Begin(ctx, "fresh", time.Hour)
@@ -206,7 +207,7 @@ func TestRetention(t *testing.T) {
 	require.NoError(t, st.Triggered(ctx, []remediate.CooldownKey{{DeviceID: "new-device", ScriptID: script}}, now))
 	time.Sleep(5 * time.Millisecond)
 
-	p := runs.Retention{RunsBefore: now.Add(-30 * 24 * time.Hour), CooldownBefore: now.Add(-10 * time.Minute), Now: time.Now(), MaxOps: 8}
+	p := runs.Retention{RunsBefore: now.Add(-30 * 24 * time.Hour), UnfinishedBefore: now.Add(-37 * 24 * time.Hour), CooldownBefore: now.Add(-10 * time.Minute), Now: time.Now(), MaxOps: 12}
 	calls := 0
 	var total runs.Cleaned
 	for {
@@ -232,6 +233,11 @@ func TestRetention(t *testing.T) {
 	}
 	_, err = st.Meta(ctx, "newrun")
 	assert.NoError(t, err, "a recent run is kept")
+	_, err = st.Meta(ctx, "liverun")
+	assert.NoError(t, err, "a run still being worked is kept")
+	rows, err := st.Rows(ctx, "liverun", 0, 200)
+	assert.NoError(t, err)
+	assert.Len(t, rows, 10, "whole")
 	assert.Equal(t, 1, total.Keys)
 	prev, err := st.Begin(ctx, "fresh", time.Hour)
 	assert.ErrorIs(t, err, replay.ErrInProgress, "the fresh key is kept (%v)", prev)
