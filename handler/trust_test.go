@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -183,4 +185,47 @@ func TestLocalServeIsNotADriveByTarget(t *testing.T) {
 	status, b = post("application/json; charset=utf-8", "Host", "localhost:"+port)
 	assert.Equal(t, 400, status, "a JSON request to its own address gets through to validation: %s", b)
 	assert.Contains(t, b, "managed_devices")
+}
+
+// TestOneCallersKeysDoNotEvictAnothers: without run storage, answers are
+// kept in memory within IDEMPOTENCY_MEMORY_MB; a caller sending far more
+// fresh keys than that holds evicts its own answers, and another caller's
+// retry still gets its first answer, triggering nothing again.
+func TestOneCallersKeysDoNotEvictAnothers(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 300, intunesim.Options{WriteLimit: 1_000_000, ReadLimit: 1_000_000})
+	w := startWorker(t, f.env("IDEMPOTENCY_MEMORY_MB=1")...)
+	dev := f.eligible(0, 1)
+	body := f.request(dev, `,"validate_device_exists":false`)
+	reply, first := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711", "x-functions-key", "KEY-B")
+	require.Equal(t, 200, reply.StatusCode, "%s", first)
+
+	const flood = 1500 // ~1.3 KB an answer: well past 1 MiB
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				reply, b := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", fmt.Sprintf("flood-%d", i), "x-functions-key", "KEY-A")
+				if !assert.Equal(t, 200, reply.StatusCode, "%s", b) {
+					return
+				}
+			}
+		})
+	}
+	for i := range flood {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	triggers := f.sim.Counters().Triggers
+	require.Equal(t, flood+1, triggers)
+
+	reply, again := hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "change-4711", "x-functions-key", "KEY-B")
+	require.Equal(t, 200, reply.StatusCode)
+	assert.Equal(t, "true", reply.Header.Get("Idempotent-Replayed"), "B's answer outlived A's flood")
+	assert.JSONEq(t, string(first), string(again))
+	reply, _ = hostPost(t, w.url+"/api/remediate", body, "Idempotency-Key", "flood-0", "x-functions-key", "KEY-A")
+	assert.Empty(t, reply.Header.Get("Idempotent-Replayed"), "A's oldest went to make room for A's newest")
+	assert.Equal(t, triggers+1, f.sim.Counters().Triggers)
 }

@@ -161,11 +161,6 @@ func (a *API) caller(r *http.Request) app.Caller {
 	return a.opts.Caller(r)
 }
 
-// scoped is an idempotency key of kind within caller's own keys: callers
-// never replay, nor block, each other's.
-func scoped(kind, caller, key string) string {
-	return kind + ":" + strconv.Quote(caller) + ":" + key
-}
 
 // readBody reads a request body of at most MaxBody bytes.
 func readBody(r *http.Request) ([]byte, *Answer) {
@@ -200,7 +195,7 @@ func (a *API) remediate(r *http.Request) Answer {
 	if key == "" {
 		return run()
 	}
-	return a.idempotent(r.Context(), scoped("remediate", caller.ID, key), raw, links, run)
+	return a.idempotent(r.Context(), replay.Key("remediate", caller.ID, key), raw, links, run)
 }
 
 // alert answers POST /api/alert (common alert schema): 200
@@ -228,7 +223,7 @@ func (a *API) alert(r *http.Request) Answer {
 	if m.Key == "" {
 		return run()
 	}
-	return a.idempotent(r.Context(), scoped("alert", caller.ID, m.Key), nil, links, run)
+	return a.idempotent(r.Context(), replay.Key("alert", caller.ID, m.Key), nil, links, run)
 }
 
 // status answers GET /api/{remediate/,alert/,}runs/{id}: 202 with Location and Retry-After

@@ -68,7 +68,10 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 	// Keeping a large answer takes a write per MiB or so.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 4*a.opts.StoreTimeout)
 	defer cancel()
-	if res.Status >= 500 || res.Status == 429 {
+	if res.Status >= 500 || res.Status == 429 || triggeredNothing(res) {
+		// A retry should not replay a fault; and an answer that triggered
+		// nothing (a refusal, a dry run) is cheaper to give again than to
+		// keep: the key is released.
 		if err := a.opts.Replays.Abandon(sctx, key); err != nil {
 			a.log.Warn("idempotency key not released", "error", err.Error())
 		}
@@ -93,11 +96,18 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 	return res
 }
 
+// triggeredNothing reports whether res is an answer that triggered
+// nothing: a refusal (4xx other than 424, whose run ran) or a dry run.
+func triggeredNothing(res Answer) bool {
+	sum, _ := res.Body.(*remediate.Summary)
+	return (res.Status >= 400 && res.Status < 500 && res.Status != StatusOf("devices_failed")) || (sum != nil && sum.Status == remediate.StatusPlanned)
+}
+
 // unkept answers when res could not be kept for its key (storage failed
 // or timed out). It is never silent:
-//   - an answer that triggered nothing (a refusal, a dry run) releases the
-//     key, so a retry runs anew, which is safe;
-//   - otherwise the answer's short form (status, run id, counts, no device
+//   - (an answer that triggered nothing was never to be kept: the key was
+//     released, so a retry runs anew, which is safe);
+//   - the answer's short form (status, run id, counts, no device
 //     list) is kept in its place, so a retry replays that instead of
 //     triggering the devices again;
 //   - when even that cannot be kept, the answer says so (the
@@ -106,12 +116,6 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 func (a *API) unkept(ctx context.Context, key string, res Answer, st replay.Stored, cause error) Answer {
 	a.log.Error("answer not kept for its idempotency key", "error", cause.Error())
 	sum, _ := res.Body.(*remediate.Summary)
-	if (res.Status >= 400 && res.Status != StatusOf("devices_failed")) || (sum != nil && sum.Status == remediate.StatusPlanned) {
-		if err := a.opts.Replays.Abandon(ctx, key); err != nil {
-			a.log.Warn("idempotency key not released", "error", err.Error())
-		}
-		return res
-	}
 	if sum != nil {
 		short := *sum
 		short.OmittedDevices += len(sum.Devices)

@@ -8,6 +8,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -24,6 +27,26 @@ type Store interface {
 	Abandon(ctx context.Context, key string) error
 }
 
+// Key is the store's key for a caller's key of a kind (an Idempotency-Key,
+// an alert's id): callers never replay, nor block, each other's.
+func Key(kind, owner, key string) string {
+	return kind + ":" + strconv.Quote(owner) + ":" + key
+}
+
+// ownerOf is the owner a Key names ("" for a key made otherwise).
+func ownerOf(key string) string {
+	_, rest, ok := strings.Cut(key, ":")
+	if !ok || !strings.HasPrefix(rest, `"`) {
+		return ""
+	}
+	q, err := strconv.QuotedPrefix(rest)
+	if err != nil {
+		return ""
+	}
+	owner, _ := strconv.Unquote(q)
+	return owner
+}
+
 // ErrInProgress is returned by Store.Begin for a key being answered.
 var ErrInProgress = errors.New("replay: a request with this key is in progress")
 
@@ -36,21 +59,30 @@ type Stored struct {
 }
 
 // Memory is a process-local Store: answers survive only as long as the
-// process, and only up to a budget of bytes, oldest answers evicted
-// first (a retry after its answer was evicted runs again). Deployments
-// with storage use the durable one.
+// process, and only up to a budget of bytes. When the budget is full, the
+// oldest answer of the owner (the caller of Key) keeping the most is
+// evicted: one caller's flood of keys evicts its own answers, never
+// another caller's (a retry after its answer was evicted runs again).
+// Deployments with storage use the durable one.
 type Memory struct {
 	mu       sync.Mutex
 	entries  map[string]*memEntry
-	order    []string // finished keys, oldest first
+	owners   map[string]*owned
 	bytes    int64
 	maxBytes int64
+}
+
+// owned is what one owner keeps: its finished keys, oldest first.
+type owned struct {
+	order []string
+	bytes int64
 }
 
 type memEntry struct {
 	stored  *Stored
 	expires time.Time
 	size    int64
+	owner   string
 }
 
 // DefaultMemoryBytes is the default budget of a Memory.
@@ -63,7 +95,7 @@ func NewMemory() *Memory { return NewMemoryBounded(DefaultMemoryBytes) }
 // NewMemoryBounded returns an empty Memory keeping answers of at most
 // maxBytes in all.
 func NewMemoryBounded(maxBytes int64) *Memory {
-	return &Memory{entries: map[string]*memEntry{}, maxBytes: maxBytes}
+	return &Memory{entries: map[string]*memEntry{}, owners: map[string]*owned{}, maxBytes: maxBytes}
 }
 
 // Begin implements Store.
@@ -73,8 +105,7 @@ func (m *Memory) Begin(_ context.Context, key string, ttl time.Duration) (*Store
 	defer m.mu.Unlock()
 	for k, e := range m.entries {
 		if now.After(e.expires) {
-			m.bytes -= e.size
-			delete(m.entries, k)
+			m.drop(k, e)
 		}
 	}
 	if e, ok := m.entries[key]; ok {
@@ -83,7 +114,7 @@ func (m *Memory) Begin(_ context.Context, key string, ttl time.Duration) (*Store
 		}
 		return e.stored, nil
 	}
-	m.entries[key] = &memEntry{expires: now.Add(ttl)}
+	m.entries[key] = &memEntry{expires: now.Add(ttl), owner: ownerOf(key)}
 	return nil, nil
 }
 
@@ -106,16 +137,48 @@ func (m *Memory) Finish(_ context.Context, key string, s Stored) error {
 	}
 	e.stored, e.size = &s, size
 	m.bytes += size
-	m.order = append(m.order, key)
-	for m.bytes > m.maxBytes && len(m.order) > 0 {
-		oldest := m.order[0]
-		m.order = m.order[1:]
+	o := m.owners[e.owner]
+	if o == nil {
+		o = &owned{}
+		m.owners[e.owner] = o
+	}
+	o.order, o.bytes = append(o.order, key), o.bytes+size
+	for m.bytes > m.maxBytes {
+		var most *owned
+		for _, c := range m.owners {
+			if most == nil || c.bytes > most.bytes {
+				most = c
+			}
+		}
+		if most == nil || len(most.order) == 0 {
+			break
+		}
+		oldest := most.order[0]
 		if old, ok := m.entries[oldest]; ok && old.stored != nil {
-			m.bytes -= old.size
-			delete(m.entries, oldest)
+			m.drop(oldest, old)
+		} else {
+			most.order = most.order[1:]
 		}
 	}
 	return nil
+}
+
+// drop forgets key (an answer evicted or expired, or a key released).
+func (m *Memory) drop(key string, e *memEntry) {
+	delete(m.entries, key)
+	if e.stored == nil {
+		return
+	}
+	m.bytes -= e.size
+	if o := m.owners[e.owner]; o != nil {
+		o.bytes -= e.size
+		if i := slices.Index(o.order, key); i >= 0 {
+			o.order = slices.Delete(o.order, i, i+1)
+		}
+		if len(o.order) == 0 {
+			delete(m.owners, e.owner)
+		}
+	}
 }
 
 // Abandon implements Store.
@@ -123,8 +186,7 @@ func (m *Memory) Abandon(_ context.Context, key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e, ok := m.entries[key]; ok {
-		m.bytes -= e.size
-		delete(m.entries, key)
+		m.drop(key, e)
 	}
 	return nil
 }

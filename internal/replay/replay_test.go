@@ -44,3 +44,35 @@ func TestMemoryIsBoundedInBytes(t *testing.T) {
 	assert.NoError(t, err)
 	assert.Nil(t, prev, "and its key is free again")
 }
+
+// TestOneCallersFloodEvictsOnlyItsOwn: caller A keeping 10,000 answers
+// within a budget that holds a fraction of them evicts A's oldest, never
+// B's answer.
+func TestOneCallersFloodEvictsOnlyItsOwn(t *testing.T) {
+	t.Parallel()
+	m := NewMemoryBounded(256 << 10)
+	ctx := context.Background()
+	keep := func(owner, key string) {
+		k := Key("remediate", owner, key)
+		_, err := m.Begin(ctx, k, time.Hour)
+		require.NoError(t, err)
+		require.NoError(t, m.Finish(ctx, k, Stored{Status: 200, Body: json.RawMessage(`{"run_id":"` + key + `","devices":[` + strings.Repeat(`{"outcome":"succeeded"},`, 10) + `{}]}`)}))
+	}
+	keep("key:bbbbbbbbbbbb", "change-4711")
+	for i := range 10000 {
+		keep("key:aaaaaaaaaaaa", fmt.Sprintf("flood-%d", i))
+		require.LessOrEqual(t, m.Bytes(), int64(256<<10))
+	}
+	kept := m.Kept()
+	_, victim := kept[Key("remediate", "key:bbbbbbbbbbbb", "change-4711")]
+	assert.True(t, victim, "B's answer survives A's flood")
+	_, newest := kept[Key("remediate", "key:aaaaaaaaaaaa", "flood-9999")]
+	_, oldest := kept[Key("remediate", "key:aaaaaaaaaaaa", "flood-0")]
+	assert.True(t, newest)
+	assert.False(t, oldest, "A's own oldest went")
+	assert.Less(t, len(kept), 10001)
+
+	// Owners are told apart even when a key holds the separators.
+	assert.Equal(t, `a":b`, ownerOf(Key("alert", `a":b`, `x:"y"`)))
+	assert.Empty(t, ownerOf("plain"))
+}
