@@ -143,7 +143,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Retry:           remediate.RetryPolicy{MaxRetryAfter: cfg.RetryAfterMax},
 	}
 	opts := app.Options{
-		Limits:         remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun},
+		Limits:         remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun, MaxTargets: cfg.MaxTargets, MaxDeviceNames: cfg.MaxDeviceNames, MaxGroupIDs: cfg.MaxGroupIDs},
 		Credentials:    creds,
 		Alerts:         alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
 		SyncBudget:     cfg.SyncBudget,
@@ -366,7 +366,7 @@ func deployed(ctx context.Context, getenv func(string) string, stderr io.Writer,
 	if cfg.ScheduledRequest != nil {
 		req, err := remediate.Decode(bytes.NewReader(cfg.ScheduledRequest))
 		if err == nil {
-			_, err = remediate.Validate(req, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun})
+			_, err = remediate.Validate(req, remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun, MaxTargets: cfg.MaxTargets, MaxDeviceNames: cfg.MaxDeviceNames, MaxGroupIDs: cfg.MaxGroupIDs})
 		}
 		if err != nil {
 			return cfg, deps{}, nil, fmt.Errorf("configuration: the scheduled request (SCHEDULED_REQUEST/SCHEDULED_REQUEST_FILE) is invalid: %w", err)

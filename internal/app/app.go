@@ -92,7 +92,7 @@ const (
 	CodeNotFound           = "not_found"
 	// CodeCallerNotAllowed: the request is outside its caller's rule in
 	// CALLER_POLICY.
-	CodeCallerNotAllowed = "caller_not_allowed"
+	CodeCallerNotAllowed = remediate.CodeCallerNotAllowed
 	// CodeAnswerTooLarge: a synchronous answer could not account for
 	// every device within MAX_ANSWER_BYTES.
 	CodeAnswerTooLarge = "answer_too_large"

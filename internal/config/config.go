@@ -38,6 +38,9 @@ type Config struct {
 	MaxDevicesPerRun int
 	// MaxListedDevices bounds the devices one run reads from device lists.
 	MaxListedDevices int
+	// MaxTargets, MaxDeviceNames and MaxGroupIDs bound a request's
+	// selectors.
+	MaxTargets, MaxDeviceNames, MaxGroupIDs int
 	// MaxAnswerBytes bounds one answer's JSON.
 	MaxAnswerBytes int
 	// GraphCallTimeout bounds one Graph request.
@@ -361,8 +364,14 @@ var Settings = []Setting{
 		read: intIn(1, 1000, func(c *Config, n int) { c.BudgetProcesses = n })},
 	{Name: "MAX_DEVICES_PER_RUN", Default: "5000", Meaning: "devices per request, listed or resolved",
 		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
-	{Name: "MAX_LISTED_DEVICES", Default: "250000", Meaning: "devices one run may read from the tenant's device list (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",
+	{Name: "MAX_LISTED_DEVICES", Default: "250000", Meaning: "devices one run may read from the tenant's device list and from groups' member pages (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",
 		read: intIn(1000, 5000000, func(c *Config, n int) { c.MaxListedDevices = n })},
+	{Name: "MAX_TARGETS", Default: "20", Meaning: "targets one request may hold (1–1000); past it, 400 naming the target",
+		read: intIn(1, 1000, func(c *Config, n int) { c.MaxTargets = n })},
+	{Name: "MAX_DEVICE_NAMES", Default: "1000", Meaning: "device names one request may hold over all its targets (1–100000; each name up to 20 is a Graph read); past it, 400 naming the target",
+		read: intIn(1, 100000, func(c *Config, n int) { c.MaxDeviceNames = n })},
+	{Name: "MAX_GROUP_IDS", Default: "20", Meaning: "groups one request may hold over all its targets (1–1000; each costs its member pages, counted in `MAX_LISTED_DEVICES`); past it, 400 naming the target",
+		read: intIn(1, 1000, func(c *Config, n int) { c.MaxGroupIDs = n })},
 	{Name: "MAX_ANSWER_BYTES", Default: "4194304", DefaultDoc: "4194304 (4 MiB)", Meaning: "the largest answer (65536–104857600): a larger summary leaves out the devices that succeeded (counted in `omitted_devices`); a synchronous run with more devices than an answer can list (this / 256) goes to workers, or is refused with 422 `answer_too_large` where there is no run storage (Lambda answers at most 6 MB)",
 		read: intIn(65536, 100<<20, func(c *Config, n int) { c.MaxAnswerBytes = n })},
 	{Name: "MAX_FLEET_PERCENT", Default: "100", DefaultDoc: "100 (off)", Meaning: "share of the tenant's Windows devices a run may trigger without `confirm_device_count`",

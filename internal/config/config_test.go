@@ -20,7 +20,7 @@ func TestDefaults(t *testing.T) {
 	c, err := Load(env(nil))
 	require.NoError(t, err)
 	assert.Equal(t, Config{GraphAuth: "none", MaxConcurrency: 8, GraphWriteRate: 8, GraphReadRate: 80,
-		MaxDevicesPerRun: 5000, MaxListedDevices: 250000, MaxAnswerBytes: 4 << 20, GraphCallTimeout: 30 * time.Second, GraphMaxResponseMB: 16, RetryAfterMax: 5 * time.Minute, LogLevel: slog.LevelInfo, Port: 8080,
+		MaxDevicesPerRun: 5000, MaxListedDevices: 250000, MaxTargets: 20, MaxDeviceNames: 1000, MaxGroupIDs: 20, MaxAnswerBytes: 4 << 20, GraphCallTimeout: 30 * time.Second, GraphMaxResponseMB: 16, RetryAfterMax: 5 * time.Minute, LogLevel: slog.LevelInfo, Port: 8080,
 		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, HTTPReadTimeout: 30 * time.Second, HTTPIdleTimeout: 2 * time.Minute, AlertDeviceDimension: "DeviceId",
 		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute,
 		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, IdempotencyMemoryMB: 32, StorageCallTimeout: 2 * time.Second, RunPageSize: 1000, RunRetention: 720 * time.Hour, RunMaxDuration: 168 * time.Hour, CleanupMaxOps: 2000, RunQueuedChunks: 2, SharedBudget: true, BudgetProcesses: 40,

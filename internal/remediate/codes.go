@@ -27,4 +27,8 @@ const (
 	// CodeGraphUnavailable: Graph could not be read (throttled,
 	// unavailable) while preparing the run; sending it again may work.
 	CodeGraphUnavailable = "graph_unavailable"
+	// CodeCallerNotAllowed: the request is outside its caller's rule in
+	// CALLER_POLICY (its selectors went past the caller's max_devices,
+	// or its scripts or tenant are not the caller's).
+	CodeCallerNotAllowed = "caller_not_allowed"
 )

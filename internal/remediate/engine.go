@@ -170,6 +170,9 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 	if len(plan.Targets) > 0 {
 		items, m, problems := x.resolve()
 		switch {
+		case x.tooMany && x.callerCap():
+			limit, name := x.deviceCap()
+			return reject(CodeCallerNotAllowed, fmt.Sprintf("the targets select more than %s (%d devices; resolving stopped at %d); nothing was triggered", name, limit, x.reached), problems)
 		case x.tooMany:
 			limit, name := x.deviceCap()
 			return reject(CodeTooManyDevices, fmt.Sprintf("the targets select more than %s (%d) devices; nothing was triggered", name, limit), problems)
@@ -342,8 +345,10 @@ type execution struct {
 	warnings []string
 	// listed counts the devices read from device lists (MaxListed).
 	listed atomic.Int64
-	// tooMany is set when selectors found more than MaxDevices.
+	// tooMany is set when selectors found more than the run's cap;
+	// reached is the count that went past it.
 	tooMany bool
+	reached int
 }
 
 // newExecution derives an execution's contexts from ctx's deadline and

@@ -27,7 +27,12 @@ type fixture struct {
 
 func newFixture(t testing.TB, devices int, simOpts intunesim.Options, writesPerSecond float64) *fixture {
 	t.Helper()
-	tenant := intunesim.Generate(77, intunesim.GenerateOptions{Devices: devices})
+	return newFixtureFor(t, intunesim.Generate(77, intunesim.GenerateOptions{Devices: devices}), simOpts, writesPerSecond)
+}
+
+// newFixtureFor is newFixture over a tenant of the test's own.
+func newFixtureFor(t testing.TB, tenant *intunesim.Tenant, simOpts intunesim.Options, writesPerSecond float64) *fixture {
+	t.Helper()
 	sim, err := intunesim.Start(intunesim.New(tenant, simOpts), "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sim.Close() })

@@ -117,7 +117,7 @@ func (x *execution) listLookup(ids []string, want map[string]bool, found map[str
 	if err != nil || count < 0 || (count+pageSize-1)/pageSize >= batches {
 		return ids // batching is cheaper, or the size is unknown
 	}
-	err = eachPage(x, x.devicePages(""), func(devs []intune.Device) bool {
+	err = eachPage(x, x.devicePages("", false), func(devs []intune.Device) bool {
 		for i := range devs {
 			if key := strings.ToLower(devs[i].ID); want[key] {
 				found[key] = &devs[i]
@@ -139,12 +139,20 @@ func (x *execution) listLookup(ids []string, want map[string]bool, found map[str
 	return rest
 }
 
-// devicePages is the fetch of eachPage over the device list under filter.
+// devicePages is the fetch of eachPage over the device list under filter;
+// capped pages are small for a caller held to a few devices.
 // It fails with errTooManyListed once the execution has read more than
 // MaxListed devices.
-func (x *execution) devicePages(filter string) func(ctx context.Context, next string) ([]intune.Device, string, error) {
+func (x *execution) devicePages(filter string, capped bool) func(ctx context.Context, next string) ([]intune.Device, string, error) {
 	return func(ctx context.Context, next string) ([]intune.Device, string, error) {
-		p, err := x.engine.graph.ListDevices(ctx, filter, pageSize, next)
+		size := pageSize
+		if limit, _ := x.deviceCap(); capped && x.callerCap() {
+			// A caller held to a few devices reads a few: pages of at
+			// most its cap and one (at least 100), so that a filter over
+			// the fleet stops within a page of the cap.
+			size = min(pageSize, max(limit+1, 100))
+		}
+		p, err := x.engine.graph.ListDevices(ctx, filter, size, next)
 		if n := x.listed.Add(int64(len(p.Devices))); n > int64(x.engine.cfg.MaxListed) {
 			return nil, "", fmt.Errorf("%w: more than %d devices read from the tenant's list (MAX_LISTED_DEVICES)", errTooManyListed, x.engine.cfg.MaxListed)
 		}

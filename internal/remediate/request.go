@@ -162,6 +162,33 @@ type Selection struct {
 type Limits struct {
 	// MaxDevices caps the devices of one request (after de-duplication).
 	MaxDevices int
+	// MaxTargets, MaxDeviceNames and MaxGroupIDs cap a request's
+	// selectors (MAX_TARGETS, MAX_DEVICE_NAMES and MAX_GROUP_IDS, the names
+	// and groups counted over all its targets); 0 takes the defaults.
+	MaxTargets, MaxDeviceNames, MaxGroupIDs int
+}
+
+// The defaults of Limits' selector caps: each name costs a Graph read
+// (up to 20 names; more read the Windows device list once), each group
+// its member pages, all of them spent from the tenant's shared read
+// budget.
+const (
+	DefaultMaxTargets     = 20
+	DefaultMaxDeviceNames = 1000
+	DefaultMaxGroupIDs    = 20
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxTargets <= 0 {
+		l.MaxTargets = DefaultMaxTargets
+	}
+	if l.MaxDeviceNames <= 0 {
+		l.MaxDeviceNames = DefaultMaxDeviceNames
+	}
+	if l.MaxGroupIDs <= 0 {
+		l.MaxGroupIDs = DefaultMaxGroupIDs
+	}
+	return l
 }
 
 // Validate checks req and returns its plan. All problems are reported in
@@ -193,7 +220,21 @@ func Validate(req Request, lim Limits) (Plan, error) {
 		add("managed_devices", "at least one of managed_devices, comanaged_devices or targets must select a device")
 	}
 	plan.ConfirmDeviceCount = req.ConfirmDeviceCount
+	lim = lim.withDefaults()
+	names, groups := 0, 0
 	for i, sel := range req.Targets {
+		if i == lim.MaxTargets {
+			add(fmt.Sprintf("targets[%d]", i), "is past the %d targets a request may hold (MAX_TARGETS); split the request", lim.MaxTargets)
+			break
+		}
+		if names += len(sel.DeviceNames); names > lim.MaxDeviceNames {
+			add(fmt.Sprintf("targets[%d].device_names", i), "brings the request's device names past %d (MAX_DEVICE_NAMES); use a filter or a group, or split the request", lim.MaxDeviceNames)
+			break
+		}
+		if groups += len(sel.GroupIDs); groups > lim.MaxGroupIDs {
+			add(fmt.Sprintf("targets[%d].group_ids", i), "brings the request's groups past %d (MAX_GROUP_IDS); split the request", lim.MaxGroupIDs)
+			break
+		}
 		field := fmt.Sprintf("targets[%d]", i)
 		t := Selection{Selector: sel, Field: field}
 		if !intune.IsGUID(sel.ScriptPolicyID) {

@@ -47,20 +47,20 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 					// Intune ignores filters it does not support and reads ne
 					// as eq: only eligible Windows devices may come out of a
 					// filter.
-					if eligible(&d) {
-						picked[strings.ToLower(d.ID)] = d
-					} else {
+					if !eligible(&d) {
 						excludedFilter++
+						continue
+					}
+					picked[strings.ToLower(d.ID)] = d
+					if x.overCap(len(items) + len(picked)) {
+						return false // one device past the cap is enough to refuse
 					}
 				}
-				return !x.overCap(len(items) + len(picked))
+				return true
 			})
 			switch {
 			case x.tooMany:
-				limit, name := x.deviceCap()
-				problems = append(problems, FieldError{t.Field + ".filter", fmt.Sprintf(
-					"selects more than %s (%d) devices; resolving stopped there: narrow the filter, split the run, or send a dry run to count them", name, limit)})
-				return nil, nil, problems
+				return nil, nil, append(problems, x.capProblem(t.Field+".filter"))
 			case errors.Is(err, errTooManyListed):
 				problems = append(problems, FieldError{t.Field + ".filter", "reading the filter's devices stopped: " + err.Error()})
 			case err != nil:
@@ -93,21 +93,38 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 					picked[strings.ToLower(d.ID)] = d
 				}
 			}
+			if x.overCap(len(items) + len(picked)) {
+				return nil, nil, append(problems, x.capProblem(field))
+			}
 		}
 		for j, g := range t.GroupIDs {
 			field := fmt.Sprintf("%s.group_ids[%d]", t.Field, j)
-			members, err := x.readGroup(g)
-			if err == nil && len(members) > 0 {
-				var idx *windowsIndex
-				if idx, err = windows(); err == nil {
-					for _, m := range members {
-						if d, ok := idx.byEntraID[strings.ToLower(m.AzureADDeviceID)]; ok {
-							picked[strings.ToLower(d.ID)] = d
-						} else {
-							unmanaged++
-						}
+			var idx *windowsIndex
+			err := x.eachGroupPage(g, func(members []intune.GroupMember) bool {
+				if len(members) == 0 {
+					return true
+				}
+				var err error
+				if idx == nil {
+					if idx, err = windows(); err != nil {
+						return false
 					}
 				}
+				for _, m := range members {
+					d, ok := idx.byEntraID[strings.ToLower(m.AzureADDeviceID)]
+					if !ok {
+						unmanaged++
+						continue
+					}
+					picked[strings.ToLower(d.ID)] = d
+					if x.overCap(len(items) + len(picked)) {
+						return false
+					}
+				}
+				return true
+			})
+			if x.tooMany {
+				return nil, nil, append(problems, x.capProblem(field))
 			}
 			if err != nil {
 				problems = append(problems, FieldError{field, "the group's devices could not be read: " + err.Error()})
@@ -140,16 +157,31 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 	return items, misses, problems
 }
 
-// overCap reports whether a real run's selectors have found more than
-// MAX_DEVICES_PER_RUN devices (n): resolving stops there, so a filter that
-// matches the whole tenant holds no more than the cap in memory. A dry
-// run resolves everything, to report the number.
+// overCap reports whether the selectors have found more devices (n) than
+// the run may trigger: resolving stops at the first device past the cap,
+// so a filter or a group that spans the tenant holds no more than the cap
+// in memory, nor costs more reads. A dry run counts past
+// MAX_DEVICES_PER_RUN, to report the number, but never past its caller's
+// max_devices: a caller limited to a few devices cannot list the fleet.
 func (x *execution) overCap(n int) bool {
-	if limit, _ := x.deviceCap(); x.plan.DryRun || limit <= 0 || n <= limit {
+	limit, _ := x.deviceCap()
+	if limit <= 0 || n <= limit || (x.plan.DryRun && !x.callerCap()) {
 		return false
 	}
-	x.tooMany = true
+	x.tooMany, x.reached = true, n
 	return true
+}
+
+// callerCap reports whether the run's cap is its caller's (CALLER_POLICY).
+func (x *execution) callerCap() bool {
+	limit, name := x.deviceCap()
+	return limit > 0 && name == x.plan.CapName && x.plan.CapName != ""
+}
+
+// capProblem is the problem of selectors that went past the run's cap.
+func (x *execution) capProblem(field string) FieldError {
+	limit, name := x.deviceCap()
+	return FieldError{field, fmt.Sprintf("selects more than %s (%d) devices; resolving stopped at the %d-th: narrow the targets, split the run, or send a dry run to count them", name, limit, x.reached)}
 }
 
 // mergeItems adds resolved items to the explicit ones: a device already
@@ -185,7 +217,7 @@ type windowsIndex struct {
 
 func (x *execution) readWindows() (*windowsIndex, error) {
 	idx := &windowsIndex{byName: map[string][]intune.Device{}, byEntraID: map[string]intune.Device{}}
-	err := x.eachDevice(windowsFilter, func(devs []intune.Device) bool {
+	err := eachPage(x, x.devicePages(windowsFilter, false), func(devs []intune.Device) bool {
 		for _, d := range devs {
 			if !isWindows(&d) {
 				continue // the filter is honoured, but never trusted
@@ -226,24 +258,25 @@ func (x *execution) byName(name string, names int, windows func() (*windowsIndex
 	return out, err
 }
 
-// eachDevice pages through the device list under filter, handing each
+// eachDevice pages through the device list under a caller's filter or name
+// query, handing each
 // page to fn and keeping none of it (a 100,000-device tenant never sits in
 // memory whole) until fn returns false.
 func (x *execution) eachDevice(filter string, fn func([]intune.Device) bool) error {
-	return eachPage(x, x.devicePages(filter), fn)
+	return eachPage(x, x.devicePages(filter, true), fn)
 }
 
-// readGroup pages through a group's device members.
-func (x *execution) readGroup(id string) ([]intune.GroupMember, error) {
-	var out []intune.GroupMember
-	err := eachPage(x, func(ctx context.Context, next string) ([]intune.GroupMember, string, error) {
+// eachGroupPage pages through a group's device members, handing each page
+// to fn until it returns false. Members count against MaxListed, as the
+// device list's pages do.
+func (x *execution) eachGroupPage(id string, fn func([]intune.GroupMember) bool) error {
+	return eachPage(x, func(ctx context.Context, next string) ([]intune.GroupMember, string, error) {
 		p, err := x.engine.graph.GroupDevices(ctx, id, next)
+		if n := x.listed.Add(int64(len(p.Members))); n > int64(x.engine.cfg.MaxListed) {
+			return nil, "", fmt.Errorf("%w: more than %d devices read from the tenant's list and groups (MAX_LISTED_DEVICES)", errTooManyListed, x.engine.cfg.MaxListed)
+		}
 		return p.Members, p.NextLink, err
-	}, func(m []intune.GroupMember) bool {
-		out = append(out, m...)
-		return true
-	})
-	return out, err
+	}, fn)
 }
 
 func (x *execution) warn(msg string) {
