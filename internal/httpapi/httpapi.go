@@ -161,7 +161,6 @@ func (a *API) caller(r *http.Request) app.Caller {
 	return a.opts.Caller(r)
 }
 
-
 // readBody reads a request body of at most MaxBody bytes.
 func readBody(r *http.Request) ([]byte, *Answer) {
 	raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))

@@ -33,7 +33,7 @@ func TestSelectorsAreBounded(t *testing.T) {
 	}
 	for body, want := range map[string]string{
 		sel(script, `"device_names":[`+strings.Join(names, ",")+`]`): "targets[0].device_names",
-		`{"targets":[` + strings.Join(targets, ",") + `]}`:          "targets[20]",
+		`{"targets":[` + strings.Join(targets, ",") + `]}`:           "targets[20]",
 		sel(script, `"group_ids":[`+strings.Join(groups, ",")+`]`):   "targets[0].group_ids",
 	} {
 		req, err := Decode(strings.NewReader(body))
