@@ -180,7 +180,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 			wcreds = creds
 		}
 		d.runs = runs.New(st.store, st.queue, engine, runs.Options{ClaimLease: cfg.FunctionTimeout, PageSize: cfg.RunPageSize, Credentials: wcreds,
-			Retention: cfg.RunRetention, MaxRunDuration: cfg.RunMaxDuration, CooldownPeriod: cfg.DeviceCooldown, CleanupMaxOps: cfg.CleanupMaxOps, QueuedChunks: cfg.RunQueuedChunks}, log)
+			Retention: cfg.RunRetention, MaxRunDuration: cfg.RunMaxDuration, FollowCache: followCache(cfg.FollowCache), FollowCacheBytes: cfg.FollowCacheMB << 20, CooldownPeriod: cfg.DeviceCooldown, CleanupMaxOps: cfg.CleanupMaxOps, QueuedChunks: cfg.RunQueuedChunks}, log)
 		opts.Runs = d.runs
 		if st.local != nil {
 			st.local.Start(ctx, d.runs)
@@ -291,6 +291,14 @@ func withEnv(getenv func(string) string, kv ...string) func(string) string {
 		}
 		return getenv(k)
 	}
+}
+
+// followCache is FOLLOW_CACHE as runs.Options takes it (negative: off).
+func followCache(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // serve answers the API on loopback until ctx ends, then drains requests in

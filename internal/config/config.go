@@ -78,6 +78,10 @@ type Config struct {
 	RunRetention time.Duration
 	// RunMaxDuration is the longest a run may go on (RUN_MAX_DURATION).
 	RunMaxDuration time.Duration
+	// FollowCache is how long follow=true results are reused;
+	// FollowCacheMB bounds them.
+	FollowCache   time.Duration
+	FollowCacheMB int
 	CleanupMaxOps  int
 	// RunQueuedChunks is how many chunks of one run are queued at a time.
 	RunQueuedChunks int
@@ -437,6 +441,17 @@ var Settings = []Setting{
 		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
 	{Name: "RUN_QUEUED_CHUNKS", Default: "2", Meaning: "chunks (of 200 devices) one asynchronous run keeps on the queue at a time (1–100); the next is queued as one finishes, so runs of other tenants, and small runs behind a big one, interleave",
 		read: intIn(1, 100, func(c *Config, n int) { c.RunQueuedChunks = n })},
+	{Name: "FOLLOW_CACHE", Default: "30s", Meaning: "how long the script results a `follow=true` read found for a page of a run are reused (`0` reads Intune on every poll): a flow polling with follow every few seconds reads each script's states once per period",
+		read: func(l *loader, v string) {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				l.bad("FOLLOW_CACHE", "%q must be a duration such as \"30s\", or 0", v)
+				return
+			}
+			l.c.FollowCache = d
+		}},
+	{Name: "FOLLOW_CACHE_MB", Default: "16", Meaning: "the most memory the reused follow-up results take (1–1024); the oldest pages go first",
+		read: intIn(1, 1024, func(c *Config, n int) { c.FollowCacheMB = n })},
 	{Name: "RUN_MAX_DURATION", Default: "168h", DefaultDoc: "168h (7 days)", Meaning: "the longest an asynchronous run may go on; retention deletes a finished run after `RUN_RETENTION` and one still unfinished only after `RUN_RETENTION` + this, so no run is taken from under its workers",
 		read: duration(func(c *Config, d time.Duration) { c.RunMaxDuration = d })},
 	{Name: "RUN_RETENTION", Default: "720h", DefaultDoc: "720h (30 days)", Meaning: "stored runs are deleted this long after they were created (idempotency keys after `IDEMPOTENCY_TTL`, cooldown rows after `DEVICE_COOLDOWN`), by the hourly `cleanup` timer function",

@@ -23,7 +23,7 @@ func TestDefaults(t *testing.T) {
 		MaxDevicesPerRun: 5000, MaxListedDevices: 250000, MaxTargets: 20, MaxDeviceNames: 1000, MaxGroupIDs: 20, MaxAnswerBytes: 4 << 20, GraphCallTimeout: 30 * time.Second, GraphMaxResponseMB: 16, RetryAfterMax: 5 * time.Minute, LogLevel: slog.LevelInfo, Port: 8080,
 		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, HTTPReadTimeout: 30 * time.Second, HTTPIdleTimeout: 2 * time.Minute, AlertDeviceDimension: "DeviceId",
 		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute,
-		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, IdempotencyMemoryMB: 32, StorageCallTimeout: 2 * time.Second, RunPageSize: 1000, RunRetention: 720 * time.Hour, RunMaxDuration: 168 * time.Hour, CleanupMaxOps: 2000, RunQueuedChunks: 2, SharedBudget: true, BudgetProcesses: 40,
+		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, IdempotencyMemoryMB: 32, StorageCallTimeout: 2 * time.Second, RunPageSize: 1000, RunRetention: 720 * time.Hour, RunMaxDuration: 168 * time.Hour, FollowCache: 30 * time.Second, FollowCacheMB: 16, CleanupMaxOps: 2000, RunQueuedChunks: 2, SharedBudget: true, BudgetProcesses: 40,
 		SyncBudget: 90 * time.Second}, c)
 }
 

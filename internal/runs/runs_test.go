@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -397,7 +398,7 @@ func TestPoisonMessageFailsItsDevices(t *testing.T) {
 
 func TestFollowUpReportsScriptResults(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, runs.NewMemoryStore(), 200, intunesim.Options{RunStateDelay: 300 * time.Millisecond}, runs.Options{})
+	f := newFixture(t, runs.NewMemoryStore(), 200, intunesim.Options{RunStateDelay: 300 * time.Millisecond}, runs.Options{FollowCache: 200 * time.Millisecond})
 	s, _ := f.submit(t)
 	f.drain(t, time.Minute)
 	devs, _ := f.allPages(t, s.RunID, true)
@@ -645,4 +646,37 @@ func TestWorkersTriggerTheStoredRun(t *testing.T) {
 		assert.Equal(t, 50, refused)
 		f.exactlyOnce(t, s, devs)
 	})
+}
+
+// TestFollowUpIsReadOncePerPeriod: a flow polling follow=true 50 times in a
+// row makes Intune's run states be read once per FOLLOW_CACHE period, not
+// once per poll, and every poll gets the same results.
+func TestFollowUpIsReadOncePerPeriod(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, runs.NewMemoryStore(), 300, intunesim.Options{}, runs.Options{FollowCache: time.Hour})
+	s, _ := f.submitN(t, 40)
+	f.drain(t, time.Minute)
+	statesReads := func() int {
+		n := 0
+		for _, r := range f.sim.Records() {
+			if strings.Contains(r.Path, "deviceRunStates") {
+				n++
+			}
+		}
+		return n
+	}
+	first, err := f.svc.Status(context.Background(), s.RunID, "", 0, true)
+	require.NoError(t, err)
+	reads := statesReads()
+	require.Positive(t, reads)
+	for range 49 {
+		st, err := f.svc.Status(context.Background(), s.RunID, "", 0, true)
+		require.NoError(t, err)
+		for i, d := range st.Summary.Devices {
+			assert.Equal(t, first.Summary.Devices[i].FollowUp, d.FollowUp)
+		}
+	}
+	assert.Equal(t, reads, statesReads(), "49 more polls, no more reads")
+	other, err := f.svc.Status(context.Background(), s.RunID, "someone-else", 0, true)
+	assert.ErrorIs(t, err, runs.ErrNotFound, "the cache answers no other caller: %v", other.Summary)
 }

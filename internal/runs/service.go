@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,6 +70,11 @@ type Options struct {
 	// CleanupMaxOps bounds the storage operations of one cleanup
 	// (CLEANUP_MAX_OPS). Default 2,000.
 	CleanupMaxOps int
+	// FollowCache is how long a page's follow=true results are reused
+	// (FOLLOW_CACHE; default 30 s, negative for none); FollowCacheBytes
+	// bounds what they take (FOLLOW_CACHE_MB; default 16 MiB).
+	FollowCache      time.Duration
+	FollowCacheBytes int
 	// QueuedChunks is how many chunks of one run are on the queue at a
 	// time (RUN_QUEUED_CHUNKS): the next is queued as one finishes, so a
 	// small run submitted behind a big one waits for a few chunks, not
@@ -78,11 +84,12 @@ type Options struct {
 
 // Service submits runs, works their chunks and reports their status.
 type Service struct {
-	store  Store
-	queue  Queue
-	engine Engine
-	opts   Options
-	log    *slog.Logger
+	store   Store
+	queue   Queue
+	engine  Engine
+	opts    Options
+	log     *slog.Logger
+	follows *followCache
 }
 
 // New returns a Service.
@@ -115,7 +122,14 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 	if opts.QueuedChunks <= 0 {
 		opts.QueuedChunks = 2
 	}
-	return &Service{store: store, queue: queue, engine: engine, opts: opts, log: log}
+	if opts.FollowCache == 0 {
+		opts.FollowCache = 30 * time.Second
+	}
+	if opts.FollowCacheBytes <= 0 {
+		opts.FollowCacheBytes = 16 << 20
+	}
+	return &Service{store: store, queue: queue, engine: engine, opts: opts, log: log,
+		follows: newFollowCache(opts.FollowCache, opts.FollowCacheBytes)}
 }
 
 // Submit writes a prepared run (its summary from remediate.Prepared.Queue,
@@ -312,7 +326,8 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 	for i, r := range rows {
 		sum.Devices[i] = r.Answered()
 	}
-	if follow {
+	key := id + "/" + strconv.Itoa(st.Page)
+	if follow && !s.follows.get(key, sum.Devices) {
 		fctx, err := ctx, error(nil)
 		if s.opts.Credentials != nil {
 			// The scripts' results are read in the run's tenant, with its
@@ -324,6 +339,8 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 		}
 		if err != nil {
 			sum.Warnings = append(sum.Warnings, "follow-up incomplete: "+err.Error())
+		} else {
+			s.follows.put(key, sum.Devices)
 		}
 	}
 	return st, nil
