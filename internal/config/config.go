@@ -82,7 +82,7 @@ type Config struct {
 	// FollowCacheMB bounds them.
 	FollowCache   time.Duration
 	FollowCacheMB int
-	CleanupMaxOps  int
+	CleanupMaxOps int
 	// RunQueuedChunks is how many chunks of one run are queued at a time.
 	RunQueuedChunks int
 	// SharedBudget keeps each tenant's Graph budget in run storage, shared
