@@ -151,7 +151,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		Policy:         cfg.CallerPolicy,
 	}
 	hopts := httpapi.Options{IdempotencyTTL: cfg.IdempotencyTTL, StoreTimeout: cfg.StorageCallTimeout, PublicBaseURL: cfg.PublicBaseURL,
-		MaxAnswerBytes: cfg.MaxAnswerBytes}
+		MaxAnswerBytes: cfg.MaxAnswerBytes, CallerRate: cfg.CallerRate}
 	switch runtime {
 	case runtimeAzure:
 		id := azure.Identity{AuthEnabled: cfg.AuthEnabled}

@@ -140,6 +140,9 @@ type Config struct {
 	// off).
 	DeviceCooldown time.Duration
 
+	// CallerRate is the requests a minute each caller may make
+	// (CALLER_RATE); 0 is no limit.
+	CallerRate float64
 	// CallerPolicy is what each caller may do (CALLER_POLICY); nil lets
 	// every caller do everything.
 	CallerPolicy CallerPolicy
@@ -437,6 +440,15 @@ var Settings = []Setting{
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
 	{Name: "CALLER_POLICY", Meaning: "what each caller may do, as JSON: `{\"function-key\":{\"scripts\":[\"<id>\"],\"tenants\":[\"default\"],\"max_devices\":50},\"principal:<object id>\":{…},\"*\":{…}}`; callers are `key:<first 12 hex digits of the key's SHA-256>` (one function key; keys without a rule of their own use `function-key`), `principal:<object id>` with its grants `role:<app role>` and `group:<object id>` (App Service Authentication), `iam:<ARN>` (Lambda; an assumed role as its role's ARN), `schedule` and `invoke` (Lambda, `DIRECT_INVOCATION`); a caller matching several rules may do what any of them allows; a request outside its caller's rules is refused with 403 `caller_not_allowed` before anything is read. Unset: every caller may do everything",
 		read: readCallerPolicy},
+	{Name: "CALLER_RATE", Default: "0", DefaultDoc: "0 (off)", Meaning: "requests a minute each caller may make (a burst of up to ten); past it, 429 `too_many_requests` with `Retry-After`, so one caller's loop cannot spend the tenant's shared Graph budget",
+		read: func(l *loader, v string) {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || n < 0 || n > 100000 {
+				l.bad("CALLER_RATE", "%q must be requests a minute from 0 (off) to 100000", v)
+				return
+			}
+			l.c.CallerRate = n
+		}},
 	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",
 		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
 	{Name: "RUN_QUEUED_CHUNKS", Default: "2", Meaning: "chunks (of 200 devices) one asynchronous run keeps on the queue at a time (1–100); the next is queued as one finishes, so runs of other tenants, and small runs behind a big one, interleave",

@@ -49,6 +49,9 @@ type Options struct {
 	// IAM caller). A caller sees only its own runs and idempotency keys.
 	// Nil: every request is the shared caller.
 	Caller func(r *http.Request) app.Caller
+	// CallerRate is the requests a minute each caller may make
+	// (CALLER_RATE); past it, 429 with Retry-After. 0 is no limit.
+	CallerRate float64
 	// PublicBaseURL is the scheme and host callers reach the API at
 	// (PUBLIC_BASE_URL, else https://WEBSITE_HOSTNAME), for absolute
 	// Location and status URLs. Empty: loopback hosts for local runs,
@@ -61,6 +64,7 @@ type API struct {
 	svc  *app.Service
 	opts Options
 	log  *slog.Logger
+	rate *callerRate
 }
 
 // New returns the API over the application service.
@@ -75,7 +79,7 @@ func New(svc *app.Service, opts Options, log *slog.Logger) *API {
 	if opts.StoreTimeout <= 0 {
 		opts.StoreTimeout = 2 * time.Second
 	}
-	return &API{svc: svc, opts: opts, log: log}
+	return &API{svc: svc, opts: opts, log: log, rate: newCallerRate(opts.CallerRate)}
 }
 
 // Routes are the API's routes. The Functions host admits a function key
@@ -132,7 +136,13 @@ func (a *API) Handler() http.Handler {
 func (a *API) audited(function string, fn func(r *http.Request) Answer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		started := time.Now()
-		ans := fn(r)
+		var ans Answer
+		if ok, wait := a.rate.allow(a.caller(r).ID, started); ok {
+			ans = fn(r)
+		} else {
+			ans = ErrorAnswer(CodeTooManyRequests, "this caller sent more requests than CALLER_RATE allows; retry after Retry-After")
+			ans.Headers = map[string]string{"Retry-After": retryAfter(wait)}
+		}
 		a.Audit(r.Context(), function, ans, started, a.hostAttrs(r)...)
 		write(w, ans)
 	})

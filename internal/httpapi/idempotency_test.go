@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -92,4 +93,51 @@ func TestAnswersNotKeptAreNeverSilent(t *testing.T) {
 	status, hdr, _ = call(h, "POST", "/api/remediate", `{"managed_devices":[]}`, "Idempotency-Key", "k3")
 	assert.Equal(t, 400, status)
 	assert.Empty(t, hdr.Get("Idempotent-Replayed"), "answered anew")
+}
+
+// TestCallerRate: with CALLER_RATE, a caller past its rate gets 429 with
+// Retry-After, and nothing is run for it; other callers are not held.
+func TestCallerRate(t *testing.T) {
+	t.Parallel()
+	api, sim, tenant := newAPI(t, app.Options{})
+	api.opts.Caller = func(r *http.Request) app.Caller { return app.Caller{ID: r.Header.Get("X-Test-Caller")} }
+	api.rate = newCallerRate(6) // a burst of 6, then one every 10 s
+	h := api.Handler()
+	body := listed(tenant, 1, `,"dry_run":true`)
+	for i := range 6 {
+		status, _, out := call(h, "POST", "/api/remediate", body, "X-Test-Caller", "a")
+		require.Equal(t, 200, status, "request %d: %s", i, out)
+	}
+	reads := sim.Counters().Requests
+	status, hdr, out := call(h, "POST", "/api/remediate", body, "X-Test-Caller", "a")
+	assert.Equal(t, 429, status, "%s", out)
+	assert.Contains(t, string(out), "too_many_requests")
+	assert.Equal(t, "10", hdr.Get("Retry-After"))
+	assert.Equal(t, reads, sim.Counters().Requests, "nothing read for a refused request")
+	status, _, _ = call(h, "GET", "/api/runs/0123456789abcdef01234567", "", "X-Test-Caller", "a")
+	assert.Equal(t, 429, status, "every route counts")
+	status, _, _ = call(h, "POST", "/api/remediate", body, "X-Test-Caller", "b")
+	assert.Equal(t, 200, status, "another caller has its own allowance")
+
+	// The bucket refills at the rate and never grows past its burst.
+	r := newCallerRate(60)
+	now := time.Now()
+	for range 10 {
+		ok, _ := r.allow("c", now)
+		require.True(t, ok)
+	}
+	ok, wait := r.allow("c", now)
+	assert.False(t, ok)
+	assert.Equal(t, time.Second, wait)
+	ok, _ = r.allow("c", now.Add(time.Second))
+	assert.True(t, ok)
+	ok, _ = r.allow("c", now.Add(time.Hour))
+	assert.True(t, ok)
+	for range 9 {
+		ok, _ = r.allow("c", now.Add(time.Hour))
+		require.True(t, ok)
+	}
+	ok, _ = r.allow("c", now.Add(time.Hour))
+	assert.False(t, ok, "an hour idle refills ten, not 3,600")
+	assert.Nil(t, newCallerRate(0), "0 is off")
 }

@@ -46,6 +46,7 @@ var codes = []struct {
 	{app.CodeAnswerTooLarge, http.StatusUnprocessableEntity, "more devices than one answer can account for (`MAX_ANSWER_BYTES`) and no run storage to take the run: split it"},
 	{"idempotency_key_reused", http.StatusUnprocessableEntity, "the `Idempotency-Key` was used for another body"},
 	{remediate.CodeConfirmationRequired, http.StatusPreconditionRequired, "over `MAX_FLEET_PERCENT`: send `confirm_device_count` (the message says the number)"},
+	{CodeTooManyRequests, http.StatusTooManyRequests, "the caller sent more requests than `CALLER_RATE` allows; retry after `Retry-After`"},
 	{"in_progress", http.StatusConflict, "a request with this `Idempotency-Key` is still being answered; retry after `Retry-After`"},
 	{remediate.CodeFleetSizeUnknown, http.StatusServiceUnavailable, "the tenant's Windows devices could not be counted for `MAX_FLEET_PERCENT`"},
 	{remediate.CodeGraphUnavailable, http.StatusServiceUnavailable, "Graph could not be read while preparing the run (throttled, unavailable): send it again after `Retry-After`"},
@@ -61,6 +62,7 @@ var codes = []struct {
 const (
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeNotLocal             = "not_local"
+	CodeTooManyRequests      = "too_many_requests"
 )
 
 // StatusOf is the HTTP status of code (500 for a code the table lacks).
