@@ -356,7 +356,8 @@ func (e *armEval) call(fn string, a []any) any {
 	case "subscription":
 		return map[string]any{"id": "/subscriptions/sub", "subscriptionId": "sub", "tenantId": "tenant"}
 	case "environment":
-		return map[string]any{"suffixes": map[string]any{"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"}}
+		return map[string]any{"suffixes": map[string]any{"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"},
+			"authentication": map[string]any{"loginEndpoint": "https://login.microsoftonline.com/"}}
 	case "resourceid", "subscriptionresourceid":
 		types := strings.Split(str(0), "/")
 		path := []string{types[0]}

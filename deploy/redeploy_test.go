@@ -182,3 +182,35 @@ func TestNoExampleNeedsAHostKey(t *testing.T) {
 		}
 	}
 }
+
+// TestTemplateAuthentication: App Service Authentication only when asked
+// for, and then for every request: a token for the app registration is
+// required (401 otherwise), for the audience given or api://<client id>.
+func TestTemplateAuthentication(t *testing.T) {
+	t.Parallel()
+	tpl := readTemplate(t)
+	find := func(resources []deployed) map[string]any {
+		for _, r := range resources {
+			if strings.HasSuffix(r.Name, "/authsettingsV2") {
+				return asMap(r.Properties)
+			}
+		}
+		return nil
+	}
+	resources, _ := deploy(t, tpl, nil, armEnv{principal: "p"})
+	assert.Nil(t, find(resources), "no authentication unless asked for")
+
+	resources, _ = deploy(t, tpl, map[string]any{"authClientId": "7e1c2f3a-0000-4000-8000-0000000000aa",
+		"authAllowedClientApplications": []any{"5b2a0c1d-0000-4000-8000-0000000000bb"}}, armEnv{principal: "p"})
+	auth := find(resources)
+	require.NotNil(t, auth)
+	gv := asMap(auth["globalValidation"])
+	assert.Equal(t, true, gv["requireAuthentication"])
+	assert.Equal(t, "Return401", gv["unauthenticatedClientAction"], "a flow gets a 401, never a login page")
+	aad := asMap(asMap(auth["identityProviders"])["azureActiveDirectory"])
+	assert.Equal(t, "7e1c2f3a-0000-4000-8000-0000000000aa", asMap(aad["registration"])["clientId"])
+	assert.Equal(t, "https://login.microsoftonline.com/tenant/v2.0", asMap(aad["registration"])["openIdIssuer"])
+	v := asMap(aad["validation"])
+	assert.Equal(t, []any{"api://7e1c2f3a-0000-4000-8000-0000000000aa"}, v["allowedAudiences"])
+	assert.Equal(t, []any{"5b2a0c1d-0000-4000-8000-0000000000bb"}, asMap(v["defaultAuthorizationPolicy"])["allowedApplications"])
+}
