@@ -229,3 +229,27 @@ func TestOneCallersKeysDoNotEvictAnothers(t *testing.T) {
 	assert.Empty(t, reply.Header.Get("Idempotent-Replayed"), "A's oldest went to make room for A's newest")
 	assert.Equal(t, triggers+1, f.sim.Counters().Triggers)
 }
+
+// TestSelectorsAreBoundedThroughTheBinary: 5,000 names, or 5,000 targets,
+// are a 400 naming where the request went past its cap, before any Graph
+// read.
+func TestSelectorsAreBoundedThroughTheBinary(t *testing.T) {
+	t.Parallel()
+	f := newTenant(t, 100, intunesim.Options{})
+	w := startWorker(t, f.env()...)
+	names := make([]string, 5000)
+	targets := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf(`"PC-%05d"`, i)
+		targets[i] = `{"script_policy_id":"` + f.script + `","device_names":["PC-1"]}`
+	}
+	for body, field := range map[string]string{
+		`{"targets":[{"script_policy_id":"` + f.script + `","device_names":[` + strings.Join(names, ",") + `]}]}`: "targets[0].device_names",
+		`{"targets":[` + strings.Join(targets, ",") + `]}`:                                                        "targets[20]",
+	} {
+		reply, b := hostPost(t, w.url+"/api/remediate", body)
+		assert.Equal(t, 400, reply.StatusCode, "%.300s", b)
+		assert.Contains(t, string(b), `"field":"`+field+`"`)
+	}
+	assert.Zero(t, f.sim.Counters().Requests, "refused before any Graph read")
+}
