@@ -124,11 +124,15 @@ func TestTenantsArePacedApart(t *testing.T) {
 	assert.Less(t, time.Since(started), 5*time.Second)
 
 	triggers := f.sim.Counters().Triggers
-	plan.TenantID = a
+	plan.TenantID, plan.ValidateDevices = a, false // straight to the triggers
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	s = e.Complete(ctx, plan)
 	assert.Equal(t, 5, s.Counts.NotAttempted, "A waits for its pause")
+	for _, d := range s.Devices {
+		assert.Equal(t, ReasonThrottled, d.Reason, "a pause is named as such, not as a deadline")
+		assert.Contains(t, d.Message, "Retry-After) until ", "%+v", d)
+	}
 	assert.Equal(t, triggers, f.sim.Counters().Triggers)
 	assert.Greater(t, e.PausedFor(a), 59*time.Minute)
 	assert.Zero(t, e.PausedFor(b))

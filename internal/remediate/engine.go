@@ -311,7 +311,7 @@ func (e *Engine) reject(s *Summary, x *execution, started time.Time, code, msg s
 func (e *Engine) finish(s *Summary, x *execution, started time.Time) *Summary {
 	for i := range s.Devices {
 		if d := &s.Devices[i]; d.Outcome == Pending {
-			d.Outcome, d.Reason = NotAttempted, x.stopReason()
+			x.notAttempted(d)
 		}
 	}
 	x.account(s)
@@ -401,12 +401,26 @@ func (x *execution) throttling() Throttling {
 	return Throttling{ThrottledResponses: n, WaitedMS: x.throttle.waited().Milliseconds(), RetryAfterCapped: capped}
 }
 
-// stopReason says why no more calls may start.
+// stopReason says why no more calls may start: the run was canceled, the
+// tenant is paused by Intune's Retry-After (the time ran out waiting for
+// it: throttled, not a timeout to raise), or the time ran out.
 func (x *execution) stopReason() string {
-	if errors.Is(context.Cause(x.runCtx), context.Canceled) {
+	switch {
+	case errors.Is(context.Cause(x.runCtx), context.Canceled):
 		return ReasonCanceled
+	case x.pacer.PausedFor() > 0:
+		return ReasonThrottled
 	}
 	return ReasonDeadline
+}
+
+// notAttempted ends res unsent for stopReason, saying when a throttling
+// pause ends.
+func (x *execution) notAttempted(res *DeviceResult) {
+	res.Outcome, res.Reason, res.Message = NotAttempted, x.stopReason(), ""
+	if res.Reason == ReasonThrottled {
+		res.Message = "Intune has paused this tenant's calls (Retry-After) until " + time.Now().Add(x.pacer.PausedFor()).UTC().Format(time.RFC3339) + "; the run's time ran out before then"
+	}
 }
 
 // triggerAll triggers every pending device of results (results[i] is
@@ -419,7 +433,7 @@ func (x *execution) triggerAll(results []DeviceResult, items []Item) {
 			continue
 		}
 		if x.runCtx.Err() != nil {
-			results[i].Outcome, results[i].Reason = NotAttempted, x.stopReason()
+			x.notAttempted(&results[i])
 			continue
 		}
 		g.Go(func() error {
@@ -449,10 +463,13 @@ func (x *execution) trigger(it Item, res *DeviceResult) {
 	res.HTTPStatus, res.ErrorCode, res.RequestID, res.Message = ge.Status, ge.Code, ge.RequestID, ge.Message
 	switch {
 	case errors.Is(err, errNoTime) && attempts == 0:
-		res.Outcome, res.Reason, res.Message = NotAttempted, x.stopReason(), ""
+		x.notAttempted(res)
 	case errors.Is(err, errNoTime) && ge.Throttled():
-		res.Outcome, res.Reason = NotAttempted, x.stopReason()
-		res.Message = "still throttled when the run's time ran out; Intune did not accept the trigger"
+		x.notAttempted(res)
+		res.Reason = ReasonThrottled
+		if res.Message == "" {
+			res.Message = "still throttled when the run's time ran out; Intune did not accept the trigger"
+		}
 	case ge.Unavailable():
 		res.Reason = ReasonOutcomeUnknown
 		res.Message = "no definite answer (" + ge.Message + "); the trigger may have taken effect"

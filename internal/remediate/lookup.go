@@ -68,7 +68,7 @@ func (x *execution) validate(s *Summary) *validationFailure {
 			}
 			res.HTTPStatus, res.ErrorCode, res.RequestID = ge.Status, ge.Code, ge.RequestID
 		default: // not looked up before the deadline
-			res.Outcome, res.Reason = NotAttempted, x.stopReason()
+			x.notAttempted(res)
 		}
 		// Explicitly listed devices follow ignore_partial_failures; devices
 		// a selector found are a set, and an ineligible one is only skipped.

@@ -26,6 +26,10 @@ const (
 	ReasonEntraRegistered = "entra_registered"
 	ReasonLookupFailed    = "lookup_failed"
 	ReasonDeadline        = "deadline"
+	// ReasonThrottled: the run's time ran out while Intune had the tenant
+	// paused (a Retry-After, possibly capped by RETRY_AFTER_MAX); the
+	// message says when the pause ends.
+	ReasonThrottled = "throttled"
 	ReasonCanceled        = "canceled"
 	ReasonRunRejected     = "run_rejected"
 	ReasonNotManaged      = "not_managed"
