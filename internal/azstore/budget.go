@@ -44,12 +44,20 @@ func (s *Store) Claim(ctx context.Context, key string, from int64, want int, hor
 	if !validKey(pk) {
 		return 0, 0, fmt.Errorf("azstore: %q is not a usable budget key", key)
 	}
+	lost := 0
+	contended := func(err error) error {
+		if lost > 0 && ctx.Err() != nil {
+			// Out of time while others kept winning the row: busy, not down.
+			return fmt.Errorf("%w (%d lost races): %v", pace.ErrContended, lost, err)
+		}
+		return err
+	}
 	for range claimAttempts {
 		var row budgetNext
 		etag, err := s.get(ctx, pk, budgetRow, &row)
 		missing := errors.Is(err, runs.ErrNotFound)
 		if err != nil && !missing {
-			return 0, 0, err
+			return 0, 0, contended(err)
 		}
 		first := max(row.Next, from)
 		if want <= 0 || first > from+horizon {
@@ -72,8 +80,9 @@ func (s *Store) Claim(ctx context.Context, key string, from int64, want int, hor
 			return first, want, nil
 		}
 		if !hasCode(err, conflict) {
-			return 0, 0, err
+			return 0, 0, contended(err)
 		}
+		lost++
 	}
 	return 0, 0, nil
 }

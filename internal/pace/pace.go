@@ -52,8 +52,27 @@ func New(writesPerSecond, readsPerSecond float64) *Pacer {
 		writes: rate.NewLimiter(rate.Limit(writesPerSecond), 1),
 		reads:  rate.NewLimiter(rate.Limit(readsPerSecond), 20),
 	}
-	p.writeWait, p.readWait = p.writes, p.reads
+	p.writeWait, p.readWait = local(p.writes), local(p.reads)
 	return p
+}
+
+// localLimiter is a process's own limiter, waited for so that a slot
+// found stale after the wait (a freeze, a late timer) is never used.
+type localLimiter struct {
+	lim   *rate.Limiter
+	late  time.Duration
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) error
+}
+
+func local(lim *rate.Limiter) localLimiter {
+	spacing := time.Duration(float64(time.Second) / math.Max(float64(lim.Limit()), 0.001))
+	return localLimiter{lim: lim, late: max(spacing, 20*time.Millisecond), now: time.Now, sleep: Sleep}
+}
+
+// WaitN implements waiter.
+func (l localLimiter) WaitN(ctx context.Context, n int) error {
+	return localWait(ctx, l.lim, n, l.late, l.now, l.sleep)
 }
 
 // waiter hands out tokens: a rate.Limiter, or a shared budget.
@@ -77,7 +96,7 @@ func (p *Pacer) For(key string) *Pacer {
 		p.tenants = map[string]*Pacer{}
 	}
 	t := &Pacer{writes: rate.NewLimiter(p.writes.Limit(), p.writes.Burst()), reads: rate.NewLimiter(p.reads.Limit(), p.reads.Burst()), shared: p.shared}
-	t.writeWait, t.readWait = t.writes, t.reads
+	t.writeWait, t.readWait = local(t.writes), local(t.reads)
 	t.share(key)
 	p.tenants[key] = t
 	return t
@@ -100,16 +119,22 @@ func (p *Pacer) Read(ctx context.Context, n int) (time.Duration, error) {
 
 func (p *Pacer) wait(ctx context.Context, l waiter, n int) (time.Duration, error) {
 	start := time.Now()
-	if err := p.Gate(ctx); err != nil {
+	if _, err := p.gate(ctx); err != nil {
 		return time.Since(start), err
 	}
-	if err := l.WaitN(ctx, n); err != nil {
-		return time.Since(start), err
+	for {
+		if err := l.WaitN(ctx, n); err != nil {
+			return time.Since(start), err
+		}
+		// A 429 that arrived while this caller waited for its slot holds it
+		// too: the gate is checked again after the slot, not only before.
+		// A caller held there takes a new slot when the pause ends, so
+		// that the callers a pause held resume at the pace, not at once.
+		held, err := p.gate(ctx)
+		if err != nil || !held {
+			return time.Since(start), err
+		}
 	}
-	// A 429 that arrived while this caller waited for its slot holds it
-	// too: the gate is checked again after the slot, not only before.
-	err := p.Gate(ctx)
-	return time.Since(start), err
 }
 
 // fellBack records that the shared budget could not be reached.
@@ -138,15 +163,23 @@ func (p *Pacer) PausedFor() time.Duration {
 // Gate waits until no 429 pause is in force. A pause extended while
 // waiting is waited for too.
 func (p *Pacer) Gate(ctx context.Context) error {
+	_, err := p.gate(ctx)
+	return err
+}
+
+// gate is Gate, reporting whether it had to wait.
+func (p *Pacer) gate(ctx context.Context) (bool, error) {
+	held := false
 	for {
 		p.mu.Lock()
 		d := time.Until(p.until)
 		p.mu.Unlock()
 		if d <= 0 {
-			return ctx.Err()
+			return held, ctx.Err()
 		}
+		held = true
 		if err := Sleep(ctx, d); err != nil {
-			return err
+			return held, err
 		}
 	}
 }

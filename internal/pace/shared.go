@@ -3,6 +3,7 @@ package pace
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -101,8 +102,14 @@ type sharedLimiter struct {
 	late    time.Duration // how late a held position may still be used
 	local   *rate.Limiter // the share used while the store is down
 	owner   *Pacer
+	// now and sleep are the clock (tests replace them to freeze the
+	// process between a wait and the call it admits).
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 
-	claimMu sync.Mutex // one claim at a time for this budget
+	// claiming admits one claim at a time for this budget (a channel, so
+	// that a waiter behind it gives up with its context).
+	claiming chan struct{}
 
 	mu   sync.Mutex
 	held []int64 // claimed positions not yet used, earliest first
@@ -115,7 +122,21 @@ type sharedLimiter struct {
 	prefetching bool
 	// failures counts the claims that failed in a row.
 	failures int
+	// claims counts the claims made; lastErr is the last one's error: a
+	// waiter that waited behind a failed claim does not call the store
+	// again (one claimer per process and budget).
+	claims  int
+	lastErr error
 }
+
+// errStoreDown is the error of a claim not made because the store was
+// found down moments ago.
+var errStoreDown = errors.New("shared Graph budget: storage is down; using the local share")
+
+// ErrContended is what a Shared store's Claim returns (wrapped) when its
+// time ran out while other processes kept winning the budget's row: the
+// store answers, it is only busy, so this is no outage.
+var ErrContended = errors.New("shared Graph budget: the budget's row is contended")
 
 func newSharedLimiter(o *SharedOptions, key string, perSecond float64, burst int, owner *Pacer) *sharedLimiter {
 	perSecond = max(perSecond, 0.001)
@@ -126,16 +147,22 @@ func newSharedLimiter(o *SharedOptions, key string, perSecond float64, burst int
 		ahead:   max(1, int(math.Ceil(perSecond/2))),
 		// A late position is used at once: at most this late, so that a
 		// window of Intune's holds at most rate×(window+late) calls.
-		late:  max(spacing, 20*time.Millisecond),
-		local: rate.NewLimiter(rate.Limit(perSecond/float64(o.Processes)), burst),
-		owner: owner,
+		late:     max(spacing, 20*time.Millisecond),
+		local:    rate.NewLimiter(rate.Limit(perSecond/float64(o.Processes)), burst),
+		owner:    owner,
+		now:      time.Now,
+		sleep:    Sleep,
+		claiming: make(chan struct{}, 1),
 	}
 }
 
 // at is when position pos falls due.
 func (l *sharedLimiter) at(pos int64) time.Time { return time.Unix(0, pos*int64(l.spacing)) }
 
-// WaitN waits for n positions and until the last of them falls due.
+// WaitN waits for n positions and until the last of them falls due. A
+// position found stale when the wait ends (the process was frozen, or a
+// timer fired late) is dropped and another taken: calls never go out late
+// in a bunch.
 func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 	l.mu.Lock()
 	l.waiting++
@@ -149,11 +176,11 @@ func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		now := time.Now()
+		now := l.now()
 		l.mu.Lock()
 		if now.Before(l.down) {
 			l.mu.Unlock()
-			return l.local.WaitN(ctx, n)
+			return localWait(ctx, l.local, n, l.late, l.now, l.sleep)
 		}
 		l.dropLate(now)
 		want := l.want(n)
@@ -167,7 +194,13 @@ func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 				go l.prefetch(want)
 			}
 			l.mu.Unlock()
-			return Sleep(ctx, time.Until(due))
+			if err := l.sleep(ctx, due.Sub(now)); err != nil {
+				return err
+			}
+			if l.now().Sub(due) > l.late {
+				continue // stale after the wait: take a position that is not
+			}
+			return nil
 		}
 		l.mu.Unlock()
 		progressed, err := l.claim(ctx, want)
@@ -175,12 +208,36 @@ func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil:
-			l.failed(err)
+			// counted by claim; the next round finds the store down, or
+			// tries it again
 		case !progressed:
-			// Every position up to the horizon is taken: let time pass.
-			if err := Sleep(ctx, l.o.Horizon/4); err != nil {
+			// Every position up to the horizon is taken, or the row was
+			// contended: let time pass.
+			if err := l.sleep(ctx, min(l.o.Horizon/4, max(l.spacing, 100*time.Millisecond))); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// localWait takes n tokens of lim and waits for them, like lim.WaitN,
+// but a slot found stale when the wait ends (a frozen process, a late
+// timer) is not used: another is taken, so that waiters released together
+// after a freeze go out at the pace, not at once.
+func localWait(ctx context.Context, lim *rate.Limiter, n int, late time.Duration, now func() time.Time, sleep func(context.Context, time.Duration) error) error {
+	for {
+		t := now()
+		r := lim.ReserveN(t, n)
+		if !r.OK() {
+			return fmt.Errorf("pace: %d tokens exceed the burst of %d", n, lim.Burst())
+		}
+		due := t.Add(r.DelayFrom(t))
+		if err := sleep(ctx, due.Sub(t)); err != nil {
+			r.CancelAt(t)
+			return err
+		}
+		if now().Sub(due) <= late {
+			return nil
 		}
 	}
 }
@@ -203,25 +260,7 @@ func (l *sharedLimiter) prefetch(want int) {
 	l.mu.Lock()
 	want += len(l.held)
 	l.mu.Unlock()
-	if _, err := l.claim(context.Background(), want); err != nil {
-		l.failed(err)
-	}
-}
-
-// failed counts a claim that failed; the second failure in a row (a store
-// down, not one slow answer) switches to the local share for a while.
-func (l *sharedLimiter) failed(err error) {
-	l.mu.Lock()
-	l.failures++
-	down := l.failures >= 2
-	if down {
-		l.failures = 0
-		l.down = time.Now().Add(l.o.Retry)
-	}
-	l.mu.Unlock()
-	if down {
-		l.owner.fellBack(err)
-	}
+	_, _ = l.claim(context.Background(), want) // a failure is counted by claim
 }
 
 // dropLate forgets held positions too far in the past (l.mu held).
@@ -236,13 +275,31 @@ func (l *sharedLimiter) dropLate(now time.Time) {
 // claim takes want positions, after those held, from the store; it
 // reports false when it found none before the horizon.
 func (l *sharedLimiter) claim(ctx context.Context, want int) (bool, error) {
-	l.claimMu.Lock()
-	defer l.claimMu.Unlock()
 	l.mu.Lock()
-	l.dropLate(time.Now())
-	if len(l.held) >= want {
+	seen := l.claims
+	l.mu.Unlock()
+	select {
+	case l.claiming <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-l.claiming }()
+	l.mu.Lock()
+	l.dropLate(l.now())
+	switch {
+	case len(l.held) >= want:
 		l.mu.Unlock()
 		return true, nil // another waiter's claim brought them
+	case l.now().Before(l.down):
+		l.mu.Unlock()
+		return false, errStoreDown
+	case l.claims != seen && l.lastErr != nil:
+		// The claim this waiter waited behind failed: it does not ask the
+		// store again; the claimer's next try, or the local share, serves
+		// it.
+		err := l.lastErr
+		l.mu.Unlock()
+		return false, err
 	}
 	began := time.Now()
 	from := (began.Add(l.lead).UnixNano() + int64(l.spacing) - 1) / int64(l.spacing)
@@ -255,14 +312,31 @@ func (l *sharedLimiter) claim(ctx context.Context, want int) (bool, error) {
 	first, got, err := l.o.Store.Claim(cctx, l.key, from, want, l.horizon)
 	cancel()
 	took := min(time.Since(began), l.o.Horizon/4)
+	if errors.Is(err, ErrContended) && ctx.Err() == nil {
+		err = nil // busy, not down: no positions this time
+	}
 	l.mu.Lock()
 	l.lead = (3*l.lead + took) / 4
-	if err == nil {
+	l.claims++
+	l.lastErr = nil
+	wentDown := false
+	if err != nil {
+		// The second store call in a row that fails (a store down, not one
+		// slow answer) switches to the local share for a while.
+		err = fmt.Errorf("shared Graph budget: %w", err)
+		l.lastErr, l.failures = err, l.failures+1
+		if wentDown = l.failures >= 2; wentDown {
+			l.failures, l.down = 0, l.now().Add(l.o.Retry)
+		}
+	} else {
 		l.failures = 0
 	}
 	l.mu.Unlock()
+	if wentDown {
+		l.owner.fellBack(err)
+	}
 	if err != nil {
-		return false, fmt.Errorf("shared Graph budget: %w", err)
+		return false, err
 	}
 	l.mu.Lock()
 	for i := range int64(got) {
