@@ -2,6 +2,7 @@ package pace
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -82,12 +83,17 @@ type countingHang struct {
 	calls int
 }
 
-func (h *countingHang) Claim(ctx context.Context, _ string, _ int64, _ int, _ int64) (int64, int, error) {
+func (h *countingHang) Claim(ctx context.Context, _ ClaimRequest) (Claimed, error) {
 	h.mu.Lock()
 	h.calls++
 	h.mu.Unlock()
 	<-ctx.Done()
-	return 0, 0, ctx.Err()
+	return Claimed{}, ctx.Err()
+}
+
+func (h *countingHang) Throttled(ctx context.Context, _ string, _ time.Time) error {
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // TestWaiterCrowdDuringAnOutage: 64 callers waiting when the store hangs
@@ -121,10 +127,12 @@ func TestWaiterCrowdDuringAnOutage(t *testing.T) {
 // answers, slowly, that others won.
 type contended struct{}
 
-func (contended) Claim(ctx context.Context, _ string, _ int64, _ int, _ int64) (int64, int, error) {
+func (contended) Claim(ctx context.Context, _ ClaimRequest) (Claimed, error) {
 	<-ctx.Done()
-	return 0, 0, ErrContended
+	return Claimed{}, ErrContended
 }
+
+func (contended) Throttled(context.Context, string, time.Time) error { return nil }
 
 // TestLostRacesAreNoOutage: a claim whose time runs out while other
 // processes keep winning the row is not a failure: the process never
@@ -139,5 +147,141 @@ func TestLostRacesAreNoOutage(t *testing.T) {
 		assert.Error(t, err, "no position while the row is contended")
 		_, fell := p.FellBackSince(start)
 		assert.False(t, fell, "contention is not an outage")
+	})
+}
+
+// skew sets the clock of p's shared write budget d ahead of true time.
+func skew(p *Pacer, d time.Duration) {
+	p.writeWait.(*sharedLimiter).now = func() time.Time { return time.Now().Add(d) }
+}
+
+// TestSkewedClocksShareOneTimeline: processes whose clocks are 2 s and 12 s
+// ahead of the store's, or 12 s behind, follow the store's clock: together
+// never over the budget in any window, and none starved.
+func TestSkewedClocksShareOneTimeline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &MemoryShared{}
+		var mu sync.Mutex
+		all := map[int]*[]time.Time{}
+		var groups []*sync.WaitGroup
+		for i, d := range []time.Duration{0, 2 * time.Second, 12 * time.Second, -12 * time.Second} {
+			p := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
+			skew(p, d)
+			times := &[]time.Time{}
+			all[i] = times
+			groups = append(groups, writeFor(p, "", 4, 60*time.Second, &mu, times))
+		}
+		for _, g := range groups {
+			g.Wait()
+		}
+		var every []time.Time
+		for i, times := range all {
+			every = append(every, *times...)
+			assert.Greater(t, len(*times), 40, "process %d is not starved", i)
+		}
+		assert.LessOrEqual(t, intunesim.MaxInWindow(every, 20*time.Second), 161, "8/s: 160 in 20 s")
+		assert.GreaterOrEqual(t, len(every), 420, "and the budget is used: 90% of 60 s × 8/s")
+	})
+}
+
+// TestPushedBudgetIsRepaired: a budget whose next position a clock far
+// ahead pushed minutes into the future is reset to the store's now, and
+// the runs are told.
+func TestPushedBudgetIsRepaired(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &MemoryShared{}
+		p := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
+		store.Push("app|default|w", time.Now().Add(10*time.Minute).UnixNano()/int64(125*time.Millisecond))
+		start := time.Now()
+		_, err := p.Write(context.Background())
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), 2*time.Second, "not ten minutes")
+		assert.Contains(t, p.NotesSince(start)[0], "was reset")
+	})
+}
+
+// TestRatesMustAgree: a process pacing at another rate than the budget's
+// is refused with a clear error and keeps to its local share.
+func TestRatesMustAgree(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &MemoryShared{}
+		a := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 10})
+		b := New(7.5, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 10})
+		start := time.Now()
+		_, err := a.Write(context.Background())
+		require.NoError(t, err)
+		_, err = b.Write(context.Background())
+		require.NoError(t, err, "served by its local share")
+		why, fell := b.FellBackSince(start)
+		assert.True(t, fell)
+		assert.Contains(t, why, "different rates")
+	})
+}
+
+// TestA429PausesEveryProcess: a 429 one process saw pauses the others at
+// their next claim, and halves the budget's rate, which comes back slowly.
+func TestA429PausesEveryProcess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &MemoryShared{}
+		a := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
+		b := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
+		var mu sync.Mutex
+		var before, after []time.Time
+		writeFor(b, "", 2, 5*time.Second, &mu, &before).Wait()
+		a.Throttled(30 * time.Second)
+		time.Sleep(time.Second)
+		start := time.Now()
+		writeFor(b, "", 2, 60*time.Second, &mu, &after).Wait()
+		require.NotEmpty(t, after)
+		assert.GreaterOrEqual(t, after[0].Sub(start), 25*time.Second, "b honours a's pause")
+		in20 := intunesim.MaxInWindow(after, 20*time.Second)
+		assert.Less(t, in20, 160, "at a reduced share of 10/s after the 429 (%d in 20 s)", in20)
+		assert.Greater(t, in20, 80, "and coming back")
+	})
+}
+
+// TestOutageShareFromTheStore: a process cut off from the store paces at
+// the rate over the processes the store last saw using the budget, not
+// over BUDGET_PROCESSES.
+func TestOutageShareFromTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &MemoryShared{}
+		var ps []*Pacer
+		for range 4 {
+			p := New(20, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 40, Retry: time.Minute})
+			_, err := p.Write(context.Background())
+			require.NoError(t, err)
+			ps = append(ps, p)
+		}
+		store.Fail(errors.New("storage unreachable"))
+		var mu sync.Mutex
+		var times []time.Time
+		writeFor(ps[3], "", 4, 30*time.Second, &mu, &times).Wait()
+		assert.InDelta(t, 150, len(times), 20, "20/s over 4 processes: 5/s, not 0.5/s")
+	})
+}
+
+// TestClaimsFollowUse: a process that calls rarely claims a position at a
+// time; a busy one claims many at once, so its storage calls per call
+// stay low.
+func TestClaimsFollowUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		idle, busy := &MemoryShared{}, &MemoryShared{}
+		pi := New(8, 100).WithShared(SharedOptions{Store: idle, Scope: "app"})
+		for range 10 {
+			_, err := pi.Write(context.Background())
+			require.NoError(t, err)
+			time.Sleep(3 * time.Second)
+		}
+		l := pi.writeWait.(*sharedLimiter)
+		l.mu.Lock()
+		held := len(l.held)
+		l.mu.Unlock()
+		assert.LessOrEqual(t, held, 2, "an idle process holds no stock of positions")
+		pb := New(8, 100).WithShared(SharedOptions{Store: busy, Scope: "app"})
+		var mu sync.Mutex
+		var times []time.Time
+		writeFor(pb, "", 8, 30*time.Second, &mu, &times).Wait()
+		assert.Less(t, float64(busy.Claims())/float64(len(times)), 0.25, "a busy process: few claims per call")
 	})
 }

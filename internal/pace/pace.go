@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,9 @@ type Pacer struct {
 	fallbackMu  sync.Mutex
 	fallbackAt  time.Time
 	fallbackErr string
+	// notes are things a run's summary should tell (a repaired budget),
+	// with when they happened; at most a few are kept.
+	notes []timedNote
 
 	mu    sync.Mutex
 	until time.Time // every caller waits until then after a 429
@@ -137,6 +141,34 @@ func (p *Pacer) wait(ctx context.Context, l waiter, n int) (time.Duration, error
 	}
 }
 
+type timedNote struct {
+	at  time.Time
+	msg string
+}
+
+// note records msg for the summaries of the runs under way.
+func (p *Pacer) note(msg string) {
+	p.fallbackMu.Lock()
+	defer p.fallbackMu.Unlock()
+	p.notes = append(p.notes, timedNote{time.Now(), msg})
+	if len(p.notes) > 8 {
+		p.notes = p.notes[len(p.notes)-8:]
+	}
+}
+
+// NotesSince returns the notes recorded since t, each once.
+func (p *Pacer) NotesSince(t time.Time) []string {
+	p.fallbackMu.Lock()
+	defer p.fallbackMu.Unlock()
+	var out []string
+	for _, n := range p.notes {
+		if !n.at.Before(t) && !slices.Contains(out, n.msg) {
+			out = append(out, n.msg)
+		}
+	}
+	return out
+}
+
 // fellBack records that the shared budget could not be reached.
 func (p *Pacer) fellBack(err error) {
 	p.fallbackMu.Lock()
@@ -191,6 +223,18 @@ func (p *Pacer) Pause(d time.Duration) {
 	defer p.mu.Unlock()
 	if until := time.Now().Add(d); until.After(p.until) {
 		p.until = until
+	}
+}
+
+// Throttled is Pause for a 429 Graph answered: with a shared budget, the
+// pause and a halved rate are also written to the budget, so that every
+// process of the deployment honours them, not only this one.
+func (p *Pacer) Throttled(d time.Duration) {
+	p.Pause(d)
+	for _, w := range []waiter{p.writeWait, p.readWait} {
+		if l, ok := w.(*sharedLimiter); ok {
+			go l.throttled(d)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -20,11 +21,69 @@ import (
 // holds, so the processes together use each position once and their calls
 // follow one timeline at the budget's rate, whatever their number.
 type Shared interface {
-	// Claim takes want consecutive positions of the budget key, none
-	// below from and none beyond from+horizon. It returns the first
-	// position taken and how many (0 when every position up to the horizon
-	// is taken).
-	Claim(ctx context.Context, key string, from int64, want int, horizon int64) (first int64, got int, err error)
+	// Claim takes positions of a budget (ClaimRequest) and says what the
+	// store knows of it (Claimed).
+	Claim(ctx context.Context, req ClaimRequest) (Claimed, error)
+	// Throttled records a 429 of the budget key: every process pauses until
+	// until (on the store's clock), and the budget's rate halves, to come
+	// back slowly (RecoveryPerSecond).
+	Throttled(ctx context.Context, key string, until time.Time) error
+}
+
+// ClaimRequest asks for want consecutive positions of the budget Key, none
+// below From and none beyond From+Horizon.
+type ClaimRequest struct {
+	Key string
+	// Spacing is the time between positions (1/rate). The budget keeps
+	// it: a process pacing at another rate is refused (ErrRateMismatch),
+	// since the same position would fall at different times for it.
+	Spacing       time.Duration
+	From, Horizon int64
+	Want          int
+	// Process names the claiming process, so the store can tell how many
+	// processes use the budget lately.
+	Process string
+}
+
+// Claimed is what a claim took and what the store knows of the budget.
+type Claimed struct {
+	// First is the first position taken, Got how many (0 when every
+	// position up to the horizon is taken).
+	First int64
+	Got   int
+	// StoreTime is the store's clock when the claim was written (zero if
+	// the store does not say): positions fall due on it.
+	StoreTime time.Time
+	// Repaired is set when the budget's next position was implausibly far
+	// ahead of the store's clock (a process whose clock ran ahead pushed
+	// it) and was reset to the store's now.
+	Repaired bool
+	// Processes is how many processes claimed from the budget lately,
+	// this one included (0 if the store does not say).
+	Processes int
+	// PausedUntil is the budget's 429 pause on the store's clock (zero
+	// for none); Factor the share of the rate the budget allows while it
+	// recovers from a 429 (1 when recovered).
+	PausedUntil time.Time
+	Factor      float64
+}
+
+// ErrRateMismatch is a claim by a process whose rate differs from the one
+// the budget was set up with.
+var ErrRateMismatch = errors.New("shared Graph budget: the processes of this deployment pace at different rates (GRAPH_WRITE_RATE / GRAPH_READ_RATE); set the same everywhere")
+
+// RecoveryPerSecond is how fast a budget's rate comes back after a 429
+// halved it: this share of the full rate a second.
+const RecoveryPerSecond = 0.005
+
+// Factor is a budget's share of its rate at now, after a 429 at
+// throttledAt left it at base: base, growing by RecoveryPerSecond a
+// second, up to 1.
+func Factor(base float64, throttledAt, now time.Time) float64 {
+	if throttledAt.IsZero() || base <= 0 {
+		return 1
+	}
+	return min(1, base+now.Sub(throttledAt).Seconds()*RecoveryPerSecond)
 }
 
 // SharedOptions configures WithShared.
@@ -51,6 +110,9 @@ type SharedOptions struct {
 	// DefaultTenant is the tenant id of requests that name none: its
 	// budget is the same whether a request names it or not.
 	DefaultTenant string
+	// Process names this process to the store (default: random), which
+	// counts the processes using a budget for the outage share.
+	Process string
 }
 
 // Budget kinds.
@@ -75,6 +137,9 @@ func (p *Pacer) WithShared(o SharedOptions) *Pacer {
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = 2 * time.Second
 	}
+	if o.Process == "" {
+		o.Process = fmt.Sprintf("%016x", rand.Uint64())
+	}
 	o.DefaultTenant = strings.ToLower(o.DefaultTenant)
 	p.shared = &o
 	p.share(cmp.Or(o.DefaultTenant, "default"))
@@ -98,7 +163,6 @@ type sharedLimiter struct {
 	key     string
 	spacing time.Duration // between positions: 1/rate
 	horizon int64         // positions a claim may reach ahead of now
-	ahead   int           // positions claimed at least (half a second's)
 	late    time.Duration // how late a held position may still be used
 	local   *rate.Limiter // the share used while the store is down
 	owner   *Pacer
@@ -127,6 +191,23 @@ type sharedLimiter struct {
 	// again (one claimer per process and budget).
 	claims  int
 	lastErr error
+
+	// offset is the store's clock minus this process's (offLo..offHi is
+	// what the claims so far allow; clocked once one said): positions
+	// fall due on the store's clock, whatever this machine's says.
+	offset, offLo, offHi time.Duration
+	clocked              bool
+	// factor is the share of the rate the budget allows after a 429;
+	// processes how many processes used it lately (0: unknown).
+	factor    float64
+	processes int
+	// usage is how many positions this process uses a second lately
+	// (usedNow counts the current second's): claims ask for about a
+	// second of it, so that an idle process claims little and a busy one
+	// enough to keep storage calls per call low.
+	usage   float64
+	usedNow int
+	usedAt  time.Time
 }
 
 // errStoreDown is the error of a claim not made because the store was
@@ -144,7 +225,6 @@ func newSharedLimiter(o *SharedOptions, key string, perSecond float64, burst int
 	return &sharedLimiter{
 		o: o, key: key, spacing: spacing,
 		horizon: max(1, int64(o.Horizon/spacing)),
-		ahead:   max(1, int(math.Ceil(perSecond/2))),
 		// A late position is used at once: at most this late, so that a
 		// window of Intune's holds at most rate×(window+late) calls.
 		late:     max(spacing, 20*time.Millisecond),
@@ -153,11 +233,47 @@ func newSharedLimiter(o *SharedOptions, key string, perSecond float64, burst int
 		now:      time.Now,
 		sleep:    Sleep,
 		claiming: make(chan struct{}, 1),
+		factor:   1,
 	}
 }
 
-// at is when position pos falls due.
-func (l *sharedLimiter) at(pos int64) time.Time { return time.Unix(0, pos*int64(l.spacing)) }
+// at is when position pos falls due, on this process's clock (l.mu held).
+func (l *sharedLimiter) at(pos int64) time.Time {
+	return time.Unix(0, pos*int64(l.spacing)).Add(-l.offset)
+}
+
+// observeClock narrows the clock offset with a claim's store time: the
+// store read stored (to the second: Date headers have no fractions)
+// between sent and recv on this clock (l.mu held).
+func (l *sharedLimiter) observeClock(stored, sent, recv time.Time) {
+	lo, hi := stored.Sub(recv), stored.Add(time.Second).Sub(sent)
+	if l.clocked && lo <= l.offHi && hi >= l.offLo {
+		lo, hi = max(lo, l.offLo), min(hi, l.offHi)
+	}
+	// The smallest correction the store's answers allow: none while this
+	// clock is within them (a Date header says the second only, and every
+	// process of a deployment must map positions alike), else the bound
+	// nearest to this clock.
+	l.offLo, l.offHi, l.clocked = lo, hi, true
+	switch {
+	case lo > 0:
+		l.offset = lo
+	case hi < 0:
+		l.offset = hi
+	default:
+		l.offset = 0
+	}
+}
+
+// used counts n positions handed out (l.mu held).
+func (l *sharedLimiter) used(now time.Time, n int) {
+	if d := now.Sub(l.usedAt); d >= time.Second {
+		secs := max(1, d.Seconds())
+		l.usage = l.usage/2 + float64(l.usedNow)/secs/2
+		l.usedNow, l.usedAt = 0, now
+	}
+	l.usedNow += n
+}
 
 // WaitN waits for n positions and until the last of them falls due. A
 // position found stale when the wait ends (the process was frozen, or a
@@ -178,15 +294,18 @@ func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 		}
 		now := l.now()
 		l.mu.Lock()
-		if now.Before(l.down) {
+		l.dropLate(now)
+		if down := now.Before(l.down); down && len(l.held) < n {
+			// Positions already claimed are this process's still; past
+			// them, the local share.
 			l.mu.Unlock()
 			return localWait(ctx, l.local, n, l.late, l.now, l.sleep)
 		}
-		l.dropLate(now)
 		want := l.want(n)
 		if len(l.held) >= n {
 			due := l.at(l.held[n-1])
 			l.held = l.held[n:]
+			l.used(now, n)
 			// Claim the next positions before these run out, so that the
 			// time a claim takes is not a gap in the pace.
 			if !l.prefetching && (len(l.held) == 0 || l.at(l.held[len(l.held)-1]).Before(now.Add(2*l.lead+l.spacing))) {
@@ -247,7 +366,7 @@ func localWait(ctx context.Context, lim *rate.Limiter, n int, late time.Duration
 // next claim takes.
 func (l *sharedLimiter) want(n int) int {
 	cover := int(2 * l.lead / l.spacing)
-	return min(max(n, l.waiting, l.ahead, cover), int(l.horizon))
+	return min(max(n, l.waiting, int(math.Ceil(l.usage)), cover), int(l.horizon))
 }
 
 // prefetch claims positions ahead of need, off the waiters' path.
@@ -301,17 +420,24 @@ func (l *sharedLimiter) claim(ctx context.Context, want int) (bool, error) {
 		l.mu.Unlock()
 		return false, err
 	}
-	began := time.Now()
-	from := (began.Add(l.lead).UnixNano() + int64(l.spacing) - 1) / int64(l.spacing)
+	began := l.now()
+	from := (began.Add(l.offset+l.lead).UnixNano() + int64(l.spacing) - 1) / int64(l.spacing)
 	if len(l.held) > 0 {
 		from = max(from, l.held[len(l.held)-1]+1)
 	}
 	want -= len(l.held)
+	if l.factor < 1 {
+		// A budget recovering from a 429 uses a share of its positions:
+		// claim enough to keep want of them.
+		want = int(math.Ceil(float64(want) / l.factor))
+	}
+	want = min(want, int(l.horizon))
 	l.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, l.o.CallTimeout)
-	first, got, err := l.o.Store.Claim(cctx, l.key, from, want, l.horizon)
+	c, err := l.o.Store.Claim(cctx, ClaimRequest{Key: l.key, Spacing: l.spacing, From: from, Want: want, Horizon: l.horizon, Process: l.o.Process})
 	cancel()
-	took := min(time.Since(began), l.o.Horizon/4)
+	recv := l.now()
+	took := min(recv.Sub(began), l.o.Horizon/4)
 	if errors.Is(err, ErrContended) && ctx.Err() == nil {
 		err = nil // busy, not down: no positions this time
 	}
@@ -339,9 +465,48 @@ func (l *sharedLimiter) claim(ctx context.Context, want int) (bool, error) {
 		return false, err
 	}
 	l.mu.Lock()
-	for i := range int64(got) {
-		l.held = append(l.held, first+i)
+	if !c.StoreTime.IsZero() {
+		l.observeClock(c.StoreTime, began, recv)
+	}
+	if c.Processes > 0 {
+		l.processes = c.Processes
+		// The outage share: the rate over the processes last seen.
+		l.local.SetLimit(rate.Limit(1 / l.spacing.Seconds() / float64(c.Processes)))
+	}
+	l.factor = 1
+	if c.Factor > 0 {
+		l.factor = c.Factor
+	}
+	var pause time.Duration
+	if !c.PausedUntil.IsZero() {
+		pause = c.PausedUntil.Add(-l.offset).Sub(recv)
+	}
+	for i := range int64(c.Got) {
+		pos := c.First + i
+		// While the budget recovers from a 429, every process skips the
+		// same positions: the rate is the factor's share of it.
+		if l.factor >= 1 || math.Floor(float64(pos)*l.factor) > math.Floor(float64(pos-1)*l.factor) {
+			l.held = append(l.held, pos)
+		}
 	}
 	l.mu.Unlock()
-	return got > 0, nil
+	if pause > 0 {
+		l.owner.Pause(pause) // another process's 429: this one honours it too
+	}
+	if c.Repaired {
+		l.owner.note("the shared Graph budget's next position was far ahead of storage's clock (a process's clock runs ahead) and was reset")
+	}
+	return c.Got > 0, nil
+}
+
+// throttled writes a 429 pause of d to the budget (on the store's clock).
+func (l *sharedLimiter) throttled(d time.Duration) {
+	l.mu.Lock()
+	until := l.now().Add(l.offset + d)
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), l.o.CallTimeout)
+	defer cancel()
+	if err := l.o.Store.Throttled(ctx, l.key, until); err != nil {
+		l.owner.note("a 429 could not be shared with the deployment's other processes: " + err.Error())
+	}
 }

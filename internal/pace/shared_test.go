@@ -126,9 +126,14 @@ func TestSharedBudgetHonoursContext(t *testing.T) {
 
 type hanging struct{}
 
-func (hanging) Claim(ctx context.Context, _ string, _ int64, _ int, _ int64) (int64, int, error) {
+func (hanging) Claim(ctx context.Context, _ ClaimRequest) (Claimed, error) {
 	<-ctx.Done()
-	return 0, 0, ctx.Err()
+	return Claimed{}, ctx.Err()
+}
+
+func (hanging) Throttled(ctx context.Context, _ string, _ time.Time) error {
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // TestSharedReadsFallBackInBatches: a $batch of 20 reads passes the local
@@ -145,32 +150,104 @@ func TestSharedReadsFallBackInBatches(t *testing.T) {
 	})
 }
 
-// MemoryShared is a Shared kept in memory: the store of these tests.
-// Fail makes every claim fail until it is called with nil.
+// MemoryShared is a Shared kept in memory: the store of these tests,
+// with the rules of internal/azstore's (its clock is the store's, to the
+// second as a Date header says it; a claim from past its now plus half
+// the horizon is served from its now; a row pushed past its now plus two
+// horizons is reset; the spacing is the budget's). Fail makes every claim
+// fail until it is called with nil.
 type MemoryShared struct {
-	mu     sync.Mutex
-	next   map[string]int64 // key → the first position not taken
-	err    error
-	claims int
+	mu      sync.Mutex
+	budgets map[string]*memBudget
+	err     error
+	claims  int
+}
+
+type memBudget struct {
+	next, spacing      int64
+	processes          map[string]time.Time
+	pausedUntil, thrAt time.Time
+	base               float64
+}
+
+func (m *MemoryShared) budget(key string) *memBudget {
+	if m.budgets == nil {
+		m.budgets = map[string]*memBudget{}
+	}
+	b := m.budgets[key]
+	if b == nil {
+		b = &memBudget{processes: map[string]time.Time{}}
+		m.budgets[key] = b
+	}
+	return b
 }
 
 // Claim implements Shared.
-func (m *MemoryShared) Claim(ctx context.Context, key string, from int64, want int, horizon int64) (int64, int, error) {
+func (m *MemoryShared) Claim(ctx context.Context, req ClaimRequest) (Claimed, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.claims++
 	if m.err != nil {
-		return 0, 0, m.err
+		return Claimed{}, m.err
 	}
-	if m.next == nil {
-		m.next = map[string]int64{}
+	b := m.budget(req.Key)
+	now := time.Now()
+	sp := int64(req.Spacing)
+	if b.spacing != 0 && sp != b.spacing {
+		return Claimed{}, ErrRateMismatch
 	}
-	first := max(m.next[key], from)
-	if want <= 0 || first > from+horizon {
-		return 0, 0, ctx.Err()
+	out := Claimed{StoreTime: now.Truncate(time.Second), Factor: 1}
+	if !b.thrAt.IsZero() {
+		out.Factor = Factor(b.base, b.thrAt, now)
 	}
-	m.next[key] = first + int64(want)
-	return first, want, ctx.Err()
+	if now.Before(b.pausedUntil) {
+		out.PausedUntil = b.pausedUntil
+	}
+	storeNow := now.UnixNano() / sp
+	from := min(req.From, storeNow+max(req.Horizon/2, 1))
+	first := max(b.next, from)
+	if b.next > storeNow+2*max(req.Horizon, 1) {
+		first, out.Repaired = from, true
+	}
+	if req.Want <= 0 || first > from+req.Horizon {
+		return out, ctx.Err()
+	}
+	b.next, b.spacing = first+int64(req.Want), sp
+	b.processes[req.Process] = now
+	for id, at := range b.processes {
+		if now.Sub(at) > time.Minute {
+			delete(b.processes, id)
+		}
+	}
+	out.First, out.Got, out.Processes = first, req.Want, len(b.processes)
+	return out, ctx.Err()
+}
+
+// Throttled implements Shared.
+func (m *MemoryShared) Throttled(_ context.Context, key string, until time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	b := m.budget(key)
+	now := time.Now()
+	if until.After(b.pausedUntil) {
+		b.pausedUntil = until
+	}
+	f := 1.0
+	if !b.thrAt.IsZero() {
+		f = Factor(b.base, b.thrAt, now)
+	}
+	b.base, b.thrAt = max(f/2, 0.05), now
+	return nil
+}
+
+// Push sets a budget's next position (a clock that ran ahead pushed it).
+func (m *MemoryShared) Push(key string, next int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.budget(key).next = next
 }
 
 // Fail makes claims fail with err (nil: succeed again).

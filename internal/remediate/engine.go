@@ -389,7 +389,10 @@ func (x *execution) deviceCap() (int, string) {
 func (x *execution) account(s *Summary) {
 	if why, ok := x.pacer.FellBackSince(x.began); ok {
 		x.warn("the shared Graph budget in Azure Storage could not be reached (" + why + "); this process paced itself at its local share, " +
-			"1/BUDGET_PROCESSES of the tenant's pace, so the run was slower but never over Intune's limit")
+			"the tenant's pace over the processes storage last saw using it (1/BUDGET_PROCESSES if it saw none), so the run was slower")
+	}
+	for _, n := range x.pacer.NotesSince(x.began) {
+		x.warn(n)
 	}
 	s.Warnings = append(s.Warnings, x.warnings...)
 	s.Throttling = x.throttling()

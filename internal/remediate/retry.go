@@ -161,7 +161,7 @@ func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (att
 // else for a capped exponential backoff.
 func (x *execution) onThrottled(ge *intune.Error, n int) {
 	wait, capped := x.engine.cfg.Retry.wait(ge, n)
-	x.pacer.Pause(wait)
+	x.pacer.Throttled(wait)
 	x.throttle.add(wait, capped)
 }
 
