@@ -29,15 +29,15 @@ const (
 	// ReasonThrottled: the run's time ran out while Intune had the tenant
 	// paused (a Retry-After, possibly capped by RETRY_AFTER_MAX); the
 	// message says when the pause ends.
-	ReasonThrottled = "throttled"
-	ReasonCanceled        = "canceled"
-	ReasonRunRejected     = "run_rejected"
-	ReasonNotManaged      = "not_managed"
-	ReasonOutcomeUnknown  = "outcome_unknown"
-	ReasonStale           = "stale"
-	ReasonCooldown        = "cooldown"
-	ReasonQueued          = "queued" // the answer's form of Pending
-	ReasonPoison          = "poison" // asynchronous run: its work item failed every delivery
+	ReasonThrottled      = "throttled"
+	ReasonCanceled       = "canceled"
+	ReasonRunRejected    = "run_rejected"
+	ReasonNotManaged     = "not_managed"
+	ReasonOutcomeUnknown = "outcome_unknown"
+	ReasonStale          = "stale"
+	ReasonCooldown       = "cooldown"
+	ReasonQueued         = "queued" // the answer's form of Pending
+	ReasonPoison         = "poison" // asynchronous run: its work item failed every delivery
 	// ReasonScriptRefused: an asynchronous run's script was taken off
 	// ALLOWED_SCRIPT_POLICY_IDS, or its pinned script changed, after the
 	// run was accepted; its devices not yet triggered are not.
