@@ -357,7 +357,7 @@ var Settings = []Setting{
 		read: rate(intuneWritesPerSecond, func(c *Config, f float64) { c.GraphWriteRate = f })},
 	{Name: "GRAPH_READ_RATE", Default: "80", Meaning: "reads per second for each tenant, shared like `GRAPH_WRITE_RATE` (Intune allows 100); each `$batch` item counts",
 		read: rate(intuneReadsPerSecond, func(c *Config, f float64) { c.GraphReadRate = f })},
-	{Name: "SHARED_BUDGET", Default: "on", Meaning: "on: with run storage (`AzureWebJobsStorage`, also on Lambda), every process takes a tenant's write and read tokens from one budget kept in the run table, so scale-out never multiplies the pace (about 2 storage operations per claim, a claim per half second of a busy process's calls); off: each process paces alone",
+	{Name: "SHARED_BUDGET", Default: "on", Meaning: "on: with run storage (`AzureWebJobsStorage`, also on Lambda), every process takes a tenant's write and read tokens from one budget kept in the run table, so scale-out never multiplies the pace (positions fall due on storage's clock; 2 storage operations per claim, a claim per second or so of a busy process's calls; a 429 pauses every process); off: each process paces alone",
 		read: func(l *loader, v string) {
 			switch strings.ToLower(v) {
 			case "on":
@@ -367,7 +367,7 @@ var Settings = []Setting{
 				l.bad(l.current, "%q must be on or off", v)
 			}
 		}},
-	{Name: "BUDGET_PROCESSES", Default: "40", Meaning: "the most processes that may share a tenant's budget at once (the plan's maximum instance count; 1–1000): a process that cannot reach the shared budget paces itself at 1/this of the rates, so even every process cut off at once stays under them, and says so in the summary's `warnings`",
+	{Name: "BUDGET_PROCESSES", Default: "40", Meaning: "the most processes that may share a tenant's budget at once (the plan's maximum instance count; 1–1000): a process that cannot reach the shared budget, and never saw how many processes used it, paces itself at 1/this of the rates (else at the rates over the processes it last saw), so even every process cut off at once stays under them, and says so in the summary's `warnings`",
 		read: intIn(1, 1000, func(c *Config, n int) { c.BudgetProcesses = n })},
 	{Name: "MAX_DEVICES_PER_RUN", Default: "5000", Meaning: "devices per request, listed or resolved",
 		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
