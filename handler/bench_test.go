@@ -40,13 +40,24 @@ type fleet struct {
 	tenants []string
 	workers []*worker
 	queue   *azqueue.QueueClient
+	entra   *azurefake.Entra
 }
 
 func newFleet(b *testing.B, tenants, devices int, extra ...string) *fleet {
+	return newFleetVia(b, tenants, devices, 3, nil, extra...)
+}
+
+// newFleetVia is newFleet with processes worker processes, whose storage
+// connection string, when via is set, goes through via (a proxy).
+func newFleetVia(b *testing.B, tenants, devices, processes int, via func(conn string) string, extra ...string) *fleet {
 	b.Helper()
 	conn := azurite.Start(b)
+	workerConn := conn
+	if via != nil {
+		workerConn = via(conn)
+	}
 	entra, certFile := fakeEntra(b)
-	fl := &fleet{}
+	fl := &fleet{entra: entra}
 	for i := range tenants {
 		id := fmt.Sprintf("3f9c5a2e-0000-4000-8000-%012d", i+1)
 		fl.tenants = append(fl.tenants, id)
@@ -57,10 +68,10 @@ func newFleet(b *testing.B, tenants, devices int, extra ...string) *fleet {
 		Authorize: func(token string) (string, bool) { return entra.Valid(token) }})
 	env := append([]string{"GRAPH_BASE_URL=" + fl.sim.URL, "GRAPH_AUTH=client-secret", "GRAPH_TENANT_ID=" + fl.tenants[0], "GRAPH_CLIENT_ID=" + appID,
 		"GRAPH_CLIENT_SECRET=" + appSecret, "ALLOWED_TENANT_IDS=" + strings.Join(fl.tenants[1:], ","),
-		"AZURE_AUTHORITY_HOST=" + entra.URL, "SSL_CERT_FILE=" + certFile, "AzureWebJobsStorage=" + conn, "REMEDIATION_QUEUE=work",
+		"AZURE_AUTHORITY_HOST=" + entra.URL, "SSL_CERT_FILE=" + certFile, "AzureWebJobsStorage=" + workerConn, "REMEDIATION_QUEUE=work",
 		"GRAPH_WRITE_RATE=" + benchRate, "GRAPH_READ_RATE=240", "DEVICE_COOLDOWN=0", "MAX_DEVICES_PER_RUN=100000", "MAX_CONCURRENCY=16",
 	}, extra...)
-	for range 3 {
+	for range processes {
 		fl.workers = append(fl.workers, startWorker(b, env...))
 	}
 	svc, err := azqueue.NewServiceClientFromConnectionString(conn, nil)

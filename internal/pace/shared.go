@@ -202,8 +202,8 @@ type sharedLimiter struct {
 	factor    float64
 	processes int
 	// usage is how many positions this process uses a second lately
-	// (usedNow counts the current second's): claims ask for about a
-	// second of it, so that an idle process claims little and a busy one
+	// (usedNow counts the current second's): claims ask for about two
+	// seconds of it, so that an idle process claims little and a busy one
 	// enough to keep storage calls per call low.
 	usage   float64
 	usedNow int
@@ -366,7 +366,7 @@ func localWait(ctx context.Context, lim *rate.Limiter, n int, late time.Duration
 // next claim takes.
 func (l *sharedLimiter) want(n int) int {
 	cover := int(2 * l.lead / l.spacing)
-	return min(max(n, l.waiting, int(math.Ceil(l.usage)), cover), int(l.horizon))
+	return min(max(n, l.waiting, int(math.Ceil(2*l.usage)), cover), int(l.horizon))
 }
 
 // prefetch claims positions ahead of need, off the waiters' path.

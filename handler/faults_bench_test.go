@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/azurefake"
+)
+
+// The shared budget under faults (issue 22): each benchmark runs one
+// tenant's synchronous runs through several processes on Azurite, with
+// one fault, and reports windows over the limit, 429s, the share of the
+// ceiling used and storage operations per trigger.
+
+// processRuns has each worker run perProcess devices of the fleet's tenant
+// synchronously at once, and reports the ratio to the ceiling.
+func (fl *fleet) processRuns(b *testing.B, perProcess int, during func()) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, w := range fl.workers {
+		wg.Go(func() { fl.run(b, w, fl.tenants[0], fl.request(fl.eligible(i*perProcess, perProcess), ""), false) })
+	}
+	if during != nil {
+		during()
+	}
+	wg.Wait()
+	triggers := len(fl.workers) * perProcess // remediator's (another client may add its own)
+	require.GreaterOrEqual(b, fl.sim.Counters().Triggers, triggers)
+	b.ReportMetric(triggerRate(fl.sim.Server)/benchCeiling, "ratio_to_ceiling")
+	b.ReportMetric(time.Since(start).Seconds(), "s_to_last_answer")
+	fl.measure(b, triggers)
+}
+
+// BenchmarkFrozenProcess: one of three processes is stopped (SIGSTOP) for
+// 12 s mid-run; when it resumes, its waiting calls go out at the pace.
+func BenchmarkFrozenProcess(b *testing.B) {
+	for range b.N {
+		fl := newFleet(b, 1, 2000)
+		fl.processRuns(b, 250, func() {
+			time.Sleep(3 * time.Second)
+			pid := fl.workers[1].cmd.Process.Pid
+			require.NoError(b, syscall.Kill(pid, syscall.SIGSTOP))
+			time.Sleep(12 * time.Second)
+			require.NoError(b, syscall.Kill(pid, syscall.SIGCONT))
+		})
+	}
+}
+
+// delayProxy forwards TCP connections to target, holding every chunk a
+// client sends for delay: each storage operation takes delay longer.
+func delayProxy(b *testing.B, target string, delay time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(c, up) }()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						time.Sleep(delay)
+						if _, werr := up.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// viaProxy rewrites an Azurite connection string's table and queue
+// endpoints to go through a delay proxy.
+func viaProxy(b *testing.B, delay time.Duration) func(string) string {
+	return func(conn string) string {
+		var parts []string
+		for _, kv := range strings.Split(conn, ";") {
+			k, v, ok := strings.Cut(kv, "=")
+			if ok && (k == "TableEndpoint" || k == "QueueEndpoint" || k == "BlobEndpoint") {
+				u, err := url.Parse(v)
+				require.NoError(b, err)
+				u.Host = delayProxy(b, u.Host, delay)
+				v = u.String()
+			}
+			parts = append(parts, k+"="+v)
+		}
+		return strings.Join(parts, ";")
+	}
+}
+
+// BenchmarkStorageLatency: 150 ms added to every storage operation, with 3
+// and with 8 processes.
+func BenchmarkStorageLatency(b *testing.B) {
+	for _, processes := range []int{3, 8} {
+		b.Run(fmt.Sprintf("processes=%d", processes), func(b *testing.B) {
+			for range b.N {
+				fl := newFleetVia(b, 1, 3000, processes, viaProxy(b, 150*time.Millisecond))
+				fl.processRuns(b, 750/processes, nil)
+			}
+		})
+	}
+}
+
+// BenchmarkOtherClient: another automation sends a quarter of the
+// tenant's limit with the same app registration; remediator learns from
+// the 429s that brings, and they stop.
+func BenchmarkOtherClient(b *testing.B) {
+	for range b.N {
+		fl := newFleet(b, 1, 3000)
+		token := clientToken(b, fl.entra, fl.tenants[0])
+		ctx, cancel := context.WithCancel(context.Background())
+		var other sync.WaitGroup
+		other.Go(func() {
+			devs := fl.eligible(800, 900)
+			tick := time.NewTicker(time.Duration(float64(time.Second) / (benchCeiling / 4)))
+			defer tick.Stop()
+			for i := 0; ctx.Err() == nil; i++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				req, _ := http.NewRequest("POST", fl.sim.URL+"/deviceManagement/managedDevices/"+devs[i%len(devs)].ID+"/initiateOnDemandProactiveRemediation",
+					strings.NewReader(`{"scriptPolicyId":"`+fl.script+`"}`))
+				req.Header.Set("Authorization", "Bearer "+token)
+				req.Header.Set("Content-Type", "application/json")
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					_ = resp.Body.Close()
+				}
+			}
+		})
+		start := time.Now()
+		fl.processRuns(b, 250, nil)
+		cancel()
+		other.Wait()
+		var first, last time.Time
+		for _, r := range fl.sim.Records() {
+			if r.Status == 429 && strings.Contains(r.App, "|") && r.Header.Get("Authorization") != "Bearer "+token {
+				if first.IsZero() {
+					first = r.Time
+				}
+				last = r.Time
+			}
+		}
+		if !first.IsZero() {
+			b.ReportMetric(last.Sub(start).Seconds(), "s_to_last_429")
+		}
+	}
+}
+
+// clientToken is a token of the fleet's app in tenant, as another client
+// of the same app registration would hold.
+func clientToken(b *testing.B, entra *azurefake.Entra, tenant string) string {
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {appID}, "client_secret": {appSecret}, "scope": {"https://graph.microsoft.com/.default"}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: azurefake.Pool(entra.Server), MinVersion: tls.VersionTLS12}}}
+	resp, err := client.PostForm(entra.URL+"/"+tenant+"/oauth2/v2.0/token", form)
+	require.NoError(b, err)
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	require.NoError(b, json.NewDecoder(resp.Body).Decode(&tok))
+	require.NotEmpty(b, tok.AccessToken)
+	return tok.AccessToken
+}
