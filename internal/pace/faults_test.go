@@ -179,7 +179,7 @@ func TestSkewedClocksShareOneTimeline(t *testing.T) {
 			every = append(every, *times...)
 			assert.Greater(t, len(*times), 40, "process %d is not starved", i)
 		}
-		assert.LessOrEqual(t, intunesim.MaxInWindow(every, 20*time.Second), 161, "8/s: 160 in 20 s")
+		assert.LessOrEqual(t, intunesim.MaxInWindow(every, 20*time.Second), 169, "8/s: 160 in 20 s, and a clock known to the second (a Date header) may be off by up to one: rate × (window + 1 s) + 1")
 		assert.GreaterOrEqual(t, len(every), 420, "and the budget is used: 90% of 60 s × 8/s")
 	})
 }

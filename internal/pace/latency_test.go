@@ -21,21 +21,26 @@ type slowStore struct {
 }
 
 func (s slowStore) Claim(ctx context.Context, req ClaimRequest) (Claimed, error) {
+	lost := 0
 	for range 16 {
 		s.mu.Lock()
 		seen := s.budget(req.Key).next
 		s.mu.Unlock()
 		time.Sleep(s.delay) // the read's answer, then the write's request
+		if err := ctx.Err(); err != nil {
+			if lost > 0 {
+				return Claimed{}, ErrContended // as internal/azstore says it
+			}
+			return Claimed{}, err
+		}
 		s.mu.Lock()
 		changed := s.budget(req.Key).next != seen
 		s.mu.Unlock()
 		if changed {
-			if ctx.Err() != nil {
-				return Claimed{}, ErrContended
-			}
+			lost++
 			continue // lost the race: read again
 		}
-		c, err := s.MemoryShared.Claim(ctx, req)
+		c, err := s.MemoryShared.Claim(context.WithoutCancel(ctx), req)
 		time.Sleep(s.delay)
 		return c, err
 	}
