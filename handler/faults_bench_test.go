@@ -72,12 +72,12 @@ func delayProxy(b *testing.B, target string, delay time.Duration) string {
 				return
 			}
 			go func() {
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				up, err := net.Dial("tcp", target)
 				if err != nil {
 					return
 				}
-				defer up.Close()
+				defer func() { _ = up.Close() }()
 				go func() { _, _ = io.Copy(c, up) }()
 				buf := make([]byte, 64<<10)
 				for {

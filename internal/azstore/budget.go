@@ -119,7 +119,7 @@ func (s *Store) Claim(ctx context.Context, req pace.ClaimRequest) (pace.Claimed,
 	contended := func(err error) error {
 		if lost > 0 && ctx.Err() != nil {
 			// Out of time while others kept winning the row: busy, not down.
-			return fmt.Errorf("%w (%d lost races): %v", pace.ErrContended, lost, err)
+			return fmt.Errorf("%w (%d lost races): %w", pace.ErrContended, lost, err)
 		}
 		return err
 	}
