@@ -192,3 +192,104 @@ func clientToken(b *testing.B, entra *azurefake.Entra, tenant string) string {
 	require.NotEmpty(b, tok.AccessToken)
 	return tok.AccessToken
 }
+
+// faultyProxy forwards TCP connections to target, or, as set, refuses
+// them (closes at once) or hangs them (holds them open, forwarding
+// nothing): storage unreachable, then unresponsive.
+type faultyProxy struct {
+	addr string
+	mu   sync.Mutex
+	mode string // "", "refuse" or "hang"
+}
+
+func (p *faultyProxy) get() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mode
+}
+
+func (p *faultyProxy) set(mode string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mode = mode
+}
+
+func newFaultyProxy(b *testing.B, target string) *faultyProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = ln.Close() })
+	p := &faultyProxy{addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer func() { _ = up.Close() }()
+				go func() { _, _ = io.Copy(c, up) }()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					switch p.get() {
+					case "refuse":
+						return
+					case "hang":
+						for p.get() == "hang" {
+							time.Sleep(100 * time.Millisecond)
+						}
+						return
+					}
+					if n > 0 {
+						if _, werr := up.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// BenchmarkStorageOutage: mid-run, storage refuses connections for 15 s,
+// then hangs them for 15 s, then answers again; the processes keep to
+// their outage share (the rate over the processes storage last saw) and
+// never go over the limit going out or coming back.
+func BenchmarkStorageOutage(b *testing.B) {
+	for range b.N {
+		var proxy *faultyProxy
+		via := func(conn string) string {
+			var parts []string
+			for _, kv := range strings.Split(conn, ";") {
+				k, v, ok := strings.Cut(kv, "=")
+				if ok && k == "TableEndpoint" {
+					u, err := url.Parse(v)
+					require.NoError(b, err)
+					proxy = newFaultyProxy(b, u.Host)
+					u.Host = proxy.addr
+					v = u.String()
+				}
+				parts = append(parts, k+"="+v)
+			}
+			return strings.Join(parts, ";")
+		}
+		fl := newFleetVia(b, 1, 3000, 3, via, "STORAGE_CALL_TIMEOUT=1s")
+		fl.processRuns(b, 400, func() {
+			time.Sleep(5 * time.Second)
+			proxy.set("refuse")
+			time.Sleep(15 * time.Second)
+			proxy.set("hang")
+			time.Sleep(15 * time.Second)
+			proxy.set("")
+		})
+	}
+}
