@@ -299,7 +299,15 @@ func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 			// Positions already claimed are this process's still; past
 			// them, the local share.
 			l.mu.Unlock()
-			return localWait(ctx, l.local, n, l.late, l.now, l.sleep)
+			err := localWaitWhile(ctx, l.local, n, l.late, l.now, l.sleep, func() bool {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				return l.now().Before(l.down)
+			})
+			if errors.Is(err, errShareEnded) {
+				continue
+			}
+			return err
 		}
 		want := l.want(n)
 		if len(l.held) >= n {
@@ -344,6 +352,17 @@ func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 // timer) is not used: another is taken, so that waiters released together
 // after a freeze go out at the pace, not at once.
 func localWait(ctx context.Context, lim *rate.Limiter, n int, late time.Duration, now func() time.Time, sleep func(context.Context, time.Duration) error) error {
+	return localWaitWhile(ctx, lim, n, late, now, sleep, nil)
+}
+
+// errShareEnded is the end of a local-share wait because the shared budget
+// answers again: the caller takes a shared position instead.
+var errShareEnded = errors.New("pace: the shared budget answers again")
+
+// localWaitWhile is localWait, giving up the slot (errShareEnded) when
+// still() turns false during the wait: local slots are cancelled when the
+// shared budget returns, so they never overlap its positions.
+func localWaitWhile(ctx context.Context, lim *rate.Limiter, n int, late time.Duration, now func() time.Time, sleep func(context.Context, time.Duration) error, still func() bool) error {
 	for {
 		t := now()
 		r := lim.ReserveN(t, n)
@@ -354,6 +373,9 @@ func localWait(ctx context.Context, lim *rate.Limiter, n int, late time.Duration
 		if err := sleep(ctx, due.Sub(t)); err != nil {
 			r.CancelAt(t)
 			return err
+		}
+		if still != nil && !still() {
+			return errShareEnded
 		}
 		if now().Sub(due) <= late {
 			return nil
@@ -453,6 +475,9 @@ func (l *sharedLimiter) claim(ctx context.Context, want int) (bool, error) {
 		l.lastErr, l.failures = err, l.failures+1
 		if wentDown = l.failures >= 2; wentDown {
 			l.failures, l.down = 0, l.now().Add(l.o.Retry)
+			// The local share starts empty: no burst saved up while the
+			// shared budget served goes out on top of it.
+			l.local.AllowN(l.now(), l.local.Burst())
 		}
 	} else {
 		l.failures = 0
