@@ -16,8 +16,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/azurefake"
-	"github.com/remediator/remediator/internal/azurite"
+	"github.com/remediator/remediator/internal/testing/azurefake"
+	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
 )
 

@@ -17,7 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/azurefake"
+	"github.com/remediator/remediator/internal/testing/azurefake"
 )
 
 // The shared budget under faults (issue 22): each benchmark runs one

@@ -20,7 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azure"
-	"github.com/remediator/remediator/internal/azurite"
+	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
 )

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -14,27 +15,27 @@ const module = "github.com/remediator/remediator/"
 // layers ranks the module's packages: a package may import only packages
 // of lower layers. Tools for tests (simulator, fakes) are at the bottom.
 var layers = map[string]int{
-	"internal/intune":           0,
-	"internal/pace":             0,
-	"internal/replay":           0,
-	"internal/intunesim":        0,
-	"internal/procbench":        0,
-	"internal/azurite":          0,
-	"internal/azurefake":        0,
-	"internal/testing/funchost": 0,
-	"internal/remediate":        1,
-	"internal/graph":            1,
-	"internal/credential":       1,
-	"internal/config":           1,
-	"internal/alert":            2,
-	"internal/runs":             2,
-	"internal/azstore":          3,
-	"internal/app":              3,
-	"internal/httpapi":          4,
-	"internal/azure":            5,
-	"internal/awslambda":        5,
-	"handler":                   6,
-	"deploy":                    6,
+	"internal/intune":            0,
+	"internal/pace":              0,
+	"internal/replay":            0,
+	"internal/intunesim":         0,
+	"internal/testing/procbench": 0,
+	"internal/testing/azurite":   0,
+	"internal/testing/azurefake": 0,
+	"internal/testing/funchost":  0,
+	"internal/remediate":         1,
+	"internal/graph":             1,
+	"internal/credential":        1,
+	"internal/config":            1,
+	"internal/alert":             2,
+	"internal/runs":              2,
+	"internal/azstore":           3,
+	"internal/app":               3,
+	"internal/httpapi":           4,
+	"internal/azure":             5,
+	"internal/awslambda":         5,
+	"handler":                    6,
+	"deploy":                     6,
 }
 
 // sdkAllowed may depend on the Graph SDK: the client that wraps it and
@@ -123,5 +124,28 @@ func TestImportsPointDown(t *testing.T) {
 				t.Errorf("%s (layer %d) imports %s (layer %d): imports point down only", pkg, rank, dep, r)
 			}
 		}
+	}
+}
+
+// TestTestSupportStaysInTests: no package outside internal/testing imports
+// it in its own (non-test) files, so test support never ships in the
+// binary; and the tools for tests live there.
+func TestTestSupportStaysInTests(t *testing.T) {
+	t.Parallel()
+	for _, line := range golist(t, "-f", `{{.ImportPath}} {{join .Imports " "}}`, "../../...") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		if strings.HasPrefix(pkg, "internal/testing/") {
+			continue
+		}
+		for _, imp := range fields[1:] {
+			if strings.HasPrefix(imp, module+"internal/testing/") {
+				t.Errorf("%s imports %s outside its tests: test support belongs to tests", pkg, imp)
+			}
+		}
+	}
+	for _, tool := range []string{"azurite", "azurefake", "procbench", "funchost"} {
+		out := golist(t, "-f", "{{.ImportPath}}", "../testing/"+tool)
+		assert.Len(t, out, 1, "internal/testing/%s", tool)
 	}
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/azurefake"
+	"github.com/remediator/remediator/internal/testing/azurefake"
 )
 
 const (

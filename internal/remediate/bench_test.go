@@ -7,7 +7,7 @@ import (
 
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
-	"github.com/remediator/remediator/internal/procbench"
+	"github.com/remediator/remediator/internal/testing/procbench"
 )
 
 // BenchmarkRemediate2000 runs 2,000 devices against the simulator with

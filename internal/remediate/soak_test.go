@@ -11,7 +11,7 @@ import (
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
-	"github.com/remediator/remediator/internal/procbench"
+	"github.com/remediator/remediator/internal/testing/procbench"
 )
 
 // BenchmarkSoak pushes 10,000 devices through 5% random faults — 429s

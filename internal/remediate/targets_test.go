@@ -17,7 +17,7 @@ import (
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
-	"github.com/remediator/remediator/internal/procbench"
+	"github.com/remediator/remediator/internal/testing/procbench"
 )
 
 // targetPlan builds a plan from a request body with targets.

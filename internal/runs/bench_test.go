@@ -12,7 +12,7 @@ import (
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
-	"github.com/remediator/remediator/internal/procbench"
+	"github.com/remediator/remediator/internal/testing/procbench"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 )
