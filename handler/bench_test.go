@@ -16,9 +16,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/testing/azurefake"
 	"github.com/remediator/remediator/internal/testing/azurite"
-	"github.com/remediator/remediator/internal/intunesim"
 )
 
 // The compressed Intune of the tenant-scale benchmarks: each tenant's app

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/testing/azurite"
 )
 
 // triggerLoad is what the simulator saw of one tenant's triggers: the most

@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/testing/azurefake"
 	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/testing/azurefake"
 )
 
 const (

@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/testing/funchost"
 )
 

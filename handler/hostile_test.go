@@ -20,9 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azure"
-	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/testing/azurite"
 )
 
 // TestAmbiguousBodiesAreRefused: through the built binary, a body that

@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azure"
-	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/testing/funchost"
 )
 

@@ -17,10 +17,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azstore"
-	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/replay"
 	"github.com/remediator/remediator/internal/runs"
+	"github.com/remediator/remediator/internal/testing/azurite"
 )
 
 func open(t *testing.T) *azstore.Store {

@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azstore"
-	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/testing/azurite"
 )
 
 // TestBudgetClaimsNeverOverlap: three stores (three processes' clients)

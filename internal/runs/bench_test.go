@@ -12,9 +12,9 @@ import (
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
-	"github.com/remediator/remediator/internal/testing/procbench"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
+	"github.com/remediator/remediator/internal/testing/procbench"
 )
 
 // BenchmarkAsyncRun100k runs 100,000 devices asynchronously: submitted in

@@ -13,13 +13,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azstore"
-	"github.com/remediator/remediator/internal/testing/azurite"
 	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
+	"github.com/remediator/remediator/internal/testing/azurite"
 )
 
 // testQueue plays the queue trigger: messages wait until the test
