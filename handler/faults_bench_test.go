@@ -59,47 +59,8 @@ func BenchmarkFrozenProcess(b *testing.B) {
 	}
 }
 
-// delayProxy forwards TCP connections to target, holding every chunk a
-// client sends for delay: each storage operation takes delay longer.
-func delayProxy(b *testing.B, target string, delay time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(b, err)
-	b.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer func() { _ = up.Close() }()
-				go func() { _, _ = io.Copy(c, up) }()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						time.Sleep(delay)
-						if _, werr := up.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// viaProxy rewrites an Azurite connection string's table and queue
-// endpoints to go through a delay proxy.
+// viaProxy rewrites an Azurite connection string's endpoints to go
+// through a proxy that delays every storage operation.
 func viaProxy(b *testing.B, delay time.Duration) func(string) string {
 	return func(conn string) string {
 		var parts []string
@@ -108,7 +69,7 @@ func viaProxy(b *testing.B, delay time.Duration) func(string) string {
 			if ok && (k == "TableEndpoint" || k == "QueueEndpoint" || k == "BlobEndpoint") {
 				u, err := url.Parse(v)
 				require.NoError(b, err)
-				u.Host = delayProxy(b, u.Host, delay)
+				u.Host = newFaultyProxy(b, u.Host, delay).addr
 				v = u.String()
 			}
 			parts = append(parts, k+"="+v)
@@ -193,13 +154,15 @@ func clientToken(b *testing.B, entra *azurefake.Entra, tenant string) string {
 	return tok.AccessToken
 }
 
-// faultyProxy forwards TCP connections to target, or, as set, refuses
-// them (closes at once) or hangs them (holds them open, forwarding
-// nothing): storage unreachable, then unresponsive.
+// faultyProxy forwards TCP connections to target, holding every chunk a
+// client sends for delay (each storage operation takes that much longer),
+// or, as set, refuses them (closes at once) or hangs them (holds them
+// open, forwarding nothing): storage slow, unreachable, unresponsive.
 type faultyProxy struct {
-	addr string
-	mu   sync.Mutex
-	mode string // "", "refuse" or "hang"
+	addr  string
+	delay time.Duration
+	mu    sync.Mutex
+	mode  string // "", "refuse" or "hang"
 }
 
 func (p *faultyProxy) get() string {
@@ -214,11 +177,11 @@ func (p *faultyProxy) set(mode string) {
 	p.mode = mode
 }
 
-func newFaultyProxy(b *testing.B, target string) *faultyProxy {
+func newFaultyProxy(b *testing.B, target string, delay time.Duration) *faultyProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = ln.Close() })
-	p := &faultyProxy{addr: ln.Addr().String()}
+	p := &faultyProxy{addr: ln.Addr().String(), delay: delay}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -246,6 +209,7 @@ func newFaultyProxy(b *testing.B, target string) *faultyProxy {
 						return
 					}
 					if n > 0 {
+						time.Sleep(p.delay)
 						if _, werr := up.Write(buf[:n]); werr != nil {
 							return
 						}
@@ -274,7 +238,7 @@ func BenchmarkStorageOutage(b *testing.B) {
 				if ok && k == "TableEndpoint" {
 					u, err := url.Parse(v)
 					require.NoError(b, err)
-					proxy = newFaultyProxy(b, u.Host)
+					proxy = newFaultyProxy(b, u.Host, 0)
 					u.Host = proxy.addr
 					v = u.String()
 				}
