@@ -436,7 +436,7 @@ var Settings = []Setting{
 		read: duration(func(c *Config, d time.Duration) { c.StorageCallTimeout = d })},
 	{Name: "IDEMPOTENCY_MEMORY_MB", Default: "32", Meaning: "without run storage (Lambda, local): the most memory kept answers take (1–256); the oldest are evicted first, and a retry after its answer was evicted runs again",
 		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},
-	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of `GET /api/runs/{id}` (1–5000)",
+	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of a run's status (`GET /api/remediate/runs/{id}`; 1–5000)",
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
 	{Name: "CALLER_POLICY", Meaning: "what each caller may do, as JSON: `{\"function-key\":{\"scripts\":[\"<id>\"],\"tenants\":[\"default\"],\"max_devices\":50},\"principal:<object id>\":{…},\"*\":{…}}`; callers are `key:<first 12 hex digits of the key's SHA-256>` (one function key; keys without a rule of their own use `function-key`), `principal:<object id>` with its grants `role:<app role>` and `group:<object id>` (App Service Authentication), `iam:<ARN>` (Lambda; an assumed role as its role's ARN), `schedule` and `invoke` (Lambda, `DIRECT_INVOCATION`); a caller matching several rules may do what any of them allows; a request outside its caller's rules is refused with 403 `caller_not_allowed` before anything is read. Unset: every caller may do everything",
 		read: readCallerPolicy},
