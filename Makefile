@@ -51,7 +51,7 @@ fmt-check:
 tidy-check:
 	$(GO) mod tidy -diff
 
-## settings-doc: rewrite the README's settings and status tables from internal/config and internal/httpapi
+## settings-doc: rewrite docs/reference.md's settings and status tables from internal/config and internal/httpapi
 settings-doc:
 	$(GO) test ./internal/config -run TestREADMESettingsTable -update
 	$(GO) test ./internal/httpapi -run TestREADMEStatusTable -update

@@ -1,7 +1,7 @@
 // Package config reads remediator's settings from the environment (app
 // settings on Azure, environment variables on Lambda and locally). The
 // settings are one table (Settings: name, default, meaning, parser): Load
-// runs it, and the README's settings table is generated from it. Every
+// runs it, and the settings table of docs/reference.md is generated from it. Every
 // problem is reported at once, so a misconfigured deployment fails at start
 // with one message that names each setting at fault.
 package config
@@ -485,7 +485,7 @@ var Settings = []Setting{
 		read: text(func(c *Config, v string) { c.UnderHost = v != "" })},
 	{Name: "FUNCTIONS_APP_ROOT_PATH", Meaning: "set by the Functions host: where `SCHEDULED_REQUEST_FILE` is found"},
 	{Name: "AWS_LAMBDA_RUNTIME_API", Meaning: "set by Lambda: run the Lambda runtime loop"},
-	{Name: "GOMEMLIMIT", Meaning: "Go's soft memory limit, e.g. `120MiB` on small plans (see *Performance*)"},
+	{Name: "GOMEMLIMIT", Meaning: "Go's soft memory limit, e.g. `120MiB` on small plans (see [scaling.md](scaling.md#performance))"},
 }
 
 // Load reads the configuration through getenv (os.Getenv in production).
@@ -796,7 +796,7 @@ func isMicrosoftGraph(host string) bool {
 	return false
 }
 
-// Markdown is the README's settings table, generated from Settings.
+// Markdown is the settings table of docs/reference.md, generated from Settings.
 func Markdown() string {
 	var b strings.Builder
 	b.WriteString("| setting | default | meaning |\n|---|---|---|\n")

@@ -13,7 +13,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the README's settings table from Settings")
 
 const (
-	readme     = "../../README.md"
+	readme     = "../../docs/reference.md"
 	tableBegin = "<!-- settings table: generated from internal/config by `make settings-doc` -->\n"
 	tableEnd   = "<!-- end of settings table -->\n"
 )
@@ -26,14 +26,14 @@ func TestREADMESettingsTable(t *testing.T) {
 	doc := string(raw)
 	begin := strings.Index(doc, tableBegin)
 	end := strings.Index(doc, tableEnd)
-	require.True(t, begin >= 0 && end > begin, "the README has no generated settings table")
+	require.True(t, begin >= 0 && end > begin, "docs/reference.md has no generated settings table")
 	current := doc[begin+len(tableBegin) : end]
 	if *update {
 		doc = doc[:begin+len(tableBegin)] + Markdown() + doc[end:]
 		require.NoError(t, os.WriteFile(readme, []byte(doc), 0o644))
 		return
 	}
-	assert.Equal(t, Markdown(), current, "the README's settings table differs from internal/config: run make settings-doc")
+	assert.Equal(t, Markdown(), current, "the settings table of docs/reference.md differs from internal/config: run make settings-doc")
 }
 
 // TestEverySettingIsDocumentedOnce: names are unique and every setting has

@@ -47,14 +47,14 @@ const (
 
 // TestREADMEStatusTable: the README's table of statuses is the one table.
 func TestREADMEStatusTable(t *testing.T) {
-	raw, err := os.ReadFile("../../README.md")
+	raw, err := os.ReadFile("../../docs/reference.md")
 	require.NoError(t, err)
 	doc := string(raw)
 	begin, end := strings.Index(doc, codesBegin), strings.Index(doc, codesEnd)
-	require.True(t, begin >= 0 && end > begin, "the README has no generated status table")
+	require.True(t, begin >= 0 && end > begin, "docs/reference.md has no generated status table")
 	if *update {
 		doc = doc[:begin+len(codesBegin)] + CodesMarkdown() + doc[end:]
-		require.NoError(t, os.WriteFile("../../README.md", []byte(doc), 0o644))
+		require.NoError(t, os.WriteFile("../../docs/reference.md", []byte(doc), 0o644))
 		return
 	}
 	assert.Equal(t, CodesMarkdown(), doc[begin+len(codesBegin):end], "run make settings-doc")
