@@ -219,18 +219,38 @@ func (p *Pacer) gate(ctx context.Context) (bool, error) {
 // Pause makes every caller wait d from now (a pause is only ever
 // extended, never shortened).
 func (p *Pacer) Pause(d time.Duration) {
+	p.pause(d)
+}
+
+// pause extends the pause to d from now; it reports whether the gate was
+// open before, and by how much the pause grew.
+func (p *Pacer) pause(d time.Duration) (wasOpen bool, by time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if until := time.Now().Add(d); until.After(p.until) {
-		p.until = until
+	now := time.Now()
+	wasOpen = !p.until.After(now)
+	until := now.Add(d)
+	if !until.After(p.until) {
+		return wasOpen, 0
 	}
+	from := now
+	if !wasOpen {
+		from = p.until
+	}
+	p.until = until
+	return wasOpen, until.Sub(from)
 }
 
 // Throttled is Pause for a 429 Graph answered: with a shared budget, the
 // pause and a halved rate are also written to the budget, so that every
 // process of the deployment honours them, not only this one.
 func (p *Pacer) Throttled(d time.Duration) {
-	p.Pause(d)
+	// The concurrent calls a 429 storm throttles each report it: the
+	// budget is written by the first, and by a later one only when it
+	// lengthens the pause by more than a second, not once per call.
+	if wasOpen, by := p.pause(d); !wasOpen && by <= time.Second {
+		return
+	}
 	for _, w := range []waiter{p.writeWait, p.readWait} {
 		if l, ok := w.(*sharedLimiter); ok {
 			go l.throttled(d)
