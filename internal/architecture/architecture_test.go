@@ -1,6 +1,7 @@
 package architecture
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ var layers = map[string]int{
 	"internal/testing/azurite":   0,
 	"internal/testing/azurefake": 0,
 	"internal/testing/funchost":  0,
+	"internal/testing/simgraph":  1,
 	"internal/remediate":         1,
 	"internal/graph":             1,
 	"internal/credential":        1,
@@ -97,6 +99,38 @@ func TestOnlyGraphImportsTheSDK(t *testing.T) {
 	}
 }
 
+// TestOnlyGraphAndHandlerTestsLinkTheSDK: the tests of every other
+// package build without the Graph SDK too (they use
+// internal/testing/simgraph), so the race-enabled tests that `make test`
+// runs never compile the SDK's models package; the Makefile's SDK_TESTS
+// names exactly the packages whose tests do.
+func TestOnlyGraphAndHandlerTestsLinkTheSDK(t *testing.T) {
+	t.Parallel()
+	sdk := sdkModules(t)
+	linked := map[string]bool{}
+	for _, line := range golist(t, "-test", "-f", `{{.ImportPath}} {{join .Deps " "}}`, "../../...") {
+		fields := strings.Fields(line)
+		pkg, _, _ := strings.Cut(strings.TrimPrefix(fields[0], module), " ")
+		pkg = strings.TrimSuffix(pkg, ".test")
+		for _, dep := range fields[1:] {
+			for _, m := range sdk {
+				if dep == m || strings.HasPrefix(dep, m+"/") {
+					linked[pkg] = true
+				}
+			}
+		}
+	}
+	var got []string
+	for pkg := range linked {
+		got = append(got, pkg)
+	}
+	slices.Sort(got)
+	assert.Equal(t, []string{"handler", "internal/graph"}, got, "packages whose tests link the Graph SDK")
+	mk, err := os.ReadFile("../../Makefile")
+	require.NoError(t, err)
+	assert.Contains(t, string(mk), "SDK_TESTS := ./handler ./internal/graph\n", "the Makefile names them")
+}
+
 // TestImportsPointDown: every package imports only packages of lower
 // layers, and the domain imports no HTTP.
 func TestImportsPointDown(t *testing.T) {
@@ -144,7 +178,7 @@ func TestTestSupportStaysInTests(t *testing.T) {
 			}
 		}
 	}
-	for _, tool := range []string{"azurite", "azurefake", "procbench", "funchost"} {
+	for _, tool := range []string{"azurite", "azurefake", "procbench", "funchost", "simgraph"} {
 		out := golist(t, "-f", "{{.ImportPath}}", "../testing/"+tool)
 		assert.Len(t, out, 1, "internal/testing/%s", tool)
 	}

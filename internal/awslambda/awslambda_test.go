@@ -18,11 +18,11 @@ import (
 
 	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/config"
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 type fixture struct {
@@ -39,8 +39,7 @@ func setup(t *testing.T, scheduled []byte, with ...func(*app.Options, *Settings)
 	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sim.Close() })
-	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
-	require.NoError(t, err)
+	gc := simgraph.New(sim.URL, 0)
 	logs := &strings.Builder{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	opts, settings := app.Options{}, Settings{ScheduledRequest: scheduled}

@@ -14,22 +14,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/app"
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 // simulated starts a simulated tenant of devices and returns a Graph
 // client for it.
-func simulated(t testing.TB, devices int) (*graph.Client, *intunesim.Running, *intunesim.Tenant) {
+func simulated(t testing.TB, devices int) (*simgraph.Client, *intunesim.Running, *intunesim.Tenant) {
 	t.Helper()
 	tenant := intunesim.Generate(8, intunesim.GenerateOptions{Devices: devices})
 	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sim.Close() })
-	gc, err := graph.New(graph.Config{BaseURL: sim.URL})
-	require.NoError(t, err)
+	gc := simgraph.New(sim.URL, 0)
 	return gc, sim, tenant
 }
 

@@ -18,10 +18,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 // endlessGraph is a hostile Graph whose device list never ends: every page
@@ -53,8 +53,7 @@ func endlessGraph(t *testing.T) (url string, pages *atomic.Int64) {
 func TestCapsApplyWhilePaging(t *testing.T) {
 	t.Parallel()
 	base, pages := endlessGraph(t)
-	gc, err := graph.New(graph.Config{BaseURL: base, CallTimeout: 5 * time.Second})
-	require.NoError(t, err)
+	gc := simgraph.New(base, 5*time.Second)
 	e := New(gc, pace.New(1000, 100_000), Config{MaxDevices: 2500, MaxListed: 10_000}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	plan := targetPlan(t, sel("87654321-4321-4321-4321-ba9876543210", `"filter":"operatingSystem eq 'Windows'"`))
 	plan.ValidateDevices = false

@@ -11,17 +11,17 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 type fixture struct {
 	engine *Engine
 	sim    *intunesim.Running
 	tenant *intunesim.Tenant
-	client *graph.Client
+	client *simgraph.Client
 	script string
 }
 
@@ -36,8 +36,7 @@ func newFixtureFor(t testing.TB, tenant *intunesim.Tenant, simOpts intunesim.Opt
 	sim, err := intunesim.Start(intunesim.New(tenant, simOpts), "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sim.Close() })
-	gc, err := graph.New(graph.Config{BaseURL: sim.URL, CallTimeout: time.Second})
-	require.NoError(t, err)
+	gc := simgraph.New(sim.URL, time.Second)
 	cfg := Config{Concurrency: 8, Retry: RetryPolicy{BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}, Headroom: 100 * time.Millisecond}
 	eng := New(gc, pace.New(writesPerSecond, 100000), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	return &fixture{engine: eng, sim: sim, tenant: tenant, client: gc, script: tenant.RemediationScript().ID}

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/testing/procbench"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 // BenchmarkSoak pushes 10,000 devices through 5% random faults — 429s
@@ -34,10 +34,7 @@ func BenchmarkSoak(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer func() { _ = sim.Close() }()
-	gc, err := graph.New(graph.Config{BaseURL: sim.URL, CallTimeout: 500 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
+	gc := simgraph.New(sim.URL, 500*time.Millisecond)
 	eng := New(gc, pace.New(1500, 1e6), Config{Concurrency: 32, Retry: RetryPolicy{BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond},
 		Headroom: 500 * time.Millisecond}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	var items []Item
@@ -96,10 +93,7 @@ func BenchmarkSoak(b *testing.B) {
 }
 
 func TestGraphUnreachable(t *testing.T) {
-	gc, err := graph.New(graph.Config{BaseURL: "http://127.0.0.1:1/beta", CallTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	gc := simgraph.New("http://127.0.0.1:1/beta", time.Second)
 	eng := New(gc, pace.New(1000, 1000), Config{Retry: RetryPolicy{BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	p := Plan{Items: []Item{{Collection: intune.ManagedDevices, DeviceID: dev1, ScriptPolicyID: script}, {Collection: intune.ManagedDevices, DeviceID: dev2, ScriptPolicyID: script}}}
 	s := eng.Complete(context.Background(), p)

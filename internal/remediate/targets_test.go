@@ -13,11 +13,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/testing/procbench"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 // targetPlan builds a plan from a request body with targets.
@@ -341,10 +341,7 @@ func BenchmarkResolveFilter100k(b *testing.B) {
 //	go test -run '^$' -bench ResolveFilter100kSeparate -benchtime 1x ./internal/remediate
 func BenchmarkResolveFilter100kSeparateSimulator(b *testing.B) {
 	base, script := procbench.StartSimulator(b, "--devices", "100000", "--write-limit", "1000000")
-	gc, err := graph.New(graph.Config{BaseURL: base})
-	if err != nil {
-		b.Fatal(err)
-	}
+	gc := simgraph.New(base, 0)
 	eng := New(gc, pace.New(5000, 1e6), Config{}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	p := Plan{DryRun: true, ValidateDevices: true, Targets: []Selection{{Selector: Selector{ScriptPolicyID: script, Filter: "userId eq 'ignored'"}, Field: "targets[0]"}}}
 	procbench.ResetPeak()

@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 	"github.com/remediator/remediator/internal/testing/procbench"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 // BenchmarkAsyncRun100k runs 100,000 devices asynchronously: submitted in
@@ -96,10 +96,7 @@ func BenchmarkAsyncRun100kSeparateSimulator(b *testing.B) {
 		writePace = 0.95 * ceiling
 	)
 	base, script := procbench.StartSimulator(b, "--devices", "190000", "--write-limit", strconv.Itoa(limit), "--window", "2s")
-	gc, err := graph.New(graph.Config{BaseURL: base})
-	if err != nil {
-		b.Fatal(err)
-	}
+	gc := simgraph.New(base, 0)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	store := runs.NewMemoryStore()
 	q := &testQueue{}

@@ -13,13 +13,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/azstore"
-	"github.com/remediator/remediator/internal/graph"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 	"github.com/remediator/remediator/internal/testing/azurite"
+	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
 // testQueue plays the queue trigger: messages wait until the test
@@ -83,7 +83,7 @@ func (q *testQueue) peek() []queued {
 type fixture struct {
 	svc    *runs.Service
 	engine *remediate.Engine
-	client *graph.Client
+	client *simgraph.Client
 	queue  *testQueue
 	sim    *intunesim.Running
 	tenant *intunesim.Tenant
@@ -118,8 +118,7 @@ func newFixture(t testing.TB, store runs.Store, devices int, simOpts intunesim.O
 	sim, err := intunesim.Start(intunesim.New(tenant, simOpts), "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sim.Close() })
-	gc, err := graph.New(graph.Config{BaseURL: sim.URL, CallTimeout: 5 * time.Second})
-	require.NoError(t, err)
+	gc := simgraph.New(sim.URL, 5*time.Second)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	eng := remediate.New(gc, pace.New(100_000, 100_000), remediate.Config{Concurrency: 16, Headroom: 50 * time.Millisecond,
 		Retry: remediate.RetryPolicy{BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}}, log)
