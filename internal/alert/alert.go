@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -21,23 +22,6 @@ type Settings struct {
 	// properties nor the query name one.
 	ScriptPolicyID string
 }
-
-// Error is an alert remediator cannot act on: Code is invalid_request for
-// a body that is not an alert, alert_not_actionable for an alert without
-// devices or script. Neither may become a 5xx, which action groups retry.
-type Error struct {
-	Code    string
-	Message string
-}
-
-// Error codes of alerts that cannot be acted on.
-const (
-	CodeInvalidAlert  = "invalid_request"
-	CodeNotActionable = "alert_not_actionable"
-)
-
-// Error returns the message.
-func (e *Error) Error() string { return e.Message }
 
 // Mapping is what an alert asks for.
 type Mapping struct {
@@ -97,17 +81,17 @@ type payload struct {
 // condition's dimensions named s.DeviceDimension; customProperties.deviceIds
 // (comma-separated); a legacy log alert's SearchResults column of that
 // name. The script comes from customProperties.scriptPolicyId, then
-// queryScript, then s.ScriptPolicyID. Errors are *Error.
+// queryScript, then s.ScriptPolicyID. Errors are *fault.Error.
 func Map(body []byte, queryScript string, s Settings) (Mapping, error) {
 	if s.DeviceDimension == "" {
 		s.DeviceDimension = "DeviceId"
 	}
 	var p payload
 	if err := json.Unmarshal(body, &p); err != nil {
-		return Mapping{}, &Error{CodeInvalidAlert, "the body is not an Azure Monitor alert: " + err.Error()}
+		return Mapping{}, &fault.Error{Code: fault.InvalidRequest, Message: "the body is not an Azure Monitor alert: " + err.Error()}
 	}
 	if p.Data == nil || !strings.EqualFold(p.SchemaID, "azureMonitorCommonAlertSchema") {
-		return Mapping{}, &Error{CodeNotActionable, "the alert does not use the common alert schema; enable \"Use common alert schema\" on the action group's action"}
+		return Mapping{}, &fault.Error{Code: fault.AlertNotActionable, Message: "the alert does not use the common alert schema; enable \"Use common alert schema\" on the action group's action"}
 	}
 	ess := p.Data.Essentials
 	m := Mapping{AlertID: ess.AlertID, AlertRule: ess.AlertRule, FiredDateTime: ess.FiredDateTime}
@@ -163,12 +147,12 @@ func Map(body []byte, queryScript string, s Settings) (Mapping, error) {
 	switch {
 	case len(m.Request.ManagedDevices) == 0:
 		m.Source = ""
-		return m, &Error{CodeNotActionable, fmt.Sprintf("the alert names no device: expected a %q dimension, customProperties.deviceIds, or a %q column in SearchResults (set ALERT_DEVICE_DIMENSION to the name your query uses)%s",
+		return m, &fault.Error{Code: fault.AlertNotActionable, Message: fmt.Sprintf("the alert names no device: expected a %q dimension, customProperties.deviceIds, or a %q column in SearchResults (set ALERT_DEVICE_DIMENSION to the name your query uses)%s",
 			s.DeviceDimension, s.DeviceDimension, badNote(bad))}
 	case script == "":
-		return m, &Error{CodeNotActionable, "the alert names no remediation script: set the custom property scriptPolicyId on the alert rule, the query parameter script_policy_id, or ALERT_SCRIPT_POLICY_ID"}
+		return m, &fault.Error{Code: fault.AlertNotActionable, Message: "the alert names no remediation script: set the custom property scriptPolicyId on the alert rule, the query parameter script_policy_id, or ALERT_SCRIPT_POLICY_ID"}
 	case !intune.IsGUID(script):
-		return m, &Error{CodeNotActionable, fmt.Sprintf("the script policy id %q is not a GUID", script)}
+		return m, &fault.Error{Code: fault.AlertNotActionable, Message: fmt.Sprintf("the script policy id %q is not a GUID", script)}
 	}
 	// One retired device must not stop the others an alert names.
 	m.Request.IgnorePartialFailures = true

@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/fault"
 )
 
 const (
@@ -48,9 +50,9 @@ func TestFiredWithDimensions(t *testing.T) {
 
 func TestDimensionNameIsConfigurable(t *testing.T) {
 	_, err := Map(sample(t, "log_alert_v2_fired.json"), "", Settings{DeviceDimension: "IntuneDeviceId"})
-	var ae *Error
+	var ae *fault.Error
 	require.ErrorAs(t, err, &ae)
-	assert.Equal(t, CodeNotActionable, ae.Code)
+	assert.Equal(t, fault.AlertNotActionable, ae.Code)
 	m, err := Map(sample(t, "log_alert_v2_fired.json"), "", Settings{DeviceDimension: "deviceid"})
 	require.NoError(t, err, "matched case-insensitively")
 	assert.Equal(t, []string{dev1}, ids(m))
@@ -97,18 +99,18 @@ func TestAlertsWithoutDevices(t *testing.T) {
 	for _, name := range []string{"log_alert_v2_no_device.json", "metric_alert_fired.json"} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Map(sample(t, name), script, Settings{})
-			var ae *Error
+			var ae *fault.Error
 			require.ErrorAs(t, err, &ae)
-			assert.Equal(t, CodeNotActionable, ae.Code)
+			assert.Equal(t, fault.AlertNotActionable, ae.Code)
 			assert.Contains(t, ae.Message, "names no device")
 		})
 	}
 }
 
 func TestNotAnAlert(t *testing.T) {
-	for body, code := range map[string]string{`nope`: CodeInvalidAlert, `{"schemaId":"Microsoft.Insights/activityLogs","data":{}}`: CodeNotActionable, `{}`: CodeNotActionable} {
+	for body, code := range map[string]fault.Code{`nope`: fault.InvalidRequest, `{"schemaId":"Microsoft.Insights/activityLogs","data":{}}`: fault.AlertNotActionable, `{}`: fault.AlertNotActionable} {
 		_, err := Map([]byte(body), script, Settings{})
-		var ae *Error
+		var ae *fault.Error
 		require.ErrorAs(t, err, &ae, body)
 		assert.Equal(t, code, ae.Code, body)
 	}

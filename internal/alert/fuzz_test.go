@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 )
 
@@ -21,8 +22,8 @@ func FuzzMap(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, query string) {
 		m, err := Map(body, query, Settings{})
 		if err != nil {
-			var ae *Error
-			if !errors.As(err, &ae) || (ae.Code != CodeInvalidAlert && ae.Code != CodeNotActionable) || ae.Message == "" {
+			var ae *fault.Error
+			if !errors.As(err, &ae) || (ae.Code != fault.InvalidRequest && ae.Code != fault.AlertNotActionable) || ae.Message == "" {
 				t.Fatalf("unclear refusal: %v", err)
 			}
 			return

@@ -4,7 +4,7 @@
 // Remediate, alerts MapAlert and Alert, pollers Status. It decodes and
 // validates requests, resolves the run's credential, and decides between
 // answering at once and handing the run to workers. Its refusals are
-// *Error values with a code; the HTTP layer alone turns codes into
+// *fault.Error values with a code; the HTTP layer alone turns codes into
 // statuses.
 package app
 
@@ -19,7 +19,7 @@ import (
 
 	"github.com/remediator/remediator/internal/alert"
 	"github.com/remediator/remediator/internal/config"
-	"github.com/remediator/remediator/internal/credential"
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 )
@@ -37,7 +37,7 @@ type Runs interface {
 
 // Credentials resolves the Graph credential of a run's tenant before
 // anything is triggered and returns the context the run carries it in;
-// *credential.Source implements it. Its errors are *credential.Error.
+// *credential.Source implements it. Its errors are *fault.Error.
 type Credentials interface {
 	Prepare(ctx context.Context, tenant string) (context.Context, error)
 }
@@ -83,45 +83,6 @@ func New(engine Engine, opts Options, log *slog.Logger) *Service {
 		opts.SyncBudget = 90 * time.Second
 	}
 	return &Service{engine: engine, opts: opts, log: log}
-}
-
-// Error codes the service itself refuses with (the domain's are in
-// package remediate, the credentials' in package credential).
-const (
-	CodeStorageUnavailable = "storage_unavailable"
-	CodeNotFound           = "not_found"
-	// CodeCallerNotAllowed: the request is outside its caller's rule in
-	// CALLER_POLICY.
-	CodeCallerNotAllowed = remediate.CodeCallerNotAllowed
-	// CodeAnswerTooLarge: a synchronous answer could not account for
-	// every device within MAX_ANSWER_BYTES.
-	CodeAnswerTooLarge = "answer_too_large"
-	CodeInternal       = "internal"
-	// CodeCredentialUnavailable: the credential source failed in a way of
-	// its own (not a *credential.Error).
-	CodeCredentialUnavailable = "credential_unavailable"
-	CodeInvalidRequest        = remediate.CodeInvalidRequest
-	CodeAlertNotActionable    = alert.CodeNotActionable
-)
-
-// Error is a refusal: nothing was triggered. Code says why (the HTTP layer
-// maps it to a status), Details name the fields at fault, RetryAfter says
-// when sending again may work, and Summary is the rejected run's account
-// of its devices, if it got that far.
-type Error struct {
-	Code       string
-	Message    string
-	Details    []remediate.FieldError
-	RetryAfter time.Duration
-	Summary    *remediate.Summary
-}
-
-// Error is the code and message.
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-// Invalid is an invalid_request naming field.
-func Invalid(field, msg string) *Error {
-	return &Error{Code: CodeInvalidRequest, Message: field + ": " + msg, Details: []remediate.FieldError{{Field: field, Message: msg}}}
 }
 
 // MinDeviceBytes is the most one device takes in an answer once the
@@ -199,13 +160,13 @@ func (s *Service) start(ctx context.Context, caller Caller, req remediate.Reques
 		}
 	}
 	if s.opts.Runs == nil && plan.Mode == remediate.ModeAsync {
-		return Result{}, Invalid("mode", "async needs run storage: this deployment runs synchronously only (no run storage is configured)")
+		return Result{}, fault.Invalid("mode", "async needs run storage: this deployment runs synchronously only (no run storage is configured)")
 	}
 	if s.opts.Credentials != nil {
 		if ctx, err = s.opts.Credentials.Prepare(ctx, plan.TenantID); err != nil {
-			var ce *credential.Error
+			var ce *fault.Error
 			if !errors.As(err, &ce) {
-				return Result{}, &Error{Code: CodeCredentialUnavailable, Message: err.Error(), RetryAfter: 60 * time.Second}
+				return Result{}, &fault.Error{Code: fault.CredentialUnavailable, Message: err.Error(), RetryAfter: 60 * time.Second}
 			}
 			return Result{}, asError(err)
 		}
@@ -223,7 +184,7 @@ func (s *Service) start(ctx context.Context, caller Caller, req remediate.Reques
 		if s.opts.Runs != nil {
 			hint = ", or send it with mode async"
 		}
-		return Result{}, &Error{Code: CodeAnswerTooLarge, Details: []remediate.FieldError{{Field: "managed_devices", Message: "too many devices for one answer"}},
+		return Result{}, &fault.Error{Code: fault.AnswerTooLarge, Details: []fault.FieldError{{Field: "managed_devices", Message: "too many devices for one answer"}},
 			Message: fmt.Sprintf("the run has %d devices; one answer accounts for at most %d (MAX_ANSWER_BYTES): split the request%s; nothing was triggered",
 				p.Devices(), s.opts.MaxAnswerBytes/MinDeviceBytes, hint)}
 	}
@@ -234,7 +195,7 @@ func (s *Service) start(ctx context.Context, caller Caller, req remediate.Reques
 	sum := p.Queue()
 	if err := s.opts.Runs.Submit(ctx, sum, plan.TenantID, caller.ID); err != nil {
 		s.log.Error("run could not be queued; nothing was triggered", "run_id", sum.RunID, "error", err.Error())
-		return Result{}, &Error{Code: CodeStorageUnavailable, RetryAfter: 30 * time.Second,
+		return Result{}, &fault.Error{Code: fault.StorageUnavailable, RetryAfter: 30 * time.Second,
 			Message: "the run could not be stored or queued; nothing was triggered, send it again"}
 	}
 	return Result{Accepted: &Accepted{RunID: sum.RunID, ResolvedDeviceCount: sum.ResolvedDeviceCount, Counts: sum.Counts,
@@ -271,8 +232,8 @@ func (s *Service) allowed(caller Caller, plan *remediate.Plan) error {
 		}
 	}
 	if len(names) == 0 {
-		return &Error{Code: CodeCallerNotAllowed, Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY (CALLER_POLICY); nothing was read or triggered", name),
-			Details: []remediate.FieldError{{Field: "", Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY", name)}}}
+		return &fault.Error{Code: fault.CallerNotAllowed, Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY (CALLER_POLICY); nothing was read or triggered", name),
+			Details: []fault.FieldError{{Field: "", Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY", name)}}}
 	}
 	var first error
 	for _, n := range names {
@@ -294,8 +255,8 @@ func (s *Service) allowedBy(name, ruleName string, rule config.CallerRule, plan 
 		by = name + " (as " + ruleName + ")"
 	}
 	refuse := func(field, msg string) error {
-		return &Error{Code: CodeCallerNotAllowed, Message: msg + " (CALLER_POLICY); nothing was read or triggered",
-			Details: []remediate.FieldError{{Field: field, Message: msg}}}
+		return &fault.Error{Code: fault.CallerNotAllowed, Message: msg + " (CALLER_POLICY); nothing was read or triggered",
+			Details: []fault.FieldError{{Field: field, Message: msg}}}
 	}
 	for _, id := range plan.ScriptIDs() {
 		if !listed(rule.Scripts, id) {
@@ -343,7 +304,7 @@ func fits(ctx context.Context, d, budget time.Duration) bool {
 }
 
 // MapAlert reads an Azure Monitor alert (common alert schema). A resolved
-// alert maps to Ignored; an alert that cannot be acted on is an *Error
+// alert maps to Ignored; an alert that cannot be acted on is an *fault.Error
 // (never one a retry could fix: action groups retry 5xx).
 func (s *Service) MapAlert(body []byte, queryScript string) (alert.Mapping, error) {
 	m, err := alert.Map(body, queryScript, s.opts.Alerts)
@@ -364,9 +325,8 @@ func (s *Service) Alert(ctx context.Context, caller Caller, m alert.Mapping) (Re
 	case res.Accepted != nil:
 		res.Accepted.Warnings = append(res.Accepted.Warnings, note...)
 	}
-	var e *Error
-	if errors.As(err, &e) && e.Summary != nil {
-		e.Summary.Warnings = append(e.Summary.Warnings, note...)
+	if rej := remediate.Rejected(err); rej != nil {
+		rej.Warnings = append(rej.Warnings, note...)
 	}
 	return res, err
 }
@@ -375,47 +335,29 @@ func (s *Service) Alert(ctx context.Context, caller Caller, m alert.Mapping) (Re
 // triggered device's script results. Another caller's run is not found.
 func (s *Service) Status(ctx context.Context, caller, id string, page int, follow bool) (runs.Status, error) {
 	if s.opts.Runs == nil {
-		return runs.Status{}, &Error{Code: CodeNotFound, Message: "this deployment keeps no runs (no storage is configured)"}
+		return runs.Status{}, &fault.Error{Code: fault.NotFound, Message: "this deployment keeps no runs (no storage is configured)"}
 	}
 	st, err := s.opts.Runs.Status(ctx, id, caller, page, follow)
 	switch {
 	case errors.Is(err, runs.ErrNotFound):
-		return st, &Error{Code: CodeNotFound, Message: fmt.Sprintf("no run %q", id)}
+		return st, &fault.Error{Code: fault.NotFound, Message: fmt.Sprintf("no run %q", id)}
 	case errors.Is(err, runs.ErrNoPage):
-		e := Invalid("page", "out of range")
+		e := fault.Invalid("page", "out of range")
 		e.Message = "page: " + err.Error()
 		return st, e
 	case err != nil:
 		s.log.Error("run status unavailable", "run_id", id, "error", err.Error())
-		return st, &Error{Code: CodeStorageUnavailable, RetryAfter: 10 * time.Second, Message: "the run could not be read; try again"}
+		return st, &fault.Error{Code: fault.StorageUnavailable, RetryAfter: 10 * time.Second, Message: "the run could not be read; try again"}
 	}
 	return st, nil
 }
 
-// asError turns the errors of the layers below into *Error.
+// asError is err as a *fault.Error: the layers below return one, and
+// anything else is a fault of remediator's own.
 func asError(err error) error {
-	var (
-		e   *Error
-		inv *remediate.InvalidRequestError
-		rej *remediate.Rejection
-		ce  *credential.Error
-		ae  *alert.Error
-	)
-	switch {
-	case errors.As(err, &e):
+	var e *fault.Error
+	if errors.As(err, &e) {
 		return e
-	case errors.As(err, &inv):
-		return &Error{Code: CodeInvalidRequest, Message: inv.Error(), Details: inv.Details}
-	case errors.As(err, &rej):
-		out := &Error{Code: rej.Summary.Error.Code, Message: rej.Summary.Error.Message, Details: rej.Summary.Error.Details, Summary: rej.Summary}
-		if out.Code == remediate.CodeGraphUnavailable || out.Code == remediate.CodeFleetSizeUnknown {
-			out.RetryAfter = 30 * time.Second
-		}
-		return out
-	case errors.As(err, &ce):
-		return &Error{Code: ce.Code, Message: ce.Message, RetryAfter: ce.RetryAfter}
-	case errors.As(err, &ae):
-		return &Error{Code: ae.Code, Message: ae.Message}
 	}
-	return &Error{Code: CodeInternal, Message: err.Error()}
+	return &fault.Error{Code: fault.Internal, Message: err.Error()}
 }

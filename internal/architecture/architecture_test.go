@@ -1,14 +1,21 @@
 package architecture
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/remediator/remediator/internal/fault"
 )
 
 const module = "github.com/remediator/remediator/"
@@ -24,6 +31,7 @@ var layers = map[string]int{
 	"internal/testing/azurite":   0,
 	"internal/testing/azurefake": 0,
 	"internal/testing/funchost":  0,
+	"internal/fault":             0,
 	"internal/testing/simgraph":  1,
 	"internal/remediate":         1,
 	"internal/graph":             1,
@@ -181,5 +189,40 @@ func TestTestSupportStaysInTests(t *testing.T) {
 	for _, tool := range []string{"azurite", "azurefake", "procbench", "funchost", "simgraph"} {
 		out := golist(t, "-f", "{{.ImportPath}}", "../testing/"+tool)
 		assert.Len(t, out, 1, "internal/testing/%s", tool)
+	}
+}
+
+// TestCodesAreSpelledOnce: outside internal/fault no file of the program
+// spells an error code as a string literal (a typo there would be a code
+// without a row in the status table, a silent 500); they use fault's
+// constants.
+func TestCodesAreSpelledOnce(t *testing.T) {
+	t.Parallel()
+	// Words of other vocabularies that happen to be spelled as a code: a
+	// device's reason, a log line's key.
+	other := map[string]bool{"internal/remediate/summary.go not_found": true, "internal/runs/worker.go devices_failed": true}
+	codes := map[string]bool{}
+	for _, c := range fault.All() {
+		codes[string(c)] = true
+	}
+	for _, line := range golist(t, "-f", `{{.Dir}} {{join .GoFiles " "}}`, "../../...") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || strings.HasSuffix(fields[0], "/internal/fault") {
+			continue
+		}
+		for _, name := range fields[1:] {
+			path := filepath.Join(fields[0], name)
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+			require.NoError(t, err)
+			ast.Inspect(f, func(n ast.Node) bool {
+				if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					rel := strings.TrimPrefix(path[strings.Index(path, "/internal/")+1:], "/")
+					if v, err := strconv.Unquote(lit.Value); err == nil && codes[v] && !other[rel+" "+v] {
+						t.Errorf("%s spells the code %q: use internal/fault's constant", path, v)
+					}
+				}
+				return true
+			})
+		}
 	}
 }

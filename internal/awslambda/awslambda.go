@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/remediator/remediator/internal/app"
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/httpapi"
 )
 
@@ -173,7 +174,7 @@ func (h *Handler) Handle(ctx context.Context, raw []byte) (any, error) {
 // refuse writes the audit line of an invocation that is not served and
 // returns its error (what Lambda reports as the invocation's failure).
 func (h *Handler) refuse(ctx context.Context, started time.Time, function, msg string) error {
-	h.api.Audit(ctx, function, httpapi.ErrorAnswer("invalid_request", msg), started, "aws_request_id", requestID(ctx), "caller", "")
+	h.api.Audit(ctx, function, httpapi.ErrorAnswer(fault.InvalidRequest, msg), started, "aws_request_id", requestID(ctx), "caller", "")
 	return errors.New("remediator: " + msg)
 }
 
@@ -189,7 +190,7 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	if ev.IsBase64Encoded {
 		b, err := base64.StdEncoding.DecodeString(ev.Body)
 		if err != nil {
-			ans := httpapi.ErrorAnswer("invalid_request", "the body is marked base64 but is not")
+			ans := httpapi.ErrorAnswer(fault.InvalidRequest, "the body is marked base64 but is not")
 			function, _, _ := strings.Cut(strings.TrimPrefix(route(ev.RawPath), "/api/"), "/")
 			h.api.Audit(ctx, function, ans, time.Now(), "aws_request_id", requestID(ctx), "caller", "")
 			return response(ans)
@@ -203,7 +204,7 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	u := &url.URL{Scheme: "https", Host: host, Path: route(ev.RawPath), RawQuery: ev.RawQueryString}
 	req, err := http.NewRequestWithContext(context.WithValue(ctx, eventKey{}, ev), ev.RequestContext.HTTP.Method, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return response(httpapi.ErrorAnswer("invalid_request", "the request could not be read: "+err.Error()))
+		return response(httpapi.ErrorAnswer(fault.InvalidRequest, "the request could not be read: "+err.Error()))
 	}
 	for k, v := range ev.Headers {
 		req.Header.Set(k, v)

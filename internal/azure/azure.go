@@ -27,6 +27,7 @@ import (
 
 	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/config"
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/httpapi"
 )
 
@@ -102,7 +103,7 @@ func (h *Host) payload(function string, api http.Handler) http.Handler {
 		req, err := h.request(r, function)
 		if err != nil {
 			h.log.Warn("payload not read", "function", function, "invocation_id", r.Header.Get("X-Azure-Functions-InvocationId"), "error", err.Error())
-			ans := httpapi.ErrorAnswer("invalid_invocation", "the host's payload could not be read: "+err.Error())
+			ans := httpapi.ErrorAnswer(fault.InvalidInvocation, "the host's payload could not be read: "+err.Error())
 			b, _ := json.Marshal(ans.Body)
 			writeInvokeResponse(w, invokeResponse{Outputs: map[string]any{"res": httpOutput{StatusCode: ans.Status,
 				Headers: map[string]string{"Content-Type": "application/json"}, Body: string(b)}}})

@@ -28,29 +28,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/remediator/remediator/internal/fault"
 )
-
-// Error is a credential problem that stops a run before anything is
-// triggered: Code unknown_tenant for a tenant remediator has no credential
-// for; token_unavailable, key_vault_unavailable or bad_credential (with
-// RetryAfter) when Key Vault or the token service cannot be reached or
-// gives something unusable.
-type Error struct {
-	Code       string
-	Message    string
-	RetryAfter time.Duration
-}
-
-// Error codes of credential problems.
-const (
-	CodeUnknownTenant       = "unknown_tenant"
-	CodeTokenUnavailable    = "token_unavailable"
-	CodeKeyVaultUnavailable = "key_vault_unavailable"
-	CodeBadCredential       = "bad_credential"
-)
-
-// Error returns the message; it names vaults, secrets and tenants, never a value.
-func (e *Error) Error() string { return e.Message }
 
 // SecretGetter reads a Key Vault secret; *azsecrets.Client implements it.
 type SecretGetter interface {
@@ -136,7 +116,7 @@ func TenantFrom(ctx context.Context) string {
 }
 
 // Prepare makes sure a token can be had for tenant before a run starts,
-// and returns ctx carrying the tenant. Its errors are *Error.
+// and returns ctx carrying the tenant. Its errors are *fault.Error.
 func (s *Source) Prepare(ctx context.Context, tenant string) (context.Context, error) {
 	ctx = WithTenant(ctx, tenant)
 	if _, _, err := s.Token(ctx); err != nil {
@@ -159,7 +139,7 @@ func (s *Source) Token(ctx context.Context) (string, uint64, error) {
 	}
 	tok, err := e.cred.GetToken(ctx, opts)
 	if err != nil {
-		return "", 0, &Error{Code: CodeTokenUnavailable, RetryAfter: 30 * time.Second,
+		return "", 0, &fault.Error{Code: fault.TokenUnavailable, RetryAfter: 30 * time.Second,
 			Message: fmt.Sprintf("no Graph token for tenant %s: %s", s.tenantName(tenant), firstLine(err))}
 	}
 	return tok.Token, e.gen, nil
@@ -204,12 +184,12 @@ func (s *Source) credential(ctx context.Context, tenant string) (*entry, error) 
 	key := s.keyOf(tenant)
 	switch {
 	case s.multiTenant() && key != "" && !slices.Contains(s.cfg.AllowedTenants, key):
-		return nil, &Error{Code: CodeUnknownTenant,
+		return nil, &fault.Error{Code: fault.UnknownTenant,
 			Message: fmt.Sprintf("tenant %s is not in ALLOWED_TENANT_IDS; nothing was triggered", tenant)}
 	case s.multiTenant():
 		key = "" // one credential serves every allowed tenant
 	case s.cfg.Mode != "keyvault" && key != "":
-		return nil, &Error{Code: CodeUnknownTenant,
+		return nil, &fault.Error{Code: fault.UnknownTenant,
 			Message: fmt.Sprintf("tenant %s is not this app's tenant; runs in other tenants need GRAPH_AUTH=keyvault with a secret per tenant, or ALLOWED_TENANT_IDS for a multi-tenant app registration", tenant)}
 	}
 	s.mu.Lock()
@@ -224,7 +204,7 @@ func (s *Source) credential(ctx context.Context, tenant string) (*entry, error) 
 	case <-e.ready:
 		return e, e.err
 	case <-ctx.Done():
-		return nil, &Error{Code: CodeKeyVaultUnavailable, RetryAfter: 60 * time.Second,
+		return nil, &fault.Error{Code: fault.KeyVaultUnavailable, RetryAfter: 60 * time.Second,
 			Message: fmt.Sprintf("the Graph credential of tenant %s could not be read in time from Key Vault %s, secret %q (%s); nothing was triggered",
 				s.tenantName(key), s.cfg.VaultURL, s.secretName(key), ctx.Err())}
 	}
@@ -273,7 +253,7 @@ func (s *Source) fromVault(ctx context.Context, tenant string) (azcore.TokenCred
 		var re *azcore.ResponseError
 		notFound := errors.As(err, &re) && re.StatusCode == http.StatusNotFound
 		if notFound && tenant != "" {
-			return nil, &Error{Code: CodeUnknownTenant,
+			return nil, &fault.Error{Code: fault.UnknownTenant,
 				Message: fmt.Sprintf("no credential for tenant %s: Key Vault %s has no secret %q", tenant, s.cfg.VaultURL, name)}
 		}
 		what := "could not be read"
@@ -282,7 +262,7 @@ func (s *Source) fromVault(ctx context.Context, tenant string) (azcore.TokenCred
 		} else if re != nil {
 			what = fmt.Sprintf("could not be read (%d %s)", re.StatusCode, re.ErrorCode)
 		}
-		return nil, &Error{Code: CodeKeyVaultUnavailable, RetryAfter: 60 * time.Second,
+		return nil, &fault.Error{Code: fault.KeyVaultUnavailable, RetryAfter: 60 * time.Second,
 			Message: fmt.Sprintf("the Graph credential in Key Vault %s, secret %q, %s; nothing was triggered", s.cfg.VaultURL, name, what)}
 	}
 	clientID := s.cfg.ClientID
@@ -291,7 +271,7 @@ func (s *Source) fromVault(ctx context.Context, tenant string) (azcore.TokenCred
 	}
 	cred, err := s.build(tenantID, clientID, resp.Secret)
 	if err != nil {
-		return nil, &Error{Code: CodeBadCredential, RetryAfter: 60 * time.Second,
+		return nil, &fault.Error{Code: fault.BadCredential, RetryAfter: 60 * time.Second,
 			Message: fmt.Sprintf("the secret %q in Key Vault %s is not a usable credential: %v", name, s.cfg.VaultURL, err)}
 	}
 	s.log.Info("graph credential read from Key Vault", "vault", s.cfg.VaultURL, "secret", name, "tenant", s.tenantName(tenant))

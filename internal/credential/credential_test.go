@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/testing/azurefake"
 )
 
@@ -136,9 +137,9 @@ func TestCertificateForms(t *testing.T) {
 		src, v, _, _ := setup(t)
 		v.set("graph-app", azsecrets.Secret{Value: str("%%%"), ContentType: str("application/x-pkcs12")})
 		_, _, err := src.Token(context.Background())
-		var ce *Error
+		var ce *fault.Error
 		require.ErrorAs(t, err, &ce)
-		assert.Equal(t, "bad_credential", ce.Code)
+		assert.Equal(t, fault.BadCredential, ce.Code)
 	})
 }
 
@@ -165,9 +166,9 @@ func TestMultiTenant(t *testing.T) {
 	assert.Equal(t, tenant+"|"+client, who)
 
 	_, err = src.Prepare(context.Background(), "00000000-0000-4000-8000-000000000000")
-	var ce *Error
+	var ce *fault.Error
 	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, "unknown_tenant", ce.Code)
+	assert.Equal(t, fault.UnknownTenant, ce.Code)
 	assert.Contains(t, ce.Message, `"graph-app-00000000-0000-4000-8000-000000000000"`)
 }
 
@@ -177,9 +178,9 @@ func TestKeyVaultProblems(t *testing.T) {
 		v.set("graph-app", azsecrets.Secret{Value: str(secret)})
 		v.fail = 503
 		_, err := src.Prepare(context.Background(), "")
-		var ce *Error
+		var ce *fault.Error
 		require.ErrorAs(t, err, &ce)
-		assert.Equal(t, "key_vault_unavailable", ce.Code)
+		assert.Equal(t, fault.KeyVaultUnavailable, ce.Code)
 		assert.Greater(t, ce.RetryAfter.Seconds(), 0.0)
 		assert.Contains(t, ce.Message, "https://remediator-test.vault.azure.net")
 		assert.Contains(t, ce.Message, `"graph-app"`)
@@ -188,9 +189,9 @@ func TestKeyVaultProblems(t *testing.T) {
 	t.Run("secret missing", func(t *testing.T) {
 		src, _, _, _ := setup(t)
 		_, err := src.Prepare(context.Background(), "")
-		var ce *Error
+		var ce *fault.Error
 		require.ErrorAs(t, err, &ce)
-		assert.Equal(t, "key_vault_unavailable", ce.Code)
+		assert.Equal(t, fault.KeyVaultUnavailable, ce.Code)
 		assert.Contains(t, ce.Message, "does not exist")
 	})
 	t.Run("token service down", func(t *testing.T) {
@@ -199,9 +200,9 @@ func TestKeyVaultProblems(t *testing.T) {
 		entra.Register(azurefake.App{Tenant: tenant, ClientID: client, Secret: secret})
 		entra.SetDown(true)
 		_, err := src.Prepare(context.Background(), "")
-		var ce *Error
+		var ce *fault.Error
 		require.ErrorAs(t, err, &ce)
-		assert.Equal(t, "token_unavailable", ce.Code)
+		assert.Equal(t, fault.TokenUnavailable, ce.Code)
 		assert.NotContains(t, ce.Message, secret)
 	})
 }
@@ -242,9 +243,9 @@ func TestSingleCredentialModes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "fake_token", tok)
 	_, err = src.Prepare(context.Background(), tenant2)
-	var ce *Error
+	var ce *fault.Error
 	require.True(t, errors.As(err, &ce))
-	assert.Equal(t, "unknown_tenant", ce.Code, "other tenants need keyvault mode")
+	assert.Equal(t, fault.UnknownTenant, ce.Code, "other tenants need keyvault mode")
 }
 
 func TestScopeAndHosts(t *testing.T) {
@@ -265,9 +266,9 @@ func TestSlowKeyVaultStopsAtTheCallersDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err := slow.Prepare(ctx, "")
-	var ce *Error
+	var ce *fault.Error
 	require.ErrorAs(t, err, &ce)
-	assert.Contains(t, []string{"key_vault_unavailable", "bad_credential"}, ce.Code)
+	assert.Contains(t, []fault.Code{fault.KeyVaultUnavailable, fault.BadCredential}, ce.Code)
 	assert.Contains(t, ce.Message, `"graph-app"`)
 }
 
@@ -369,9 +370,9 @@ func TestMultiTenantApp(t *testing.T) {
 
 	before := len(entra.Requests())
 	_, err := src.Prepare(context.Background(), "00000000-0000-4000-8000-000000000000")
-	var ce *Error
+	var ce *fault.Error
 	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, CodeUnknownTenant, ce.Code)
+	assert.Equal(t, fault.UnknownTenant, ce.Code)
 	assert.Contains(t, ce.Message, "ALLOWED_TENANT_IDS")
 	assert.Len(t, entra.Requests(), before, "no token asked for")
 }

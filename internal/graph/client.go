@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
+
 	abs "github.com/microsoft/kiota-abstractions-go"
 	"github.com/microsoft/kiota-abstractions-go/authentication"
 	khttp "github.com/microsoft/kiota-http-go"
@@ -294,7 +296,7 @@ func toError(ctx context.Context, err error, capt *capture) *intune.Error {
 	case errors.As(err, &re):
 		e.Status, e.Message = re.status, re.Error()
 	case errors.As(err, &te):
-		e.Code, e.Message = "token_unavailable", te.Error()
+		e.Code, e.Message = string(fault.TokenUnavailable), te.Error()
 	case errors.As(err, &oe):
 		e.Status = oe.GetStatusCode()
 		if me := oe.GetErrorEscaped(); me != nil {

@@ -9,34 +9,30 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/alert"
-	"github.com/remediator/remediator/internal/app"
-	"github.com/remediator/remediator/internal/credential"
-	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/fault"
 )
 
 var update = flag.Bool("update", false, "rewrite the README's table of codes from the one table")
 
-// TestEveryCodeHasItsStatus: every code the layers below can answer with
-// is in the one table, so none becomes a 500 by omission; codes are unique.
+// TestEveryCodeHasItsStatus: every code of the vocabulary (fault.All) has
+// its row in the one table, so none becomes a 500 by omission; a refusal
+// is a 4xx, or a 503 to retry, save the fault of remediator's own; the
+// table has no code twice, and none outside the vocabulary.
 func TestEveryCodeHasItsStatus(t *testing.T) {
 	t.Parallel()
-	for _, code := range []string{
-		remediate.CodeInvalidRequest, remediate.CodeScriptNotAllowed, remediate.CodeScriptChanged, remediate.CodeScriptInvalid,
-		remediate.CodeTargetResolutionFailed, remediate.CodeDeviceValidationFailed, remediate.CodeTooManyDevices,
-		remediate.CodeConfirmationRequired, remediate.CodeFleetSizeUnknown, remediate.CodeGraphUnavailable,
-		credential.CodeUnknownTenant, credential.CodeTokenUnavailable, credential.CodeKeyVaultUnavailable, credential.CodeBadCredential,
-		alert.CodeInvalidAlert, alert.CodeNotActionable,
-		app.CodeStorageUnavailable, app.CodeNotFound, app.CodeCredentialUnavailable, app.CodeAnswerTooLarge, app.CodeCallerNotAllowed,
-	} {
-		s := StatusOf(code)
-		assert.True(t, s >= 400 && s < 500 || s == 503, "%s: a refusal is a 4xx, or a 503 to retry; got %d", code, s)
-	}
-	seen := map[string]bool{}
+	rows := map[fault.Code]int{}
 	for _, c := range codes {
-		assert.False(t, seen[c.Code], "%s twice", c.Code)
-		seen[c.Code] = true
+		assert.NotContains(t, rows, c.Code, "%s twice", c.Code)
+		rows[c.Code] = c.Status
 	}
+	for _, code := range fault.All() {
+		s, ok := rows[code]
+		assert.True(t, ok, "%s has no row in the status table", code)
+		if code != fault.Internal {
+			assert.True(t, s >= 400 && s < 500 || s == 503, "%s: a refusal is a 4xx, or a 503 to retry; got %d", code, s)
+		}
+	}
+	assert.Len(t, rows, len(fault.All()), "every row's code is in fault.All")
 	assert.Equal(t, 500, StatusOf("no-such-code"))
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/replay"
 )
 
@@ -122,11 +123,11 @@ func (a *API) Handler() http.Handler {
 		mux.Handle(rt.Pattern, a.audited(rt.Function, fn))
 		mux.Handle(path, a.audited(rt.Function, func(*http.Request) Answer {
 			return Answer{Status: http.StatusMethodNotAllowed, Headers: map[string]string{"Allow": method},
-				Body: errorBody("method_not_allowed", "use "+method, nil)}
+				Body: errorBody(fault.MethodNotAllowed, "use "+method, nil)}
 		}))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		write(w, Answer{Status: http.StatusNotFound, Body: errorBody("not_found", "no such route: use POST /api/remediate, GET /api/remediate/runs/{id}, POST /api/alert or GET /api/runs/{id}", nil)})
+		write(w, Answer{Status: http.StatusNotFound, Body: errorBody(fault.NotFound, "no such route: use POST /api/remediate, GET /api/remediate/runs/{id}, POST /api/alert or GET /api/runs/{id}", nil)})
 	})
 	return mux
 }
@@ -140,7 +141,7 @@ func (a *API) audited(function string, fn func(r *http.Request) Answer) http.Han
 		if ok, wait := a.rate.allow(a.caller(r).ID, started); ok {
 			ans = fn(r)
 		} else {
-			ans = ErrorAnswer(CodeTooManyRequests, "this caller sent more requests than CALLER_RATE allows; retry after Retry-After")
+			ans = ErrorAnswer(fault.TooManyRequests, "this caller sent more requests than CALLER_RATE allows; retry after Retry-After")
 			ans.Headers = map[string]string{"Retry-After": retryAfter(wait)}
 		}
 		a.Audit(r.Context(), function, ans, started, a.hostAttrs(r)...)
@@ -177,10 +178,10 @@ func readBody(r *http.Request) ([]byte, *Answer) {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig) || len(raw) > MaxBody:
-		return nil, &Answer{Status: http.StatusRequestEntityTooLarge, Body: errorBody("request_too_large",
+		return nil, &Answer{Status: http.StatusRequestEntityTooLarge, Body: errorBody(fault.RequestTooLarge,
 			"the body is larger than "+strconv.Itoa(MaxBody)+" bytes; split the request", nil)}
 	case err != nil:
-		return nil, &Answer{Status: http.StatusBadRequest, Body: errorBody("invalid_request", "reading the body: "+err.Error(), nil)}
+		return nil, &Answer{Status: http.StatusBadRequest, Body: errorBody(fault.InvalidRequest, "reading the body: "+err.Error(), nil)}
 	}
 	return raw, nil
 }
@@ -246,14 +247,14 @@ func (a *API) status(r *http.Request) Answer {
 	if v := q.Get("page"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return a.render(app.Result{}, app.Invalid("page", "must be a page number from 0"), links{})
+			return a.render(app.Result{}, fault.Invalid("page", "must be a page number from 0"), links{})
 		}
 		page = n
 	}
 	if v := q.Get("follow"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return a.render(app.Result{}, app.Invalid("follow", "must be true or false"), links{})
+			return a.render(app.Result{}, fault.Invalid("follow", "must be true or false"), links{})
 		}
 		follow = b
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/replay"
 )
@@ -38,7 +39,7 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 		// this one may.
 		select {
 		case <-ctx.Done():
-			a := ErrorAnswer("in_progress", "a request with this idempotency key is still being processed; retry later for its answer")
+			a := ErrorAnswer(fault.InProgress, "a request with this idempotency key is still being processed; retry later for its answer")
 			a.Headers = map[string]string{"Retry-After": "10"}
 			return a
 		case <-time.After(500 * time.Millisecond):
@@ -47,12 +48,12 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 	switch {
 	case err != nil:
 		a.log.Error("idempotency store unavailable; nothing was triggered", "error", err.Error())
-		ans := ErrorAnswer("storage_unavailable", "the idempotency key could not be checked; nothing was triggered, send the request again")
+		ans := ErrorAnswer(fault.StorageUnavailable, "the idempotency key could not be checked; nothing was triggered, send the request again")
 		ans.Headers = map[string]string{"Retry-After": "30"}
 		return ans
 	case prev != nil && prev.RequestHash != "" && prev.RequestHash != hash:
-		return Answer{Status: StatusOf("idempotency_key_reused"), Body: errorBody("idempotency_key_reused",
-			"this Idempotency-Key was used for a different request; use a new key", []remediate.FieldError{{Field: "Idempotency-Key", Message: "reused with another body"}})}
+		return Answer{Status: StatusOf(fault.IdempotencyKeyReused), Body: errorBody(fault.IdempotencyKeyReused,
+			"this Idempotency-Key was used for a different request; use a new key", []fault.FieldError{{Field: "Idempotency-Key", Message: "reused with another body"}})}
 	case prev != nil:
 		h := map[string]string{}
 		for k, v := range prev.Headers {
@@ -100,7 +101,7 @@ func (a *API) idempotent(ctx context.Context, key string, request []byte, l link
 // nothing: a refusal (4xx other than 424, whose run ran) or a dry run.
 func triggeredNothing(res Answer) bool {
 	sum, _ := res.Body.(*remediate.Summary)
-	return (res.Status >= 400 && res.Status < 500 && res.Status != StatusOf("devices_failed")) || (sum != nil && sum.Status == remediate.StatusPlanned)
+	return (res.Status >= 400 && res.Status < 500 && res.Status != StatusOf(fault.DevicesFailed)) || (sum != nil && sum.Status == remediate.StatusPlanned)
 }
 
 // unkept answers when res could not be kept for its key (storage failed

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/remediator/remediator/internal/fault"
 )
 
 // Local guards the API served on a loopback address (serve, demo) against
@@ -29,20 +31,20 @@ func Local(next http.Handler, listen string) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !local(r.Host) {
-			write(w, ErrorAnswer(CodeNotLocal, "this server answers requests to its loopback address only (Host "+listen+" or localhost)"))
+			write(w, ErrorAnswer(fault.NotLocal, "this server answers requests to its loopback address only (Host "+listen+" or localhost)"))
 			return
 		}
 		if o := r.Header.Get("Origin"); o != "" {
 			host, ok := strings.CutPrefix(o, "http://")
 			if !ok || !local(host) {
-				write(w, ErrorAnswer(CodeNotLocal, "requests from web pages are refused (Origin)"))
+				write(w, ErrorAnswer(fault.NotLocal, "requests from web pages are refused (Origin)"))
 				return
 			}
 		}
 		if r.Method == http.MethodPost {
 			mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 			if err != nil || mt != "application/json" {
-				ans := ErrorAnswer(CodeUnsupportedMediaType, "the body must be sent as Content-Type: application/json")
+				ans := ErrorAnswer(fault.UnsupportedMediaType, "the body must be sent as Content-Type: application/json")
 				write(w, ans)
 				return
 			}

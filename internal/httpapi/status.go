@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
-	"github.com/remediator/remediator/internal/credential"
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 )
@@ -22,51 +22,44 @@ import (
 // never a 5xx: callers such as Logic Apps retry 5xx and would trigger
 // devices again.
 var codes = []struct {
-	Code    string
+	Code    fault.Code
 	Status  int
 	Meaning string
 }{
-	{"devices_failed", http.StatusFailedDependency, "the run ran (the body is its summary): a device failed or was not attempted and `ignore_partial_failures` is false"},
-	{remediate.CodeInvalidRequest, http.StatusBadRequest, "the request is invalid; `error.details` names each field at fault"},
-	{"invalid_invocation", http.StatusBadRequest, "the Functions host's payload could not be read"},
-	{"request_too_large", http.StatusRequestEntityTooLarge, "the body is over 1 MiB (about 10,000 devices): split the request"},
-	{"method_not_allowed", http.StatusMethodNotAllowed, "wrong method for the route (`Allow` says which)"},
-	{CodeUnsupportedMediaType, http.StatusUnsupportedMediaType, "local `serve`: a POST body not sent as `Content-Type: application/json`"},
-	{CodeNotLocal, http.StatusForbidden, "local `serve`: a `Host` other than its loopback address, or a request from a web page (`Origin`)"},
-	{app.CodeNotFound, http.StatusNotFound, "no such run, no such route, or a deployment without run storage"},
-	{remediate.CodeScriptNotAllowed, http.StatusForbidden, "a script is not on `ALLOWED_SCRIPT_POLICY_IDS`"},
-	{remediate.CodeScriptChanged, http.StatusForbidden, "a pinned script was edited after its approval (`ALLOWED_SCRIPT_PINS`)"},
-	{app.CodeCallerNotAllowed, http.StatusForbidden, "the request is outside its caller's rule in `CALLER_POLICY` (scripts, tenants, max_devices)"},
-	{credential.CodeUnknownTenant, http.StatusForbidden, "no credential for the request's `tenant_id`"},
-	{remediate.CodeScriptInvalid, http.StatusUnprocessableEntity, "a script does not exist or is not a remediation script"},
-	{remediate.CodeTargetResolutionFailed, http.StatusUnprocessableEntity, "a selector (filter, name, group) could not be resolved"},
-	{remediate.CodeDeviceValidationFailed, http.StatusUnprocessableEntity, "listed devices failed validation (the body is the run's summary, each device with its reason)"},
-	{remediate.CodeTooManyDevices, http.StatusUnprocessableEntity, "the targets resolve to more than `MAX_DEVICES_PER_RUN`"},
-	{app.CodeAlertNotActionable, http.StatusUnprocessableEntity, "the alert names no device or no script"},
-	{app.CodeAnswerTooLarge, http.StatusUnprocessableEntity, "more devices than one answer can account for (`MAX_ANSWER_BYTES`) and no run storage to take the run: split it"},
-	{"idempotency_key_reused", http.StatusUnprocessableEntity, "the `Idempotency-Key` was used for another body"},
-	{remediate.CodeConfirmationRequired, http.StatusPreconditionRequired, "over `MAX_FLEET_PERCENT`: send `confirm_device_count` (the message says the number)"},
-	{CodeTooManyRequests, http.StatusTooManyRequests, "the caller sent more requests than `CALLER_RATE` allows; retry after `Retry-After`"},
-	{"in_progress", http.StatusConflict, "a request with this `Idempotency-Key` is still being answered; retry after `Retry-After`"},
-	{remediate.CodeFleetSizeUnknown, http.StatusServiceUnavailable, "the tenant's Windows devices could not be counted for `MAX_FLEET_PERCENT`"},
-	{remediate.CodeGraphUnavailable, http.StatusServiceUnavailable, "Graph could not be read while preparing the run (throttled, unavailable): send it again after `Retry-After`"},
-	{credential.CodeTokenUnavailable, http.StatusServiceUnavailable, "no Graph token could be had"},
-	{credential.CodeKeyVaultUnavailable, http.StatusServiceUnavailable, "Key Vault could not be read, or the secret does not exist"},
-	{credential.CodeBadCredential, http.StatusServiceUnavailable, "the secret in Key Vault is not a usable credential"},
-	{app.CodeCredentialUnavailable, http.StatusServiceUnavailable, "the credential could not be resolved"},
-	{app.CodeStorageUnavailable, http.StatusServiceUnavailable, "run storage could not be reached; nothing was triggered"},
-	{app.CodeInternal, http.StatusInternalServerError, "a fault of remediator's own"},
+	{fault.DevicesFailed, http.StatusFailedDependency, "the run ran (the body is its summary): a device failed or was not attempted and `ignore_partial_failures` is false"},
+	{fault.InvalidRequest, http.StatusBadRequest, "the request is invalid; `error.details` names each field at fault"},
+	{fault.InvalidInvocation, http.StatusBadRequest, "the Functions host's payload could not be read"},
+	{fault.RequestTooLarge, http.StatusRequestEntityTooLarge, "the body is over 1 MiB (about 10,000 devices): split the request"},
+	{fault.MethodNotAllowed, http.StatusMethodNotAllowed, "wrong method for the route (`Allow` says which)"},
+	{fault.UnsupportedMediaType, http.StatusUnsupportedMediaType, "local `serve`: a POST body not sent as `Content-Type: application/json`"},
+	{fault.NotLocal, http.StatusForbidden, "local `serve`: a `Host` other than its loopback address, or a request from a web page (`Origin`)"},
+	{fault.NotFound, http.StatusNotFound, "no such run, no such route, or a deployment without run storage"},
+	{fault.ScriptNotAllowed, http.StatusForbidden, "a script is not on `ALLOWED_SCRIPT_POLICY_IDS`"},
+	{fault.ScriptChanged, http.StatusForbidden, "a pinned script was edited after its approval (`ALLOWED_SCRIPT_PINS`)"},
+	{fault.CallerNotAllowed, http.StatusForbidden, "the request is outside its caller's rule in `CALLER_POLICY` (scripts, tenants, max_devices)"},
+	{fault.UnknownTenant, http.StatusForbidden, "no credential for the request's `tenant_id`"},
+	{fault.ScriptInvalid, http.StatusUnprocessableEntity, "a script does not exist or is not a remediation script"},
+	{fault.TargetResolutionFailed, http.StatusUnprocessableEntity, "a selector (filter, name, group) could not be resolved"},
+	{fault.DeviceValidationFailed, http.StatusUnprocessableEntity, "listed devices failed validation (the body is the run's summary, each device with its reason)"},
+	{fault.TooManyDevices, http.StatusUnprocessableEntity, "the targets resolve to more than `MAX_DEVICES_PER_RUN`"},
+	{fault.AlertNotActionable, http.StatusUnprocessableEntity, "the alert names no device or no script"},
+	{fault.AnswerTooLarge, http.StatusUnprocessableEntity, "more devices than one answer can account for (`MAX_ANSWER_BYTES`) and no run storage to take the run: split it"},
+	{fault.IdempotencyKeyReused, http.StatusUnprocessableEntity, "the `Idempotency-Key` was used for another body"},
+	{fault.ConfirmationRequired, http.StatusPreconditionRequired, "over `MAX_FLEET_PERCENT`: send `confirm_device_count` (the message says the number)"},
+	{fault.TooManyRequests, http.StatusTooManyRequests, "the caller sent more requests than `CALLER_RATE` allows; retry after `Retry-After`"},
+	{fault.InProgress, http.StatusConflict, "a request with this `Idempotency-Key` is still being answered; retry after `Retry-After`"},
+	{fault.FleetSizeUnknown, http.StatusServiceUnavailable, "the tenant's Windows devices could not be counted for `MAX_FLEET_PERCENT`"},
+	{fault.GraphUnavailable, http.StatusServiceUnavailable, "Graph could not be read while preparing the run (throttled, unavailable): send it again after `Retry-After`"},
+	{fault.TokenUnavailable, http.StatusServiceUnavailable, "no Graph token could be had"},
+	{fault.KeyVaultUnavailable, http.StatusServiceUnavailable, "Key Vault could not be read, or the secret does not exist"},
+	{fault.BadCredential, http.StatusServiceUnavailable, "the secret in Key Vault is not a usable credential"},
+	{fault.CredentialUnavailable, http.StatusServiceUnavailable, "the credential could not be resolved"},
+	{fault.StorageUnavailable, http.StatusServiceUnavailable, "run storage could not be reached; nothing was triggered"},
+	{fault.Internal, http.StatusInternalServerError, "a fault of remediator's own"},
 }
 
-// Codes of the local server's refusals.
-const (
-	CodeUnsupportedMediaType = "unsupported_media_type"
-	CodeNotLocal             = "not_local"
-	CodeTooManyRequests      = "too_many_requests"
-)
-
 // StatusOf is the HTTP status of code (500 for a code the table lacks).
-func StatusOf(code string) int {
+func StatusOf(code fault.Code) int {
 	for _, c := range codes {
 		if c.Code == code {
 			return c.Status
@@ -156,13 +149,13 @@ func retryAfter(d time.Duration) string {
 // render is the HTTP answer to a run's result or refusal.
 func (a *API) render(res app.Result, err error, l links) Answer {
 	if err != nil {
-		var e *app.Error
+		var e *fault.Error
 		if !errors.As(err, &e) {
-			e = &app.Error{Code: app.CodeInternal, Message: err.Error()}
+			e = &fault.Error{Code: fault.Internal, Message: err.Error()}
 		}
 		ans := Answer{Status: StatusOf(e.Code), Body: errorBody(e.Code, e.Message, e.Details)}
-		if e.Summary != nil {
-			ans.Body = compact(e.Summary, a.opts.MaxAnswerBytes)
+		if sum := remediate.Rejected(e); sum != nil {
+			ans.Body = compact(sum, a.opts.MaxAnswerBytes)
 		}
 		if e.RetryAfter > 0 {
 			ans.Headers = map[string]string{"Retry-After": retryAfter(e.RetryAfter)}
@@ -227,7 +220,7 @@ func jsonSize(v any) int {
 // ignored, else 200.
 func summaryStatus(s *remediate.Summary) int {
 	if s.Status != remediate.StatusPlanned && s.Counts.Failed+s.Counts.NotAttempted > 0 && !s.IgnorePartialFailures {
-		return StatusOf("devices_failed")
+		return StatusOf(fault.DevicesFailed)
 	}
 	return http.StatusOK
 }
@@ -280,13 +273,13 @@ func renderStatus(id string, st runs.Status, l links) Answer {
 // ErrorResponse is the body of every refusal that has no run summary.
 type ErrorResponse struct {
 	Error struct {
-		Code    string                 `json:"code"`
-		Message string                 `json:"message"`
-		Details []remediate.FieldError `json:"details,omitempty"`
+		Code    fault.Code         `json:"code"`
+		Message string             `json:"message"`
+		Details []fault.FieldError `json:"details,omitempty"`
 	} `json:"error"`
 }
 
-func errorBody(code, msg string, details []remediate.FieldError) ErrorResponse {
+func errorBody(code fault.Code, msg string, details []fault.FieldError) ErrorResponse {
 	var e ErrorResponse
 	e.Error.Code, e.Error.Message, e.Error.Details = code, msg, details
 	return e
@@ -294,7 +287,7 @@ func errorBody(code, msg string, details []remediate.FieldError) ErrorResponse {
 
 // ErrorAnswer is a refusal with code and message, its status from the
 // table (for adapters that refuse a transport they cannot read).
-func ErrorAnswer(code, msg string) Answer {
+func ErrorAnswer(code fault.Code, msg string) Answer {
 	return Answer{Status: StatusOf(code), Body: errorBody(code, msg, nil)}
 }
 

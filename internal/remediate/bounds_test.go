@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
@@ -62,14 +63,14 @@ func TestCapsApplyWhilePaging(t *testing.T) {
 	defer cancel()
 	s := e.Complete(ctx, plan)
 	require.Equal(t, StatusRejected, s.Status)
-	assert.Equal(t, CodeTooManyDevices, s.Error.Code)
+	assert.Equal(t, fault.TooManyDevices, s.Error.Code)
 	assert.LessOrEqual(t, pages.Load(), int64(3), "resolving stopped at the cap")
 
 	pages.Store(0)
 	plan.DryRun = true
 	s = e.Complete(ctx, plan)
 	require.Equal(t, StatusRejected, s.Status)
-	assert.Equal(t, CodeTargetResolutionFailed, s.Error.Code)
+	assert.Equal(t, fault.TargetResolutionFailed, s.Error.Code)
 	require.NotEmpty(t, s.Error.Details)
 	assert.Contains(t, s.Error.Details[0].Message, "MAX_LISTED_DEVICES")
 	assert.LessOrEqual(t, pages.Load(), int64(11), "reading stopped at MAX_LISTED_DEVICES")

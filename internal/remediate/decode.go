@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/remediator/remediator/internal/fault"
 )
 
 // schema says which JSON type each known field has; nested objects and
@@ -48,7 +50,7 @@ var requestSchema = schema{
 func Decode(r io.Reader) (Request, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
-		return Request{}, invalid([]FieldError{{Message: "reading the body: " + err.Error()}})
+		return Request{}, invalid([]fault.FieldError{{Message: "reading the body: " + err.Error()}})
 	}
 	if !json.Valid(raw) {
 		var v any
@@ -56,22 +58,22 @@ func Decode(r io.Reader) (Request, error) {
 		if err == nil {
 			err = fmt.Errorf("invalid JSON")
 		}
-		return Request{}, invalid([]FieldError{{Message: "the body is not valid JSON: " + err.Error()}})
+		return Request{}, invalid([]fault.FieldError{{Message: "the body is not valid JSON: " + err.Error()}})
 	}
 	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
-		return Request{}, invalid([]FieldError{{Message: "the body must be a JSON object"}})
+		return Request{}, invalid([]fault.FieldError{{Message: "the body must be a JSON object"}})
 	}
 	w := &walker{dec: json.NewDecoder(bytes.NewReader(raw))}
 	w.dec.UseNumber()
 	if err := w.value(fieldSpec{kind: "object", sub: requestSchema}, ""); err != nil {
-		return Request{}, invalid([]FieldError{{Message: "the body is not valid JSON: " + err.Error()}})
+		return Request{}, invalid([]fault.FieldError{{Message: "the body is not valid JSON: " + err.Error()}})
 	}
 	if w.problems.total > 0 {
 		return Request{}, w.problems.err()
 	}
 	var req Request
 	if err := json.Unmarshal(raw, &req); err != nil {
-		return Request{}, invalid([]FieldError{{Message: err.Error()}})
+		return Request{}, invalid([]fault.FieldError{{Message: err.Error()}})
 	}
 	return req, nil
 }
@@ -79,19 +81,19 @@ func Decode(r io.Reader) (Request, error) {
 // problems collects a request's problems: the first MaxProblems, and
 // their number.
 type problems struct {
-	list  []FieldError
+	list  []fault.FieldError
 	total int
 }
 
 func (p *problems) add(field, msg string) {
 	p.total++
 	if len(p.list) < MaxProblems {
-		p.list = append(p.list, FieldError{Field: field, Message: msg})
+		p.list = append(p.list, fault.FieldError{Field: field, Message: msg})
 	}
 }
 
-func (p *problems) err() *InvalidRequestError {
-	return &InvalidRequestError{Details: p.list, Total: p.total}
+func (p *problems) err() *fault.Error {
+	return invalidOf(p.list, p.total)
 }
 
 // walker checks a JSON document against a schema, token by token.

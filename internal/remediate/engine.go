@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/pace"
 )
@@ -110,14 +111,25 @@ func New(g Graph, p *pace.Pacer, cfg Config, log *slog.Logger) *Engine {
 	return &Engine{graph: g, pacer: p, cfg: cfg, log: log}
 }
 
-// Rejection is the error of a run refused before its first trigger: its
-// summary accounts for every device (not_attempted, run_rejected, or
-// skipped), and Summary.Error holds the code that says why.
-type Rejection struct{ Summary *Summary }
+// Rejected is the summary of a run refused before its first trigger (a
+// *fault.Error whose Summary accounts for every device: not_attempted,
+// run_rejected, or skipped), or nil for any other error.
+func Rejected(err error) *Summary {
+	var fe *fault.Error
+	if errors.As(err, &fe) {
+		s, _ := fe.Summary.(*Summary)
+		return s
+	}
+	return nil
+}
 
-// Error is the rejection's code and message.
-func (r *Rejection) Error() string {
-	return "run rejected: " + r.Summary.Error.Code + ": " + r.Summary.Error.Message
+// rejection is the error of a run refused with summary s.
+func rejection(s *Summary) *fault.Error {
+	e := &fault.Error{Code: s.Error.Code, Message: s.Error.Message, Details: s.Error.Details, Total: len(s.Error.Details), Summary: s}
+	if e.Code == fault.GraphUnavailable || e.Code == fault.FleetSizeUnknown {
+		e.RetryAfter = 30 * time.Second // Graph may answer again by then
+	}
+	return e
 }
 
 // Complete prepares plan and triggers it at once: the final summary, or
@@ -125,9 +137,8 @@ func (r *Rejection) Error() string {
 // errors.
 func (e *Engine) Complete(ctx context.Context, plan Plan) *Summary {
 	p, err := e.Prepare(ctx, plan)
-	var rej *Rejection
-	if errors.As(err, &rej) {
-		return rej.Summary
+	if s := Rejected(err); s != nil {
+		return s
 	}
 	return p.Execute()
 }
@@ -145,7 +156,7 @@ type Prepared struct {
 
 // Prepare does everything a run does before its first trigger: allowlist,
 // target resolution, script checks, device validation, cooldown and caps.
-// A refused run is a *Rejection. The run's time (ctx's deadline and
+// A refused run is a *fault.Error whose Summary is the run's (Rejected). The run's time (ctx's deadline and
 // plan.Invoke) starts now.
 func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 	started := time.Now()
@@ -158,13 +169,13 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 	}
 	x := e.newExecution(ctx, started, plan.Invoke, plan.TenantID)
 	x.plan = plan
-	reject := func(code, msg string, details []FieldError) (*Prepared, error) {
+	reject := func(code fault.Code, msg string, details []fault.FieldError) (*Prepared, error) {
 		x.cancel()
-		return nil, &Rejection{Summary: e.reject(s, x, started, code, msg, details)}
+		return nil, rejection(e.reject(s, x, started, code, msg, details))
 	}
 
 	if d := e.allowlist(plan); d != nil {
-		return reject(CodeScriptNotAllowed, "a script is not on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS); nothing was triggered", d)
+		return reject(fault.ScriptNotAllowed, "a script is not on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS); nothing was triggered", d)
 	}
 	var misses []DeviceResult
 	if len(plan.Targets) > 0 {
@@ -172,12 +183,12 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 		switch {
 		case x.tooMany && x.callerCap():
 			limit, name := x.deviceCap()
-			return reject(CodeCallerNotAllowed, fmt.Sprintf("the targets select more than %s (%d devices; resolving stopped at %d); nothing was triggered", name, limit, x.reached), problems)
+			return reject(fault.CallerNotAllowed, fmt.Sprintf("the targets select more than %s (%d devices; resolving stopped at %d); nothing was triggered", name, limit, x.reached), problems)
 		case x.tooMany:
 			limit, name := x.deviceCap()
-			return reject(CodeTooManyDevices, fmt.Sprintf("the targets select more than %s (%d) devices; nothing was triggered", name, limit), problems)
+			return reject(fault.TooManyDevices, fmt.Sprintf("the targets select more than %s (%d) devices; nothing was triggered", name, limit), problems)
 		case problems != nil:
-			return reject(CodeTargetResolutionFailed, "the targets could not be resolved; nothing was triggered", problems)
+			return reject(fault.TargetResolutionFailed, "the targets could not be resolved; nothing was triggered", problems)
 		}
 		plan.Items, misses = mergeItems(plan.Items, items, &s.Warnings), m
 		x.plan = plan
@@ -192,7 +203,7 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 	}
 	if plan.ValidateDevices || len(plan.Targets) > 0 {
 		if problems := x.validate(s); problems != nil {
-			return reject(CodeDeviceValidationFailed, problems.Error.Message, problems.Error.Details)
+			return reject(fault.DeviceValidationFailed, problems.Error.Message, problems.Error.Details)
 		}
 	}
 	x.applyCooldown(s)
@@ -292,7 +303,7 @@ func (e *Engine) PausedFor(tenant string) time.Duration { return e.pacer.For(ten
 
 // reject ends a run before anything is triggered: every device not yet
 // accounted for is not_attempted with reason run_rejected.
-func (e *Engine) reject(s *Summary, x *execution, started time.Time, code, msg string, details []FieldError) *Summary {
+func (e *Engine) reject(s *Summary, x *execution, started time.Time, code fault.Code, msg string, details []fault.FieldError) *Summary {
 	if s.Devices == nil {
 		for _, it := range x.plan.Items {
 			s.Devices = append(s.Devices, DeviceResult{DeviceID: it.DeviceID, ScriptPolicyID: it.ScriptPolicyID, Collection: string(it.Collection)})

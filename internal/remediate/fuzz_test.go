@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 )
 
@@ -43,7 +44,7 @@ func FuzzDecodeValidate(f *testing.F) {
 				return
 			}
 		}
-		var ie *InvalidRequestError
+		var ie *fault.Error
 		if !errors.As(err, &ie) || len(ie.Details) == 0 {
 			t.Fatalf("refusal without details: %v", err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/pace"
 )
@@ -40,7 +41,7 @@ func (x *execution) validate(s *Summary) *validationFailure {
 			found[strings.ToLower(it.DeviceID)] = it.Device
 		}
 	}
-	var problems []FieldError
+	var problems []fault.FieldError
 	for i, it := range x.plan.Items {
 		res := &s.Devices[i]
 		key := strings.ToLower(it.DeviceID)
@@ -73,7 +74,7 @@ func (x *execution) validate(s *Summary) *validationFailure {
 		// Explicitly listed devices follow ignore_partial_failures; devices
 		// a selector found are a set, and an ineligible one is only skipped.
 		if res.Outcome != NotAttempted && it.Device == nil {
-			problems = append(problems, FieldError{Field: it.Field + ".device_id", Message: res.Message})
+			problems = append(problems, fault.FieldError{Field: it.Field + ".device_id", Message: res.Message})
 		}
 	}
 	if len(problems) == 0 || x.plan.IgnorePartialFailures {
@@ -84,7 +85,7 @@ func (x *execution) validate(s *Summary) *validationFailure {
 		return nil
 	}
 	return &validationFailure{Error: ErrorInfo{
-		Code:    CodeDeviceValidationFailed,
+		Code:    fault.DeviceValidationFailed,
 		Message: fmt.Sprintf("%d devices failed validation; nothing was triggered (set ignore_partial_failures to skip them and run the rest)", len(problems)),
 		Details: problems,
 	}}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 )
 
@@ -31,14 +32,14 @@ func (p Plan) scriptIDs() []string {
 }
 
 // allowlist refuses scripts not on ALLOWED_SCRIPT_POLICY_IDS.
-func (e *Engine) allowlist(p Plan) []FieldError {
+func (e *Engine) allowlist(p Plan) []fault.FieldError {
 	if len(e.cfg.AllowedScripts) == 0 {
 		return nil
 	}
-	var bad []FieldError
+	var bad []fault.FieldError
 	for _, id := range p.scriptIDs() {
 		if !e.cfg.AllowedScripts[strings.ToLower(id)] {
-			bad = append(bad, FieldError{Field: "script_policy_id", Message: fmt.Sprintf("script %s is not allowed on this deployment", id)})
+			bad = append(bad, fault.FieldError{Field: "script_policy_id", Message: fmt.Sprintf("script %s is not allowed on this deployment", id)})
 		}
 	}
 	return bad
@@ -49,8 +50,8 @@ func (e *Engine) allowlist(p Plan) []FieldError {
 // script, or one edited after it was pinned rejects the run. A script that
 // could not be read (throttled, Graph unavailable) is not called invalid:
 // the run is refused as graph_unavailable, to be sent again.
-func (x *execution) checkScripts(s *Summary) (code, msg string, details []FieldError) {
-	code = CodeScriptInvalid
+func (x *execution) checkScripts(s *Summary) (code fault.Code, msg string, details []fault.FieldError) {
+	code = fault.ScriptInvalid
 	for _, id := range x.plan.scriptIDs() {
 		pin, pinned := x.engine.cfg.ScriptPins[strings.ToLower(id)]
 		if !x.plan.ValidateDevices && !pinned {
@@ -68,24 +69,24 @@ func (x *execution) checkScripts(s *Summary) (code, msg string, details []FieldE
 		}
 		switch {
 		case err != nil && ge.Status == 404:
-			details = append(details, FieldError{"script_policy_id", fmt.Sprintf("no remediation script %s exists in Intune", id)})
+			details = append(details, fault.FieldError{Field: "script_policy_id", Message: fmt.Sprintf("no remediation script %s exists in Intune", id)})
 			continue
 		case err != nil && ge.Status == 403:
-			details = append(details, FieldError{"script_policy_id", "script " + id + " could not be read: " + ge.Message +
+			details = append(details, fault.FieldError{Field: "script_policy_id", Message: "script " + id + " could not be read: " + ge.Message +
 				" — the app needs the Graph application permission DeviceManagementScripts.Read.All"})
 			continue
 		case err != nil && ge.Status > 0 && ge.Status < 500 && !ge.Throttled():
-			details = append(details, FieldError{"script_policy_id", "script " + id + " could not be read: " + ge.Message})
+			details = append(details, fault.FieldError{Field: "script_policy_id", Message: "script " + id + " could not be read: " + ge.Message})
 			continue
 		case err != nil:
-			return CodeGraphUnavailable, "script " + id + " could not be read (" + ge.Message + "); nothing was triggered, send the request again",
-				[]FieldError{{"script_policy_id", "not readable now"}}
+			return fault.GraphUnavailable, "script " + id + " could not be read (" + ge.Message + "); nothing was triggered, send the request again",
+				[]fault.FieldError{{Field: "script_policy_id", Message: "not readable now"}}
 		case sc.Type != "" && sc.Type != "deviceHealthScript":
-			details = append(details, FieldError{"script_policy_id", fmt.Sprintf("script %s (%s) is a %s, not a remediation script (deviceHealthScript)", id, sc.DisplayName, sc.Type)})
+			details = append(details, fault.FieldError{Field: "script_policy_id", Message: fmt.Sprintf("script %s (%s) is a %s, not a remediation script (deviceHealthScript)", id, sc.DisplayName, sc.Type)})
 			continue
 		case pinned && !sc.LastModifiedDateTime.Equal(pin):
-			return CodeScriptChanged, fmt.Sprintf("script %s (%s) was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS); nothing was triggered",
-				id, sc.DisplayName, sc.LastModifiedDateTime.UTC().Format(time.RFC3339), pin.UTC().Format(time.RFC3339)), []FieldError{{"script_policy_id", "pinned script changed"}}
+			return fault.ScriptChanged, fmt.Sprintf("script %s (%s) was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS); nothing was triggered",
+				id, sc.DisplayName, sc.LastModifiedDateTime.UTC().Format(time.RFC3339), pin.UTC().Format(time.RFC3339)), []fault.FieldError{{Field: "script_policy_id", Message: "pinned script changed"}}
 		}
 		s.Scripts = append(s.Scripts, ScriptInfo{ID: sc.ID, DisplayName: sc.DisplayName, Version: sc.Version, LastModifiedDateTime: sc.LastModifiedDateTime})
 	}
@@ -98,10 +99,10 @@ func (x *execution) checkScripts(s *Summary) (code, msg string, details []FieldE
 // checkCaps applies MAX_DEVICES_PER_RUN and MAX_FLEET_PERCENT to the
 // resolved devices. A run over the fleet share needs confirm_device_count
 // equal to the resolved count (the number a dry run reports).
-func (x *execution) checkCaps(s *Summary) (code, msg string) {
+func (x *execution) checkCaps(s *Summary) (code fault.Code, msg string) {
 	cfg, n := x.engine.cfg, s.ResolvedDeviceCount
 	if limit, name := x.deviceCap(); limit > 0 && n > limit {
-		return CodeTooManyDevices,
+		return fault.TooManyDevices,
 			fmt.Sprintf("the request resolves to %d devices, more than %s (%d); narrow the targets or split the run", n, name, limit)
 	}
 	if cfg.MaxFleetPercent <= 0 || cfg.MaxFleetPercent >= 100 || n == 0 {
@@ -112,13 +113,13 @@ func (x *execution) checkCaps(s *Summary) (code, msg string) {
 	}
 	fleet, err := x.fleetSize(windowsFilter)
 	if err != nil || fleet <= 0 {
-		return CodeFleetSizeUnknown, "the tenant's number of Windows devices could not be read to apply MAX_FLEET_PERCENT; nothing was triggered"
+		return fault.FleetSizeUnknown, "the tenant's number of Windows devices could not be read to apply MAX_FLEET_PERCENT; nothing was triggered"
 	}
 	limit := int(math.Floor(float64(fleet) * cfg.MaxFleetPercent / 100))
 	if n <= limit {
 		return "", ""
 	}
-	return CodeConfirmationRequired,
+	return fault.ConfirmationRequired,
 		fmt.Sprintf("the request resolves to %d devices, %.1f%% of the tenant's %d Windows devices, above MAX_FLEET_PERCENT (%g%%): to proceed, send \"confirm_device_count\": %d",
 			n, 100*float64(n)/float64(fleet), fleet, cfg.MaxFleetPercent, n)
 }
@@ -244,12 +245,12 @@ var _ Cooldown = (*MemoryCooldown)(nil)
 // ScriptApproved re-checks, before a worker triggers a stored run's
 // devices, that the run's script may still run: on ALLOWED_SCRIPT_POLICY_IDS
 // as configured now and, when pinned in ALLOWED_SCRIPT_PINS, not modified
-// since (one read of the script). The answer is a code (CodeScriptNotAllowed,
-// CodeScriptChanged) and message, "" when it may run; err is a read that
+// since (one read of the script). The answer is a code (fault.ScriptNotAllowed,
+// fault.ScriptChanged) and message, "" when it may run; err is a read that
 // failed, to be retried.
-func (e *Engine) ScriptApproved(ctx context.Context, tenant, id string) (code, msg string, err error) {
+func (e *Engine) ScriptApproved(ctx context.Context, tenant, id string) (code fault.Code, msg string, err error) {
 	if len(e.cfg.AllowedScripts) > 0 && !e.cfg.AllowedScripts[strings.ToLower(id)] {
-		return CodeScriptNotAllowed, fmt.Sprintf("script %s is no longer on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS)", id), nil
+		return fault.ScriptNotAllowed, fmt.Sprintf("script %s is no longer on this deployment's allowlist (ALLOWED_SCRIPT_POLICY_IDS)", id), nil
 	}
 	pin, pinned := e.cfg.ScriptPins[strings.ToLower(id)]
 	if !pinned {
@@ -266,7 +267,7 @@ func (e *Engine) ScriptApproved(ctx context.Context, tenant, id string) (code, m
 		return "", "", err
 	}
 	if !sc.LastModifiedDateTime.Equal(pin) {
-		return CodeScriptChanged, fmt.Sprintf("script %s was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS)",
+		return fault.ScriptChanged, fmt.Sprintf("script %s was modified at %s, after it was approved at %s (ALLOWED_SCRIPT_PINS)",
 			id, sc.LastModifiedDateTime.UTC().Format(time.RFC3339), pin.UTC().Format(time.RFC3339)), nil
 	}
 	return "", "", nil

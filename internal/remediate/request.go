@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 )
 
@@ -57,37 +58,23 @@ type Selector struct {
 	OnDuplicateName string `json:"on_duplicate_name,omitempty"`
 }
 
-// FieldError is one problem with a request, at a JSON path such as
-// managed_devices[3].device_id.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
-// InvalidRequestError lists the problems found in a request: the first
-// MaxProblems of them, and how many there are in all.
-type InvalidRequestError struct {
-	Details []FieldError
-	// Total is the number of problems, listed or not.
-	Total int
-}
-
 // MaxProblems bounds the problems an answer lists: a 1 MiB body of empty
 // device objects has a hundred thousand, and listing them all would take
 // hundreds of megabytes to answer one bad request.
 const MaxProblems = 100
 
-// invalid is the error of a request with problems (at least one).
-func invalid(problems []FieldError) *InvalidRequestError {
-	e := &InvalidRequestError{Details: problems, Total: len(problems)}
+// invalid is the error of a request with problems (at least one): an
+// invalid_request listing the first MaxProblems of them.
+func invalid(problems []fault.FieldError) *fault.Error {
+	return invalidOf(problems, len(problems))
+}
+
+// invalidOf is invalid for the listed problems of total.
+func invalidOf(problems []fault.FieldError, total int) *fault.Error {
+	e := &fault.Error{Code: fault.InvalidRequest, Details: problems, Total: total}
 	if len(problems) > MaxProblems {
 		e.Details = problems[:MaxProblems:MaxProblems]
 	}
-	return e
-}
-
-// Error lists the problems on one line.
-func (e *InvalidRequestError) Error() string {
 	parts := make([]string, len(e.Details))
 	for i, d := range e.Details {
 		parts[i] = d.Field + ": " + d.Message
@@ -95,11 +82,11 @@ func (e *InvalidRequestError) Error() string {
 			parts[i] = d.Message
 		}
 	}
-	msg := "invalid request: " + strings.Join(parts, "; ")
+	e.Message = "invalid request: " + strings.Join(parts, "; ")
 	if more := e.Total - len(e.Details); more > 0 {
-		msg += fmt.Sprintf("; and %d more problems (%d in all; the first %d are listed)", more, e.Total, len(e.Details))
+		e.Message += fmt.Sprintf("; and %d more problems (%d in all; the first %d are listed)", more, e.Total, len(e.Details))
 	}
-	return msg
+	return e
 }
 
 // Item is one device of a validated request.
@@ -192,12 +179,12 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Validate checks req and returns its plan. All problems are reported in
-// one *InvalidRequestError.
+// one *fault.Error.
 func Validate(req Request, lim Limits) (Plan, error) {
 	var problems problems
 	add := func(field, format string, args ...any) {
 		if problems.total++; len(problems.list) < MaxProblems {
-			problems.list = append(problems.list, FieldError{field, fmt.Sprintf(format, args...)})
+			problems.list = append(problems.list, fault.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 		}
 	}
 	plan := Plan{

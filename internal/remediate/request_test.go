@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 )
 
@@ -67,7 +68,7 @@ func TestValidation(t *testing.T) {
 				require.NoError(t, err)
 				return
 			}
-			var ie *InvalidRequestError
+			var ie *fault.Error
 			require.ErrorAs(t, err, &ie)
 			var got []string
 			for _, d := range ie.Details {
@@ -128,7 +129,7 @@ func TestMaxDevicesPerRun(t *testing.T) {
 	_, err := parse(b.String(), Limits{MaxDevices: 6})
 	require.NoError(t, err)
 	_, err = parse(b.String(), Limits{MaxDevices: 5})
-	var ie *InvalidRequestError
+	var ie *fault.Error
 	require.ErrorAs(t, err, &ie)
 	assert.Equal(t, "managed_devices", ie.Details[0].Field)
 	assert.Contains(t, ie.Details[0].Message, "MAX_DEVICES_PER_RUN")
@@ -146,7 +147,7 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 		`{"timeouts":{"invoke":"1m","invoke":"2h"},"managed_devices":[` + dev + `}]}`:                        "timeouts.invoke",
 	} {
 		_, err := Decode(strings.NewReader(body))
-		var inv *InvalidRequestError
+		var inv *fault.Error
 		if assert.ErrorAs(t, err, &inv, body) && assert.NotEmpty(t, inv.Details) {
 			assert.Equal(t, field, inv.Details[0].Field, body)
 			assert.Contains(t, inv.Details[0].Message, "more than once")

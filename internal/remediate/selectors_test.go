@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intunesim"
 )
 
@@ -39,7 +40,7 @@ func TestSelectorsAreBounded(t *testing.T) {
 		req, err := Decode(strings.NewReader(body))
 		require.NoError(t, err)
 		_, err = Validate(req, Limits{})
-		var ie *InvalidRequestError
+		var ie *fault.Error
 		require.ErrorAs(t, err, &ie)
 		assert.Equal(t, want, ie.Details[0].Field)
 		assert.Regexp(t, `MAX_(TARGETS|DEVICE_NAMES|GROUP_IDS)`, ie.Details[0].Message)
@@ -92,7 +93,7 @@ func TestCallerCapBoundsResolution(t *testing.T) {
 		before := len(f.sim.Records())
 		s := f.engine.Complete(context.Background(), p)
 		require.NotNil(t, s.Error, "dry run %v", dry)
-		assert.Equal(t, CodeCallerNotAllowed, s.Error.Code)
+		assert.Equal(t, fault.CallerNotAllowed, s.Error.Code)
 		assert.Contains(t, s.Error.Message, "key:0123456789ab")
 		assert.Contains(t, s.Error.Message, "resolving stopped at 4")
 		listed := 0
@@ -111,7 +112,7 @@ func TestCallerCapBoundsResolution(t *testing.T) {
 	f.engine.cfg.MaxDevices = 10
 	s := f.engine.Complete(context.Background(), targetPlan(t, sel(f.script, `"filter":"operatingSystem eq 'Windows'"`)))
 	require.NotNil(t, s.Error)
-	assert.Equal(t, CodeTooManyDevices, s.Error.Code)
+	assert.Equal(t, fault.TooManyDevices, s.Error.Code)
 	p := targetPlan(t, sel(f.script, `"filter":"operatingSystem eq 'Windows'"`))
 	p.DryRun = true
 	s = f.engine.Complete(context.Background(), p)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
@@ -109,7 +110,7 @@ func TestGraphUnreachable(t *testing.T) {
 	// refused as graph_unavailable, to be sent again.
 	p.ValidateDevices = true
 	s = eng.Complete(context.Background(), p)
-	if answer(s) != "rejected" || s.Error == nil || s.Error.Code != CodeGraphUnavailable || s.Devices[0].Reason != ReasonRunRejected {
+	if answer(s) != "rejected" || s.Error == nil || s.Error.Code != fault.GraphUnavailable || s.Devices[0].Reason != ReasonRunRejected {
 		t.Fatalf("answer %s, %+v, %+v", answer(s), s.Error, s.Devices[0])
 	}
 }

@@ -1,6 +1,10 @@
 package remediate
 
-import "time"
+import (
+	"time"
+
+	"github.com/remediator/remediator/internal/fault"
+)
 
 // Outcome is what happened to one device.
 type Outcome string
@@ -96,9 +100,9 @@ type Throttling struct {
 
 // ErrorInfo explains a rejected run.
 type ErrorInfo struct {
-	Code    string       `json:"code"`
-	Message string       `json:"message"`
-	Details []FieldError `json:"details,omitempty"`
+	Code    fault.Code         `json:"code"`
+	Message string             `json:"message"`
+	Details []fault.FieldError `json:"details,omitempty"`
 }
 
 // ScriptInfo describes a script a run uses.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 )
 
@@ -22,10 +23,10 @@ const windowsFilter = "operatingSystem eq 'Windows'"
 // device come back as skipped results (they have no device id); problems
 // (an ambiguous name under on_duplicate_name=error, a missing group, a
 // filter Intune refused) reject the run.
-func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
+func (x *execution) resolve() ([]Item, []DeviceResult, []fault.FieldError) {
 	var items []Item
 	var misses []DeviceResult
-	var problems []FieldError
+	var problems []fault.FieldError
 	var index *windowsIndex
 	windows := func() (*windowsIndex, error) {
 		if index == nil {
@@ -62,16 +63,16 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 			case x.tooMany:
 				return nil, nil, append(problems, x.capProblem(t.Field+".filter"))
 			case errors.Is(err, errTooManyListed):
-				problems = append(problems, FieldError{t.Field + ".filter", "reading the filter's devices stopped: " + err.Error()})
+				problems = append(problems, fault.FieldError{Field: t.Field + ".filter", Message: "reading the filter's devices stopped: " + err.Error()})
 			case err != nil:
-				problems = append(problems, FieldError{t.Field + ".filter", "Intune refused the filter: " + err.Error()})
+				problems = append(problems, fault.FieldError{Field: t.Field + ".filter", Message: "Intune refused the filter: " + err.Error()})
 			}
 		}
 		for j, name := range t.DeviceNames {
 			field := fmt.Sprintf("%s.device_names[%d]", t.Field, j)
 			matches, err := x.byName(name, len(t.DeviceNames), windows)
 			if err != nil {
-				problems = append(problems, FieldError{field, "the name could not be looked up: " + err.Error()})
+				problems = append(problems, fault.FieldError{Field: field, Message: "the name could not be looked up: " + err.Error()})
 				continue
 			}
 			switch {
@@ -83,7 +84,7 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 				for _, d := range matches {
 					c = append(c, fmt.Sprintf("%s (last sync %s)", d.ID, d.LastSyncDateTime.UTC().Format(time.RFC3339)))
 				}
-				problems = append(problems, FieldError{field, fmt.Sprintf("%d devices are named %q: %s; list the device_id, or set on_duplicate_name to most_recent or all",
+				problems = append(problems, fault.FieldError{Field: field, Message: fmt.Sprintf("%d devices are named %q: %s; list the device_id, or set on_duplicate_name to most_recent or all",
 					len(matches), name, strings.Join(c, ", "))})
 			case len(matches) > 1 && t.OnDuplicateName == "most_recent":
 				newest := slices.MaxFunc(matches, func(a, b intune.Device) int { return a.LastSyncDateTime.Compare(b.LastSyncDateTime) })
@@ -127,7 +128,7 @@ func (x *execution) resolve() ([]Item, []DeviceResult, []FieldError) {
 				return nil, nil, append(problems, x.capProblem(field))
 			}
 			if err != nil {
-				problems = append(problems, FieldError{field, "the group's devices could not be read: " + err.Error()})
+				problems = append(problems, fault.FieldError{Field: field, Message: "the group's devices could not be read: " + err.Error()})
 			}
 		}
 		for _, x := range t.ExcludeDeviceIDs {
@@ -179,9 +180,9 @@ func (x *execution) callerCap() bool {
 }
 
 // capProblem is the problem of selectors that went past the run's cap.
-func (x *execution) capProblem(field string) FieldError {
+func (x *execution) capProblem(field string) fault.FieldError {
 	limit, name := x.deviceCap()
-	return FieldError{field, fmt.Sprintf("selects more than %s (%d) devices; resolving stopped at the %d-th: narrow the targets, split the run, or send a dry run to count them", name, limit, x.reached)}
+	return fault.FieldError{Field: field, Message: fmt.Sprintf("selects more than %s (%d) devices; resolving stopped at the %d-th: narrow the targets, split the run, or send a dry run to count them", name, limit, x.reached)}
 }
 
 // mergeItems adds resolved items to the explicit ones: a device already

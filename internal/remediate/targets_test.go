@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -218,7 +220,7 @@ func TestScriptChecks(t *testing.T) {
 
 	s := run("11111111-2222-4333-8444-555555555555", none)
 	assert.Equal(t, "rejected", answer(s))
-	assert.Equal(t, "script_invalid", s.Error.Code)
+	assert.Equal(t, fault.ScriptInvalid, s.Error.Code)
 	assert.Contains(t, s.Error.Details[0].Message, "no remediation script")
 
 	s = run(installer.ID, none)
@@ -227,7 +229,7 @@ func TestScriptChecks(t *testing.T) {
 
 	s = run(f.script, func(c *Config) { c.AllowedScripts = map[string]bool{"00000000-0000-4000-8000-000000000001": true} })
 	assert.Equal(t, "rejected", answer(s))
-	assert.Equal(t, "script_not_allowed", s.Error.Code)
+	assert.Equal(t, fault.ScriptNotAllowed, s.Error.Code)
 	assert.Zero(t, f.sim.Counters().Requests, "refused before any Graph call")
 
 	sc := f.tenant.RemediationScript()
@@ -236,7 +238,7 @@ func TestScriptChecks(t *testing.T) {
 		c.ScriptPins = map[string]time.Time{strings.ToLower(sc.ID): sc.LastModifiedDateTime.Add(-time.Hour)}
 	})
 	assert.Equal(t, "rejected", answer(s))
-	assert.Equal(t, "script_changed", s.Error.Code)
+	assert.Equal(t, fault.ScriptChanged, s.Error.Code)
 	assert.Zero(t, f.sim.Counters().Triggers)
 
 	s = run(f.script, func(c *Config) {
@@ -268,7 +270,7 @@ func TestFleetPercentNeedsConfirmation(t *testing.T) {
 
 	s = f.engine.Complete(context.Background(), targetPlan(t, body))
 	assert.Equal(t, "rejected", answer(s))
-	assert.Equal(t, "confirmation_required", s.Error.Code)
+	assert.Equal(t, fault.ConfirmationRequired, s.Error.Code)
 	assert.Zero(t, f.sim.Counters().Triggers)
 
 	wrong := targetPlan(t, body[:len(body)-1]+fmt.Sprintf(`,"confirm_device_count":%d}`, n-1))

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/remediator/remediator/internal/config"
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -29,7 +30,7 @@ type Engine interface {
 	PausedFor(tenant string) time.Duration
 	// ScriptApproved re-checks a script against the allowlist and pins as
 	// configured now: a code and message when it may no longer run.
-	ScriptApproved(ctx context.Context, tenant, id string) (code, msg string, err error)
+	ScriptApproved(ctx context.Context, tenant, id string) (code fault.Code, msg string, err error)
 }
 
 // Credentials resolve a run's tenant credential for a worker, as for the

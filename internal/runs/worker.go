@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
@@ -202,7 +203,7 @@ func (s *Service) approved(ctx context.Context, tenant string, todo []WorkItem, 
 	for _, it := range todo {
 		msg, seen := verdict[it.ScriptID]
 		if !seen {
-			var code string
+			var code fault.Code
 			if code, msg, err = s.engine.ScriptApproved(ctx, tenant, it.ScriptID); err != nil {
 				return nil, nil, fmt.Errorf("runs: script %s could not be checked: %w", it.ScriptID, err)
 			}
