@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/alert"
-	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
@@ -42,6 +41,25 @@ type Credentials interface {
 	Prepare(ctx context.Context, tenant string) (context.Context, error)
 }
 
+// CallerPolicy maps callers to what they may do: "function-key" (every
+// holder of a function key), "principal:<object id>" (App Service
+// Authentication), "iam:<ARN>" (Lambda with IAM auth), or "*" for any
+// caller not listed. A caller matching no entry may do nothing.
+type CallerPolicy map[string]CallerRule
+
+// CallerRule limits one caller. An empty list, or one holding "*",
+// allows any value.
+type CallerRule struct {
+	// Scripts are the script ids the caller may run.
+	Scripts []string `json:"scripts"`
+	// Tenants are the tenant ids the caller may act in ("default" for the
+	// deployment's own tenant).
+	Tenants []string `json:"tenants"`
+	// MaxDevices caps the caller's runs below MAX_DEVICES_PER_RUN; 0 is
+	// the deployment's cap.
+	MaxDevices int `json:"max_devices"`
+}
+
 // Options configure the Service.
 type Options struct {
 	// Limits bound requests.
@@ -57,7 +75,7 @@ type Options struct {
 	// Policy is what each caller may do (CALLER_POLICY); nil lets every
 	// caller do everything. Scheduled runs (the deployment's own request)
 	// are not subject to it.
-	Policy config.CallerPolicy
+	Policy CallerPolicy
 	// MaxAnswerBytes bounds an answer (MAX_ANSWER_BYTES); a run whose
 	// devices could not all be accounted for within it goes to workers,
 	// or, without run storage, is refused before anything is triggered.
@@ -77,10 +95,14 @@ type Service struct {
 	log    *slog.Logger
 }
 
+// DefaultSyncBudget is SYNC_BUDGET: the longest a run is carried out in
+// its request's own time (mode auto).
+const DefaultSyncBudget = 90 * time.Second
+
 // New returns a Service.
 func New(engine Engine, opts Options, log *slog.Logger) *Service {
 	if opts.SyncBudget <= 0 {
-		opts.SyncBudget = 90 * time.Second
+		opts.SyncBudget = DefaultSyncBudget
 	}
 	return &Service{engine: engine, opts: opts, log: log}
 }
@@ -249,7 +271,7 @@ func (s *Service) allowed(caller Caller, plan *remediate.Plan) error {
 }
 
 // allowedBy applies one rule (the policy's entry ruleName) to plan.
-func (s *Service) allowedBy(name, ruleName string, rule config.CallerRule, plan *remediate.Plan) error {
+func (s *Service) allowedBy(name, ruleName string, rule CallerRule, plan *remediate.Plan) error {
 	by := name
 	if ruleName != name {
 		by = name + " (as " + ruleName + ")"

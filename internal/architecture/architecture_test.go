@@ -36,7 +36,7 @@ var layers = map[string]int{
 	"internal/remediate":         1,
 	"internal/graph":             1,
 	"internal/credential":        1,
-	"internal/config":            1,
+	"internal/config":            6,
 	"internal/alert":             2,
 	"internal/runs":              2,
 	"internal/azstore":           3,
@@ -44,8 +44,8 @@ var layers = map[string]int{
 	"internal/httpapi":           4,
 	"internal/azure":             5,
 	"internal/awslambda":         5,
-	"handler":                    6,
-	"deploy":                     6,
+	"handler":                    7,
+	"deploy":                     7,
 }
 
 // sdkAllowed may depend on the Graph SDK: the client that wraps it and

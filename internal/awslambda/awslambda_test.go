@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/remediator/remediator/internal/app"
-	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/pace"
@@ -254,7 +253,7 @@ func TestDirectInvocationIsPoliced(t *testing.T) {
 
 	policed := setup(t, nil, func(o *app.Options, s *Settings) {
 		s.DirectInvocation = "schedule"
-		o.Policy = config.CallerPolicy{"schedule": {MaxDevices: 2}}
+		o.Policy = app.CallerPolicy{"schedule": {MaxDevices: 2}}
 	})
 	out, err := policed.invoke(t, []byte(policed.devices(2)))
 	require.NoError(t, err)
@@ -268,7 +267,7 @@ func TestDirectInvocationIsPoliced(t *testing.T) {
 
 	invoke := setup(t, nil, func(o *app.Options, s *Settings) {
 		s.DirectInvocation = "invoke"
-		o.Policy = config.CallerPolicy{"schedule": {}}
+		o.Policy = app.CallerPolicy{"schedule": {}}
 	})
 	_, err = invoke.invoke(t, []byte(invoke.devices(1)))
 	assert.ErrorContains(t, err, "caller invoke has no rule")

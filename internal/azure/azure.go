@@ -26,15 +26,15 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
-	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/httpapi"
+	"github.com/remediator/remediator/internal/runs"
 )
 
 // Settings configure the adapter.
 type Settings struct {
 	// FunctionTimeout mirrors host.json functionTimeout. Default
-	// config.DefaultFunctionTimeout.
+	// runs.DefaultFunctionTimeout.
 	FunctionTimeout time.Duration
 	// HTTPBudget bounds HTTP functions below the front end's 230 s.
 	// Default 200 s.
@@ -58,13 +58,17 @@ type Host struct {
 	log      *slog.Logger
 }
 
+// DefaultHTTPBudget is HTTP_RESPONSE_BUDGET: under the 230 s the Azure
+// load balancer gives an HTTP answer.
+const DefaultHTTPBudget = 200 * time.Second
+
 // New returns a Host over the one HTTP API and the application service.
 func New(api *httpapi.API, svc *app.Service, s Settings, log *slog.Logger) *Host {
 	if s.FunctionTimeout <= 0 {
-		s.FunctionTimeout = config.DefaultFunctionTimeout
+		s.FunctionTimeout = runs.DefaultFunctionTimeout
 	}
 	if s.HTTPBudget <= 0 {
-		s.HTTPBudget = 200 * time.Second
+		s.HTTPBudget = DefaultHTTPBudget
 	}
 	return &Host{api: api, svc: svc, settings: s, log: log}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/remediator/remediator/internal/config"
+	"github.com/remediator/remediator/internal/runs"
 )
 
 func TestLenientKV(t *testing.T) {
@@ -97,7 +97,7 @@ func TestAppLayout(t *testing.T) {
 	assert.Greater(t, q.BatchSize, 1, "several chunks at a time per instance")
 	assert.LessOrEqual(t, q.BatchSize+q.NewBatchThreshold, 16, "a bounded number of chunks per instance")
 	assert.Equal(t, 5, q.MaxDequeueCount)
-	d := config.DefaultFunctionTimeout
+	d := runs.DefaultFunctionTimeout
 	assert.Equal(t, fmt.Sprintf("%02d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60), host.FunctionTimeout,
 		"host.json's functionTimeout is FUNCTION_TIMEOUT's default")
 	assert.Equal(t, "bin/handler", host.CustomHandler.Description.DefaultExecutablePath)

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/remediator/remediator/internal/app"
 )
 
 // Config is the whole of remediator's configuration. It holds no secrets.
@@ -136,7 +138,7 @@ type Config struct {
 	CallerRate float64
 	// CallerPolicy is what each caller may do (CALLER_POLICY); nil lets
 	// every caller do everything.
-	CallerPolicy CallerPolicy
+	CallerPolicy app.CallerPolicy
 
 	// PublicBaseURL is where callers reach the API (scheme and host), for
 	// absolute Location URLs: PUBLIC_BASE_URL, else https://WEBSITE_HOSTNAME.
@@ -157,10 +159,6 @@ type Config struct {
 	// (FUNCTIONS_CUSTOMHANDLER_WORKER_ID is set), not `make run`.
 	UnderHost bool
 }
-
-// DefaultFunctionTimeout is FUNCTION_TIMEOUT's default, host.json's
-// functionTimeout: the one place the five minutes are written.
-const DefaultFunctionTimeout = 5 * time.Minute
 
 // Intune's documented per-app limits: 200 writes and 2,000 requests per
 // 20 seconds.

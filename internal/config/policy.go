@@ -4,27 +4,9 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/intune"
 )
-
-// CallerPolicy maps callers to what they may do: "function-key" (every
-// holder of a function key), "principal:<object id>" (App Service
-// Authentication), "iam:<ARN>" (Lambda with IAM auth), or "*" for any
-// caller not listed. A caller matching no entry may do nothing.
-type CallerPolicy map[string]CallerRule
-
-// CallerRule limits one caller. An empty list, or one holding "*",
-// allows any value.
-type CallerRule struct {
-	// Scripts are the script ids the caller may run.
-	Scripts []string `json:"scripts"`
-	// Tenants are the tenant ids the caller may act in ("default" for the
-	// deployment's own tenant).
-	Tenants []string `json:"tenants"`
-	// MaxDevices caps the caller's runs below MAX_DEVICES_PER_RUN; 0 is
-	// the deployment's cap.
-	MaxDevices int `json:"max_devices"`
-}
 
 func readCallerPolicy(l *loader, v string) {
 	if v == "" {
@@ -32,7 +14,7 @@ func readCallerPolicy(l *loader, v string) {
 	}
 	dec := json.NewDecoder(strings.NewReader(v))
 	dec.DisallowUnknownFields()
-	var p CallerPolicy
+	var p app.CallerPolicy
 	if err := dec.Decode(&p); err != nil {
 		l.bad("CALLER_POLICY", "is not a policy such as {\"function-key\":{\"scripts\":[\"<id>\"],\"max_devices\":50}}: %v", err)
 		return

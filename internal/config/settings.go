@@ -5,6 +5,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/remediator/remediator/internal/app"
+	"github.com/remediator/remediator/internal/azure"
+	"github.com/remediator/remediator/internal/httpapi"
+	"github.com/remediator/remediator/internal/intune"
+	"github.com/remediator/remediator/internal/remediate"
+	"github.com/remediator/remediator/internal/runs"
 )
 
 // Settings is every setting remediator reads, in the order Load reads them
@@ -28,7 +35,7 @@ var Settings = []Setting{
 		read: readAllowedTenants},
 	{Name: "AZURE_CLIENT_ID", Meaning: "user-assigned managed identity to use", read: readManagedIdentity},
 	{Name: "AZURE_AUTHORITY_HOST", DefaultDoc: "public cloud", Meaning: "Microsoft Entra ID host for sovereign clouds", read: readAuthorityHost},
-	{Name: "MAX_CONCURRENCY", Default: "8", Meaning: "Graph calls in flight (1–64)",
+	{Name: "MAX_CONCURRENCY", Default: num(remediate.DefaultConcurrency), Meaning: "Graph calls in flight (1–64)",
 		read: intIn(1, 64, func(c *Config, n int) { c.MaxConcurrency = n })},
 	{Name: "GRAPH_WRITE_RATE", Default: "8", Meaning: "triggers per second for each tenant (and app registration): for the whole deployment when run storage is set (the shared budget, `SHARED_BUDGET`), else for each process; at most 10 against Microsoft Graph (Intune's 200 per 20 s per app and tenant)",
 		read: rate(intuneWritesPerSecond, func(c *Config, f float64) { c.GraphWriteRate = f })},
@@ -48,7 +55,7 @@ var Settings = []Setting{
 		read: intIn(1, 1000, func(c *Config, n int) { c.BudgetProcesses = n })},
 	{Name: "MAX_DEVICES_PER_RUN", Default: "5000", Meaning: "devices per request, listed or resolved",
 		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
-	{Name: "MAX_LISTED_DEVICES", Default: "250000", Meaning: "devices one run may read from the tenant's device list and from groups' member pages (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",
+	{Name: "MAX_LISTED_DEVICES", Default: num(remediate.DefaultMaxListed), Meaning: "devices one run may read from the tenant's device list and from groups' member pages (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",
 		read: intIn(1000, 5000000, func(c *Config, n int) { c.MaxListedDevices = n })},
 	{Name: "MAX_TARGETS", Default: "20", Meaning: "targets one request may hold (1–1000); past it, 400 naming the target",
 		read: intIn(1, 1000, func(c *Config, n int) { c.MaxTargets = n })},
@@ -63,18 +70,18 @@ var Settings = []Setting{
 	{Name: "ALLOWED_SCRIPT_POLICY_IDS", Meaning: "comma list: the only scripts runs may use", read: readAllowedScripts},
 	{Name: "ALLOWED_SCRIPT_PINS", Meaning: "comma list of `<script id>=<lastModifiedDateTime>`", read: readScriptPins},
 	{Name: "DEVICE_COOLDOWN", Default: "10m", Meaning: "skip a device triggered with the same script this recently; `0` is off", read: readCooldown},
-	{Name: "GRAPH_CALL_TIMEOUT", Default: "30s", Meaning: "one Graph request",
+	{Name: "GRAPH_CALL_TIMEOUT", Default: dur(intune.DefaultCallTimeout), Meaning: "one Graph request",
 		read: duration(func(c *Config, d time.Duration) { c.GraphCallTimeout = d })},
-	{Name: "RETRY_AFTER_MAX", Default: "5m", Meaning: "the longest Retry-After honoured; a longer one (a day, a date in year 9999) is taken as this and counted in the summary's `throttling.retry_after_capped`",
+	{Name: "RETRY_AFTER_MAX", Default: dur(remediate.DefaultMaxRetryAfter), Meaning: "the longest Retry-After honoured; a longer one (a day, a date in year 9999) is taken as this and counted in the summary's `throttling.retry_after_capped`",
 		read: duration(func(c *Config, d time.Duration) { c.RetryAfterMax = d })},
-	{Name: "GRAPH_MAX_RESPONSE_MB", Default: "16", Meaning: "the largest Graph answer read, after decompression (1–256); a page of 1,000 devices is about 0.5 MB",
+	{Name: "GRAPH_MAX_RESPONSE_MB", Default: num(intune.DefaultMaxResponseBytes >> 20), Meaning: "the largest Graph answer read, after decompression (1–256); a page of 1,000 devices is about 0.5 MB",
 		read: intIn(1, 256, func(c *Config, n int) { c.GraphMaxResponseMB = n })},
 	{Name: "PORT", Default: "8080", Meaning: "where `handler serve` listens (127.0.0.1)",
 		read: intIn(1, 65535, func(c *Config, n int) { c.Port = n })},
 	{Name: "LOG_LEVEL", Default: "info", Meaning: "debug, info, warn, error; logs are JSON on stderr, one line per run", read: readLogLevel},
-	{Name: "FUNCTION_TIMEOUT", Default: "5m", Meaning: "mirror of `host.json` `functionTimeout`; every invocation ends before it",
+	{Name: "FUNCTION_TIMEOUT", Default: dur(runs.DefaultFunctionTimeout), Meaning: "mirror of `host.json` `functionTimeout`; every invocation ends before it",
 		read: duration(func(c *Config, d time.Duration) { c.FunctionTimeout = d })},
-	{Name: "HTTP_RESPONSE_BUDGET", Default: "200s", Meaning: "HTTP invocations answer before it (at most 230s)", read: readHTTPBudget},
+	{Name: "HTTP_RESPONSE_BUDGET", Default: dur(azure.DefaultHTTPBudget), Meaning: "HTTP invocations answer before it (at most 230s)", read: readHTTPBudget},
 	{Name: "HTTP_READ_TIMEOUT", Default: "30s", Meaning: "reading one request, headers and body: a body trickled byte by byte cannot hold a connection open",
 		read: duration(func(c *Config, d time.Duration) { c.HTTPReadTimeout = d })},
 	{Name: "HTTP_IDLE_TIMEOUT", Default: "2m", Meaning: "idle keep-alive connections are closed after it",
@@ -107,13 +114,13 @@ var Settings = []Setting{
 	{Name: "REMEDIATION_QUEUE", Default: "remediation-work", Meaning: "the work queue (also named in the `worker` and `poison` bindings: set it as an app setting)",
 		read: readQueueName},
 	{Name: "RUNS_TABLE", Default: "remediatorruns", Meaning: "the table of runs, idempotency keys and cooldowns", read: readTableName},
-	{Name: "IDEMPOTENCY_TTL", Default: "24h", Meaning: "how long answers are kept for `Idempotency-Key` and alert replays",
+	{Name: "IDEMPOTENCY_TTL", Default: dur(httpapi.DefaultIdempotencyTTL), Meaning: "how long answers are kept for `Idempotency-Key` and alert replays",
 		read: duration(func(c *Config, d time.Duration) { c.IdempotencyTTL = d })},
-	{Name: "STORAGE_CALL_TIMEOUT", Default: "2s", Meaning: "each idempotency-key and cooldown look-up of a request, and each claim on the shared Graph budget: slow or unreachable storage costs a synchronous run at most this (a warning for the cooldown; a 503 for a keyed request; the local share after two failed claims)",
+	{Name: "STORAGE_CALL_TIMEOUT", Default: dur(remediate.DefaultStoreTimeout), Meaning: "each idempotency-key and cooldown look-up of a request, and each claim on the shared Graph budget: slow or unreachable storage costs a synchronous run at most this (a warning for the cooldown; a 503 for a keyed request; the local share after two failed claims)",
 		read: duration(func(c *Config, d time.Duration) { c.StorageCallTimeout = d })},
 	{Name: "IDEMPOTENCY_MEMORY_MB", Default: "32", Meaning: "without run storage (Lambda, local): the most memory kept answers take (1–256); the oldest are evicted first, and a retry after its answer was evicted runs again",
 		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},
-	{Name: "RUN_PAGE_SIZE", Default: "1000", Meaning: "devices per page of a run's status (`GET /api/remediate/runs/{id}`; 1–5000)",
+	{Name: "RUN_PAGE_SIZE", Default: num(runs.DefaultPageSize), Meaning: "devices per page of a run's status (`GET /api/remediate/runs/{id}`; 1–5000)",
 		read: intIn(1, 5000, func(c *Config, n int) { c.RunPageSize = n })},
 	{Name: "CALLER_POLICY", Meaning: "what each caller may do, as JSON: `{\"function-key\":{\"scripts\":[\"<id>\"],\"tenants\":[\"default\"],\"max_devices\":50},\"principal:<object id>\":{…},\"*\":{…}}`; callers are `key:<first 12 hex digits of the key's SHA-256>` (one function key; keys without a rule of their own use `function-key`), `principal:<object id>` with its grants `role:<app role>` and `group:<object id>` (App Service Authentication), `iam:<ARN>` (Lambda; an assumed role as its role's ARN), `schedule` and `invoke` (Lambda, `DIRECT_INVOCATION`); a caller matching several rules may do what any of them allows; a request outside its caller's rules is refused with 403 `caller_not_allowed` before anything is read. Unset: every caller may do everything",
 		read: readCallerPolicy},
@@ -128,9 +135,9 @@ var Settings = []Setting{
 		}},
 	{Name: "PUBLIC_BASE_URL", DefaultDoc: "`https://$WEBSITE_HOSTNAME` on Azure; the loopback host locally",
 		Meaning: "the scheme and host callers reach the API at (a custom domain, a gateway), for absolute `Location` and status URLs", read: readPublicBaseURL},
-	{Name: "RUN_QUEUED_CHUNKS", Default: "2", Meaning: "chunks (of 200 devices) one asynchronous run keeps on the queue at a time (1–100); the next is queued as one finishes, so runs of other tenants, and small runs behind a big one, interleave",
+	{Name: "RUN_QUEUED_CHUNKS", Default: num(runs.DefaultQueuedChunks), Meaning: "chunks (of 200 devices) one asynchronous run keeps on the queue at a time (1–100); the next is queued as one finishes, so runs of other tenants, and small runs behind a big one, interleave",
 		read: intIn(1, 100, func(c *Config, n int) { c.RunQueuedChunks = n })},
-	{Name: "FOLLOW_CACHE", Default: "30s", Meaning: "how long the script results a `follow=true` read found for a page of a run are reused (`0` reads Intune on every poll): a flow polling with follow every few seconds reads each script's states once per period",
+	{Name: "FOLLOW_CACHE", Default: dur(runs.DefaultFollowCache), Meaning: "how long the script results a `follow=true` read found for a page of a run are reused (`0` reads Intune on every poll): a flow polling with follow every few seconds reads each script's states once per period",
 		read: func(l *loader, v string) {
 			d, err := time.ParseDuration(v)
 			if err != nil || d < 0 {
@@ -139,15 +146,15 @@ var Settings = []Setting{
 			}
 			l.c.FollowCache = d
 		}},
-	{Name: "FOLLOW_CACHE_MB", Default: "16", Meaning: "the most memory the reused follow-up results take (1–1024); the oldest pages go first",
+	{Name: "FOLLOW_CACHE_MB", Default: num(runs.DefaultFollowCacheBytes >> 20), Meaning: "the most memory the reused follow-up results take (1–1024); the oldest pages go first",
 		read: intIn(1, 1024, func(c *Config, n int) { c.FollowCacheMB = n })},
-	{Name: "RUN_MAX_DURATION", Default: "168h", DefaultDoc: "168h (7 days)", Meaning: "the longest an asynchronous run may go on; retention deletes a finished run after `RUN_RETENTION` and one still unfinished only after `RUN_RETENTION` + this, so no run is taken from under its workers",
+	{Name: "RUN_MAX_DURATION", Default: dur(runs.DefaultMaxRunDuration), DefaultDoc: "168h (7 days)", Meaning: "the longest an asynchronous run may go on; retention deletes a finished run after `RUN_RETENTION` and one still unfinished only after `RUN_RETENTION` + this, so no run is taken from under its workers",
 		read: duration(func(c *Config, d time.Duration) { c.RunMaxDuration = d })},
-	{Name: "RUN_RETENTION", Default: "720h", DefaultDoc: "720h (30 days)", Meaning: "stored runs are deleted this long after they were created (idempotency keys after `IDEMPOTENCY_TTL`, cooldown rows after `DEVICE_COOLDOWN`), by the hourly `cleanup` timer function",
+	{Name: "RUN_RETENTION", Default: dur(runs.DefaultRetention), DefaultDoc: "720h (30 days)", Meaning: "stored runs are deleted this long after they were created (idempotency keys after `IDEMPOTENCY_TTL`, cooldown rows after `DEVICE_COOLDOWN`), by the hourly `cleanup` timer function",
 		read: duration(func(c *Config, d time.Duration) { c.RunRetention = d })},
-	{Name: "CLEANUP_MAX_OPS", Default: "2000", Meaning: "storage operations one cleanup may make (6–100000); what is left waits for the next hour",
+	{Name: "CLEANUP_MAX_OPS", Default: num(runs.DefaultCleanupMaxOps), Meaning: "storage operations one cleanup may make (6–100000); what is left waits for the next hour",
 		read: intIn(6, 100000, func(c *Config, n int) { c.CleanupMaxOps = n })},
-	{Name: "SYNC_BUDGET", Default: "90s", Meaning: "`mode: auto` answers synchronously only when the triggers are estimated to take less (Logic Apps and Power Automate drop calls after 120 s, but follow a 202)",
+	{Name: "SYNC_BUDGET", Default: dur(app.DefaultSyncBudget), Meaning: "`mode: auto` answers synchronously only when the triggers are estimated to take less (Logic Apps and Power Automate drop calls after 120 s, but follow a 202)",
 		read: duration(func(c *Config, d time.Duration) { c.SyncBudget = d })},
 	{Name: "WEBSITE_HOSTNAME", Meaning: "set by Azure: the app's host name; `Location` and status URLs are `https://` it, never taken from a request's headers",
 		read: func(l *loader, v string) {
@@ -180,4 +187,19 @@ func Markdown() string {
 		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", s.Name, def, s.Meaning)
 	}
 	return b.String()
+}
+
+// num and dur write a default as its setting is written: the defaults are
+// the constructors' own (remediate.DefaultConcurrency, ...), written once.
+func num(n int) string { return strconv.Itoa(n) }
+
+func dur(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -46,21 +46,17 @@ type Config struct {
 	// Tokens authorizes each request; nil sends no token (simulators
 	// only).
 	Tokens TokenSource
-	// CallTimeout bounds one HTTP attempt. Default 30 s.
+	// CallTimeout bounds one HTTP attempt. Default intune.DefaultCallTimeout.
 	CallTimeout time.Duration
 	// MaxResponseBytes bounds the body of one answer, counted after
 	// decompression (a small gzip can inflate to gigabytes). Default
-	// DefaultMaxResponseBytes.
+	// intune.DefaultMaxResponseBytes.
 	MaxResponseBytes int64
 	// Transport is the HTTP transport under the middleware; nil uses a
 	// clone of http.DefaultTransport that keeps enough idle connections for
 	// concurrent workers.
 	Transport http.RoundTripper
 }
-
-// DefaultMaxResponseBytes is the largest Graph answer read by default:
-// a page of 1,000 devices is about half a megabyte.
-const DefaultMaxResponseBytes = 16 << 20
 
 // Client calls Graph. It is safe for concurrent use.
 type Client struct {
@@ -87,10 +83,10 @@ func New(cfg Config) (*Client, error) {
 		auth = bearer{tokens: cfg.Tokens, origin: originOf(base)}
 	}
 	if cfg.CallTimeout <= 0 {
-		cfg.CallTimeout = 30 * time.Second
+		cfg.CallTimeout = intune.DefaultCallTimeout
 	}
 	if cfg.MaxResponseBytes <= 0 {
-		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+		cfg.MaxResponseBytes = intune.DefaultMaxResponseBytes
 	}
 	if cfg.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/remediator/remediator/internal/app"
 	"github.com/remediator/remediator/internal/fault"
+	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/replay"
 )
 
@@ -68,17 +69,21 @@ type API struct {
 	rate *callerRate
 }
 
+// DefaultIdempotencyTTL is IDEMPOTENCY_TTL: how long an answer is kept
+// for its Idempotency-Key.
+const DefaultIdempotencyTTL = 24 * time.Hour
+
 // New returns the API over the application service.
 func New(svc *app.Service, opts Options, log *slog.Logger) *API {
 	if opts.Replays == nil {
 		opts.Replays = replay.NewMemory()
 	}
 	if opts.IdempotencyTTL <= 0 {
-		opts.IdempotencyTTL = 24 * time.Hour
+		opts.IdempotencyTTL = DefaultIdempotencyTTL
 	}
 	opts.PublicBaseURL = strings.TrimSuffix(opts.PublicBaseURL, "/")
 	if opts.StoreTimeout <= 0 {
-		opts.StoreTimeout = 2 * time.Second
+		opts.StoreTimeout = remediate.DefaultStoreTimeout
 	}
 	return &API{svc: svc, opts: opts, log: log, rate: newCallerRate(opts.CallerRate)}
 }

@@ -20,6 +20,14 @@ const (
 	CoManagedDevices Collection = "comanagedDevices"
 )
 
+// DefaultCallTimeout is GRAPH_CALL_TIMEOUT: one Graph HTTP attempt's
+// bound.
+const DefaultCallTimeout = 30 * time.Second
+
+// DefaultMaxResponseBytes is GRAPH_MAX_RESPONSE_MB in bytes: the largest
+// Graph answer read (a page of 1,000 devices is about half a megabyte).
+const DefaultMaxResponseBytes = 16 << 20
+
 // MaxBatch is Graph's limit of requests in one $batch.
 const MaxBatch = 20
 

@@ -77,7 +77,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Concurrency <= 0 {
-		c.Concurrency = 8
+		c.Concurrency = DefaultConcurrency
 	}
 	if c.Headroom <= 0 {
 		c.Headroom = 2 * time.Second
@@ -86,10 +86,16 @@ func (c *Config) defaults() {
 		c.MaxListed = DefaultMaxListed
 	}
 	if c.StoreTimeout <= 0 {
-		c.StoreTimeout = 2 * time.Second
+		c.StoreTimeout = DefaultStoreTimeout
 	}
 	c.Retry.defaults()
 }
+
+// DefaultConcurrency is MAX_CONCURRENCY: Graph calls in flight.
+const DefaultConcurrency = 8
+
+// DefaultStoreTimeout is STORAGE_CALL_TIMEOUT: one storage call's bound.
+const DefaultStoreTimeout = 2 * time.Second
 
 // DefaultMaxListed is MaxListed's default: the 190,000-device tenant of
 // the benchmarks, with room.

@@ -48,6 +48,10 @@ type RetryPolicy struct {
 	MaxRetryAfter time.Duration
 }
 
+// DefaultMaxRetryAfter is RETRY_AFTER_MAX: the longest Retry-After
+// honoured.
+const DefaultMaxRetryAfter = 5 * time.Minute
+
 func (p *RetryPolicy) defaults() {
 	if p.MaxThrottled <= 0 {
 		p.MaxThrottled = 100
@@ -65,7 +69,7 @@ func (p *RetryPolicy) defaults() {
 		p.BackoffMax = 60 * time.Second
 	}
 	if p.MaxRetryAfter <= 0 {
-		p.MaxRetryAfter = 5 * time.Minute
+		p.MaxRetryAfter = DefaultMaxRetryAfter
 	}
 }
 

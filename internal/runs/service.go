@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
@@ -50,7 +49,7 @@ type Options struct {
 	SliceSize int
 	// ClaimLease is how long a claimed device is left to the worker that
 	// claimed it before another treats that worker as gone. It must exceed
-	// the time one slice can take. Default config.DefaultFunctionTimeout
+	// the time one slice can take. Default DefaultFunctionTimeout
 	// (the lease is the function's timeout).
 	ClaimLease time.Duration
 	// PageSize is the number of devices per status page. Default 1,000.
@@ -93,6 +92,28 @@ type Service struct {
 	follows *followCache
 }
 
+// The defaults of Options, which config's settings table reads too.
+const (
+	// DefaultFunctionTimeout is the Functions host's default function
+	// timeout (host.json's functionTimeout, FUNCTION_TIMEOUT): the
+	// default lease of a chunk's claim.
+	DefaultFunctionTimeout = 5 * time.Minute
+	// DefaultPageSize is RUN_PAGE_SIZE: devices per page of a run's status.
+	DefaultPageSize = 1000
+	// DefaultMaxRunDuration is RUN_MAX_DURATION.
+	DefaultMaxRunDuration = 7 * 24 * time.Hour
+	// DefaultRetention is RUN_RETENTION.
+	DefaultRetention = 30 * 24 * time.Hour
+	// DefaultQueuedChunks is RUN_QUEUED_CHUNKS.
+	DefaultQueuedChunks = 2
+	// DefaultFollowCache is FOLLOW_CACHE.
+	DefaultFollowCache = 30 * time.Second
+	// DefaultFollowCacheBytes is FOLLOW_CACHE_MB in bytes.
+	DefaultFollowCacheBytes = 16 << 20
+	// DefaultCleanupMaxOps is CLEANUP_MAX_OPS.
+	DefaultCleanupMaxOps = 2000
+)
+
 // New returns a Service.
 func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger) *Service {
 	if opts.ChunkSize <= 0 || opts.ChunkSize > MaxChunk {
@@ -103,31 +124,31 @@ func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger
 	}
 	opts.SliceSize = min(opts.SliceSize, 99, opts.ChunkSize)
 	if opts.ClaimLease <= 0 {
-		opts.ClaimLease = config.DefaultFunctionTimeout
+		opts.ClaimLease = DefaultFunctionTimeout
 	}
 	if opts.PageSize <= 0 {
-		opts.PageSize = 1000
+		opts.PageSize = DefaultPageSize
 	}
 	if opts.RecordMargin <= 0 {
 		opts.RecordMargin = 5 * time.Second
 	}
 	if opts.MaxRunDuration <= 0 {
-		opts.MaxRunDuration = 7 * 24 * time.Hour
+		opts.MaxRunDuration = DefaultMaxRunDuration
 	}
 	if opts.Retention <= 0 {
-		opts.Retention = 30 * 24 * time.Hour
+		opts.Retention = DefaultRetention
 	}
 	if opts.CleanupMaxOps < 6 {
-		opts.CleanupMaxOps = 2000
+		opts.CleanupMaxOps = DefaultCleanupMaxOps
 	}
 	if opts.QueuedChunks <= 0 {
-		opts.QueuedChunks = 2
+		opts.QueuedChunks = DefaultQueuedChunks
 	}
 	if opts.FollowCache == 0 {
-		opts.FollowCache = 30 * time.Second
+		opts.FollowCache = DefaultFollowCache
 	}
 	if opts.FollowCacheBytes <= 0 {
-		opts.FollowCacheBytes = 16 << 20
+		opts.FollowCacheBytes = DefaultFollowCacheBytes
 	}
 	return &Service{store: store, queue: queue, engine: engine, opts: opts, log: log,
 		follows: newFollowCache(opts.FollowCache, opts.FollowCacheBytes)}

@@ -39,7 +39,7 @@ type Client struct {
 // HTTP attempt is bounded by timeout (30 s when zero).
 func New(base string, timeout time.Duration) *Client {
 	if timeout <= 0 {
-		timeout = 30 * time.Second
+		timeout = intune.DefaultCallTimeout
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 64
