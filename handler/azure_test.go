@@ -285,6 +285,16 @@ func TestAzurePayloadModeHTTP(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 	require.NoError(t, json.Unmarshal(b, &a))
 	assert.Equal(t, 400, a.Outputs.Res.StatusCode, "%s", a.Outputs.Res.Body)
+
+	// A run's status in payload mode: the route is the caller's URL, read
+	// by the one route table (this worker keeps no runs: the status
+	// route's own 404, not a missing route's).
+	status := `{"Data":{"req":{"Url":"https://app.example/api/remediate/runs/0123456789abcdef01234567?code=k","Method":"GET","Query":{},"Headers":{},"Params":{"rest":"runs/0123456789abcdef01234567"}}},"Metadata":{}}`
+	resp, b = hostPost(t, w.url+"/remediate", status)
+	require.Equal(t, 200, resp.StatusCode)
+	require.NoError(t, json.Unmarshal(b, &a))
+	assert.Equal(t, 404, a.Outputs.Res.StatusCode)
+	assert.Contains(t, a.Outputs.Res.Body, "keeps no runs", "served by the status route")
 }
 
 func TestAzureTimer(t *testing.T) {
@@ -354,7 +364,9 @@ func TestAzureAlerts(t *testing.T) {
 	assert.Equal(t, 422, resp.StatusCode)
 	assert.Contains(t, string(b), "names no device")
 
-	resp, b = hostPost(t, w.url+"/alert", payloadBody(t, alertBody(t, "log_alert_v2_custom_properties.json", d...)))
+	// The host invokes the alert function with the URL its route matched.
+	toAlert := strings.NewReplacer("/api/remediate", "/api/alert")
+	resp, b = hostPost(t, w.url+"/alert", toAlert.Replace(payloadBody(t, alertBody(t, "log_alert_v2_custom_properties.json", d...))))
 	require.Equal(t, 200, resp.StatusCode)
 	var a hostAnswer
 	require.NoError(t, json.Unmarshal(b, &a))

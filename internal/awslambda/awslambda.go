@@ -52,7 +52,7 @@ type Handler struct {
 
 // New returns a Handler over the one HTTP API and the application service.
 func New(api *httpapi.API, svc *app.Service, s Settings, log *slog.Logger) *Handler {
-	return &Handler{api: api, handler: api.Handler(), svc: svc, s: s, log: log}
+	return &Handler{api: api, handler: api.HandlerUnder(""), svc: svc, s: s, log: log}
 }
 
 // eventKey carries the HTTP event behind a request, for the audit line.
@@ -191,8 +191,7 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 		b, err := base64.StdEncoding.DecodeString(ev.Body)
 		if err != nil {
 			ans := httpapi.ErrorAnswer(fault.InvalidRequest, "the body is marked base64 but is not")
-			function, _, _ := strings.Cut(strings.TrimPrefix(route(ev.RawPath), "/api/"), "/")
-			h.api.Audit(ctx, function, ans, time.Now(), "aws_request_id", requestID(ctx), "caller", "")
+			h.api.Audit(ctx, httpapi.FunctionOf("", path(ev)), ans, time.Now(), "aws_request_id", requestID(ctx), "caller", "")
 			return response(ans)
 		}
 		body = b
@@ -201,7 +200,7 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	if host == "" {
 		host = "localhost"
 	}
-	u := &url.URL{Scheme: "https", Host: host, Path: route(ev.RawPath), RawQuery: ev.RawQueryString}
+	u := &url.URL{Scheme: "https", Host: host, Path: path(ev), RawQuery: ev.RawQueryString}
 	req, err := http.NewRequestWithContext(context.WithValue(ctx, eventKey{}, ev), ev.RequestContext.HTTP.Method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return response(httpapi.ErrorAnswer(fault.InvalidRequest, "the request could not be read: "+err.Error()))
@@ -213,21 +212,20 @@ func (h *Handler) http(ctx context.Context, ev *events.APIGatewayV2HTTPRequest) 
 	return events.APIGatewayV2HTTPResponse{StatusCode: rec.Status, Headers: rec.Headers(), Body: rec.Body.String()}
 }
 
-// route maps a Function URL or API Gateway path (any stage or prefix) to
-// the API's routes: .../remediate, .../alert, .../runs/{id}.
-func route(path string) string {
-	p := strings.TrimSuffix(path, "/")
-	switch {
-	case p == "":
-		// The root: "/" itself, never "" (which ServeMux answers with a
-		// redirect to "/", a loop through a Function URL).
-		return "/"
-	case strings.HasSuffix(p, "/remediate"):
-		return "/api/remediate"
-	case strings.HasSuffix(p, "/alert"):
-		return "/api/alert"
-	case strings.Contains(p, "/runs/"):
-		return "/api/runs/" + p[strings.LastIndex(p, "/")+1:]
+// path is the request's path as the API's routes see it: the raw path
+// (as aws-lambda-go's lambdaurl passes it), less the stage API Gateway
+// puts in front of a named stage's paths; "/" for the root, never ""
+// (which ServeMux answers with a redirect to "/", a loop through a
+// Function URL).
+func path(ev *events.APIGatewayV2HTTPRequest) string {
+	p := ev.RawPath
+	if st := ev.RequestContext.Stage; st != "" && st != "$default" {
+		if rest, ok := strings.CutPrefix(p, "/"+st); ok && (rest == "" || rest[0] == '/') {
+			p = rest
+		}
+	}
+	if p == "" {
+		p = "/"
 	}
 	return p
 }

@@ -166,6 +166,22 @@ func TestRoutes(t *testing.T) {
 		assert.JSONEq(t, `{"status":"ok"}`, r.Body)
 	}
 
+	// API Gateway puts a named stage in front of the path; the stage is
+	// transport, not route. A path under another prefix is no route.
+	staged := strings.NewReplacer(`"method": "POST"`, `"method": "GET"`, `"rawPath": "/remediate"`, `"rawPath": "/prod/remediate/runs/abc123"`,
+		`"stage": "$default"`, `"stage": "prod"`)
+	out, err = f.invoke(t, []byte(staged.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
+	require.NoError(t, err)
+	r = httpResponse(t, out)
+	assert.Equal(t, 404, r.StatusCode)
+	assert.Contains(t, r.Body, "keeps no runs", "the status route, under the remediate function")
+	prefixed := strings.NewReplacer(`"rawPath": "/remediate"`, `"rawPath": "/elsewhere/remediate"`)
+	out, err = f.invoke(t, []byte(prefixed.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
+	require.NoError(t, err)
+	r = httpResponse(t, out)
+	assert.Equal(t, 404, r.StatusCode)
+	assert.Contains(t, r.Body, "no such route")
+
 	other := strings.NewReplacer(`"rawPath": "/remediate"`, `"rawPath": "/admin"`)
 	out, err = f.invoke(t, []byte(other.Replace(string(event(t, "function_url_request.json", "{{BODY}}", "")))))
 	require.NoError(t, err)

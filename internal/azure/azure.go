@@ -15,6 +15,7 @@ package azure
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/remediator/remediator/internal/app"
@@ -119,8 +119,8 @@ func (h *Host) payload(function string, api http.Handler) http.Handler {
 }
 
 // request builds the caller's request from a payload-mode envelope: the
-// route from the function (and its {id}), the query, headers, body and
-// the host the caller used from Data.req.
+// URL the caller used (its route), method, headers and body, all from
+// Data.req; the route table is the HTTP API's alone.
 func (h *Host) request(r *http.Request, function string) (*http.Request, error) {
 	var env envelope
 	if err := json.NewDecoder(io.LimitReader(r.Body, 2*httpapi.MaxBody)).Decode(&env); err != nil {
@@ -134,26 +134,14 @@ func (h *Host) request(r *http.Request, function string) (*http.Request, error) 
 	if err := json.Unmarshal(raw, &hr); err != nil {
 		return nil, err
 	}
-	path := "/api/" + function
-	method := http.MethodPost
-	switch rest := hr.Params.get("rest"); {
-	case function == "runs":
-		path, method = "/api/runs/"+url.PathEscape(hr.Params.get("id")), http.MethodGet
-	case rest != "":
-		// remediate/{*rest} and alert/{*rest}: a run's status under the
-		// function that started it (runs/{id}).
-		for seg := range strings.SplitSeq(rest, "/") {
-			path += "/" + url.PathEscape(seg)
-		}
-		method = http.MethodGet
-	}
-	if hr.Method != "" {
-		method = hr.Method
-	}
-	u := &url.URL{Scheme: "https", Host: "localhost", Path: path}
+	// The caller's URL as the host received it (Data.req.Url): its path is
+	// the route, as in forwarding mode; without one, the function's own
+	// route under the prefix.
+	u := &url.URL{Scheme: "https", Host: "localhost", Path: httpapi.RoutePrefix + "/" + function}
 	if p, err := url.Parse(hr.URL); err == nil && p.Host != "" {
-		u.Scheme, u.Host, u.RawQuery = p.Scheme, p.Host, p.RawQuery
+		u.Scheme, u.Host, u.Path, u.RawPath, u.RawQuery = p.Scheme, p.Host, p.Path, p.RawPath, p.RawQuery
 	}
+	method := cmp.Or(hr.Method, http.MethodPost)
 	if u.RawQuery == "" && len(hr.Query) > 0 {
 		q := url.Values{}
 		for k, v := range hr.Query {

@@ -110,31 +110,72 @@ var Routes = []struct {
 	{"GET /api/runs/{id}", "runs"},
 }
 
-// Handler routes every request of every host.
-func (a *API) Handler() http.Handler {
+// RoutePrefix is where the Functions host mounts HTTP functions
+// (host.json's extensions.http.routePrefix): the routes' prefix on Azure
+// and locally. Lambda's Function URLs and API Gateway mount them at the
+// root (prefix "").
+const RoutePrefix = "/api"
+
+// Handler routes every request of the Functions host and of local serve:
+// the routes under RoutePrefix.
+func (a *API) Handler() http.Handler { return a.HandlerUnder(RoutePrefix) }
+
+// HandlerUnder routes every request, the table's routes mounted under
+// prefix (RoutePrefix, or "" at the root).
+func (a *API) HandlerUnder(prefix string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		write(w, Answer{Status: http.StatusOK, Body: map[string]string{"status": "ok"}})
 	})
+	var paths []string
 	for _, rt := range Routes {
 		method, path, _ := strings.Cut(rt.Pattern, " ")
+		path = prefix + strings.TrimPrefix(path, RoutePrefix)
+		paths = append(paths, method+" "+path)
 		fn := a.status
-		switch path {
-		case "/api/remediate":
+		switch {
+		case method == http.MethodPost && rt.Function == "remediate":
 			fn = a.remediate
-		case "/api/alert":
+		case method == http.MethodPost && rt.Function == "alert":
 			fn = a.alert
 		}
-		mux.Handle(rt.Pattern, a.audited(rt.Function, fn))
+		// The route, and its path under any other method: a 405 naming
+		// the method (ServeMux's own 405 has no JSON body).
+		mux.Handle(method+" "+path, a.audited(rt.Function, fn))
 		mux.Handle(path, a.audited(rt.Function, func(*http.Request) Answer {
 			return Answer{Status: http.StatusMethodNotAllowed, Headers: map[string]string{"Allow": method},
 				Body: errorBody(fault.MethodNotAllowed, "use "+method, nil)}
 		}))
 	}
+	notFound := "no such route: use " + strings.Join(paths, ", ")
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		write(w, Answer{Status: http.StatusNotFound, Body: errorBody(fault.NotFound, "no such route: use POST /api/remediate, GET /api/remediate/runs/{id}, POST /api/alert or GET /api/runs/{id}", nil)})
+		write(w, Answer{Status: http.StatusNotFound, Body: errorBody(fault.NotFound, notFound, nil)})
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), prefixKey{}, prefix)))
+	})
+}
+
+// prefixKey carries the prefix the routes are mounted under, for the
+// links an answer gives.
+type prefixKey struct{}
+
+// FunctionOf is the function that serves path (under prefix), "" for none:
+// for adapters that refuse a request before it reaches the handler and
+// still write its audit line.
+func FunctionOf(prefix, path string) string {
+	rest, ok := strings.CutPrefix(path, prefix+"/")
+	if !ok {
+		return ""
+	}
+	for _, rt := range Routes {
+		_, p, _ := strings.Cut(rt.Pattern, " ")
+		first, _, _ := strings.Cut(strings.TrimPrefix(p, RoutePrefix+"/"), "/")
+		if got, _, _ := strings.Cut(rest, "/"); got == first {
+			return rt.Function
+		}
+	}
+	return ""
 }
 
 // audited serves fn and writes the request's audit line: who called which

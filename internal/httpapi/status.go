@@ -99,11 +99,13 @@ type links struct {
 }
 
 func (a *API) linksOf(r *http.Request) links {
-	l := links{base: a.baseURL(r), code: r.URL.Query().Get("code"), runs: "/api/runs/"}
-	for _, fn := range []string{"/api/remediate", "/api/alert"} {
-		if r.URL.Path == fn || strings.HasPrefix(r.URL.Path, fn+"/") {
-			l.runs = fn + "/runs/"
-		}
+	prefix, ok := r.Context().Value(prefixKey{}).(string)
+	if !ok {
+		prefix = RoutePrefix
+	}
+	l := links{base: a.baseURL(r), code: r.URL.Query().Get("code"), runs: prefix + "/runs/"}
+	if fn := FunctionOf(prefix, r.URL.Path); fn == "remediate" || fn == "alert" {
+		l.runs = prefix + "/" + fn + "/runs/"
 	}
 	return l
 }
@@ -132,7 +134,7 @@ func (a *API) baseURL(r *http.Request) string {
 func (l links) locations(id string) (body, header string) {
 	runs := l.runs
 	if runs == "" {
-		runs = "/api/runs/"
+		runs = RoutePrefix + "/runs/" // a timer's run: the runs function
 	}
 	body = l.base + runs + url.PathEscape(id)
 	header = body
