@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
-	"github.com/remediator/remediator/internal/pace"
 )
 
 // pageSize is the device-list page remediator asks for (Intune's maximum).
@@ -176,77 +176,73 @@ func (x *execution) fleetSize(filter string) (int, error) {
 	return count, err
 }
 
-// batchLookup reads ids in $batch requests of 20, in rounds: items that
-// were throttled or hit a transient error go into the next round, as the
-// retry policy says.
+// batchLookup reads ids in $batch requests of 20. Each batch is one call
+// of the one retry loop (call): items answered or failed for good leave
+// it, and while some were throttled or failed transiently the batch is
+// sent again with those alone, after the wait the most pressing of their
+// errors asks for (a 429's Retry-After first). Items the loop gives up on
+// keep their last error; those it had no time for are left out.
 func (x *execution) batchLookup(ids []string, found map[string]*intune.Device, errs map[string]*intune.Error) {
 	e := x.engine
-	policy := e.cfg.Retry
 	var mu sync.Mutex
-	tries := map[string]int{}
-	// retryOrFail queues id for another round when the policy retries its
-	// error and it has tries left, else records the error.
-	retryOrFail := func(id string, ge *intune.Error, retry []string) []string {
-		key := strings.ToLower(id)
-		switch policy.CheckRetry(read, ge) {
-		case throttled:
-			return append(retry, id)
-		case transient:
-			if tries[key] < policy.MaxTransient {
-				tries[key]++
-				return append(retry, id)
-			}
+	var g errgroup.Group
+	g.SetLimit(e.cfg.Concurrency)
+	for start := 0; start < len(ids); start += intune.MaxBatch {
+		if x.runCtx.Err() != nil {
+			break
 		}
-		errs[key] = ge
-		return retry
-	}
-	pending := ids
-	for round := 1; len(pending) > 0 && round <= policy.MaxThrottled; round++ {
-		var retry []string
-		var g errgroup.Group
-		g.SetLimit(e.cfg.Concurrency)
-		for start := 0; start < len(pending); start += intune.MaxBatch {
-			chunk := pending[start:min(start+intune.MaxBatch, len(pending))]
-			if x.runCtx.Err() != nil {
-				break
-			}
-			g.Go(func() error {
-				if _, err := x.pacer.Read(x.runCtx, len(chunk)); err != nil {
-					return nil
+		pending := ids[start:min(start+intune.MaxBatch, len(ids))]
+		g.Go(func() error {
+			last := map[string]*intune.Error{}
+			_, _, err := x.callN(read, func() int { return len(pending) }, func(ctx context.Context) error {
+				res, err := e.graph.Devices(ctx, pending)
+				if err != nil {
+					return err // the whole batch: every item is sent again, or keeps this error
 				}
-				res, err := e.graph.Devices(x.callCtx, chunk)
+				var retry []string
+				var worst *intune.Error
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil {
-					ge := asGraphError(err)
-					if ge.Throttled() {
-						x.onThrottled(ge, round)
-					}
-					for _, id := range chunk {
-						retry = retryOrFail(id, ge, retry)
-					}
-					return nil
-				}
 				for _, l := range res {
-					if l.Device != nil {
-						found[strings.ToLower(l.ID)] = l.Device
-						continue
+					key := strings.ToLower(l.ID)
+					switch {
+					case l.Device != nil:
+						found[key] = l.Device
+					case e.cfg.Retry.CheckRetry(read, l.Err) == final:
+						errs[key] = l.Err
+					default:
+						retry, last[key] = append(retry, l.ID), l.Err
+						worst = morePressing(worst, l.Err)
 					}
-					if l.Err.Throttled() {
-						x.onThrottled(l.Err, round)
-					}
-					retry = retryOrFail(l.ID, l.Err, retry)
+				}
+				pending = retry
+				if worst != nil {
+					return worst
 				}
 				return nil
 			})
-		}
-		_ = g.Wait()
-		if len(retry) > 0 && x.runCtx.Err() == nil {
-			// Transient errors back off; 429s already closed the gate.
-			_ = pace.Sleep(x.runCtx, min(pace.Backoff(round, policy.BackoffBase, policy.BackoffMax), time.Until(x.deadline())))
-		}
-		pending = retry
+			if err == nil || errors.Is(err, errNoTime) {
+				return nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range pending {
+				key := strings.ToLower(id)
+				errs[key] = cmp.Or(last[key], asGraphError(err))
+			}
+			return nil
+		})
 	}
+	_ = g.Wait()
+}
+
+// morePressing is the error whose retry says the most: a 429 (its
+// Retry-After closes the gate for every call) over a transient failure.
+func morePressing(a, b *intune.Error) *intune.Error {
+	if a == nil || b.Throttled() && !a.Throttled() {
+		return b
+	}
+	return a
 }
 
 // deadline is when no new call may start (an hour from now without one).

@@ -115,6 +115,12 @@ var errNoTime = errors.New("no time left for the call")
 // stands. A 429 pauses every caller of the pacer for the wait; a transient
 // failure waits on its own.
 func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (attempts int, sent time.Time, err error) {
+	return x.callN(kind, func() int { return 1 }, fn)
+}
+
+// callN is call for attempts that each cost cost() positions of the
+// budget (a $batch read: one per item it still asks for).
+func (x *execution) callN(kind callKind, cost func() int, fn func(ctx context.Context) error) (attempts int, sent time.Time, err error) {
 	e := x.engine
 	policy := e.cfg.Retry
 	var last error
@@ -124,7 +130,7 @@ func (x *execution) call(kind callKind, fn func(ctx context.Context) error) (att
 		if kind == write {
 			_, perr = x.pacer.Write(x.runCtx)
 		} else {
-			_, perr = x.pacer.Read(x.runCtx, 1)
+			_, perr = x.pacer.Read(x.runCtx, cost())
 		}
 		if perr != nil {
 			if last != nil {
