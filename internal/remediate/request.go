@@ -181,98 +181,133 @@ func (l Limits) withDefaults() Limits {
 // Validate checks req and returns its plan. All problems are reported in
 // one *fault.Error.
 func Validate(req Request, lim Limits) (Plan, error) {
-	var problems problems
-	add := func(field, format string, args ...any) {
-		if problems.total++; len(problems.list) < MaxProblems {
-			problems.list = append(problems.list, fault.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
-		}
-	}
+	var p problems
 	plan := Plan{
 		IgnorePartialFailures: req.IgnorePartialFailures,
 		ValidateDevices:       req.ValidateDeviceExists == nil || *req.ValidateDeviceExists,
 		DryRun:                req.DryRun,
 		TenantID:              req.TenantID,
+		ConfirmDeviceCount:    req.ConfirmDeviceCount,
 	}
+	lim = lim.withDefaults()
+	validateRun(req, &plan, &p)
+	validateTargets(req.Targets, lim, &plan, &p)
+	validateInvoke(req.Timeouts, &plan, &p)
+	validateDevices(req, &plan, &p)
+	if lim.MaxDevices > 0 && len(plan.Items) > lim.MaxDevices {
+		p.addf("managed_devices", "%d devices in one request, more than the limit of %d (MAX_DEVICES_PER_RUN); split the request", len(plan.Items), lim.MaxDevices)
+	}
+	if p.total > 0 {
+		return Plan{}, p.err()
+	}
+	return plan, nil
+}
+
+// addf adds a problem at field, its message formatted.
+func (p *problems) addf(field, format string, args ...any) {
+	p.add(field, fmt.Sprintf(format, args...))
+}
+
+// validateRun checks what the request says of the run as a whole: its
+// mode, its tenant, and that it selects something.
+func validateRun(req Request, plan *Plan, p *problems) {
 	switch plan.Mode = strings.ToLower(req.Mode); plan.Mode {
 	case "":
 		plan.Mode = ModeAuto
 	case ModeSync, ModeAsync, ModeAuto:
 	default:
-		add("mode", "%q is not a mode: use sync, async or auto", req.Mode)
+		p.addf("mode", "%q is not a mode: use sync, async or auto", req.Mode)
 	}
 	if req.TenantID != "" && !intune.IsGUID(req.TenantID) {
-		add("tenant_id", "%q is not a tenant id (a GUID)", req.TenantID)
+		p.addf("tenant_id", "%q is not a tenant id (a GUID)", req.TenantID)
 	}
 	if len(req.ManagedDevices) == 0 && len(req.CoManagedDevices) == 0 && len(req.Targets) == 0 {
-		add("managed_devices", "at least one of managed_devices, comanaged_devices or targets must select a device")
+		p.add("managed_devices", "at least one of managed_devices, comanaged_devices or targets must select a device")
 	}
-	plan.ConfirmDeviceCount = req.ConfirmDeviceCount
-	lim = lim.withDefaults()
+}
+
+// validateInvoke checks timeouts.invoke, the run's own time.
+func validateInvoke(t *Timeouts, plan *Plan, p *problems) {
+	if t == nil || t.Invoke == "" {
+		return
+	}
+	d, ok := ParseDuration(t.Invoke)
+	switch {
+	case !ok:
+		p.addf("timeouts.invoke", "%q is not a duration such as \"30s\", \"2h45m\" or \"PT2M\"", t.Invoke)
+	case d <= 0:
+		p.add("timeouts.invoke", "must be positive")
+	default:
+		plan.Invoke = d
+	}
+}
+
+// validateTargets checks the selectors, within the request's bounds on
+// targets, device names and groups.
+func validateTargets(targets []Selector, lim Limits, plan *Plan, p *problems) {
 	names, groups := 0, 0
-	for i, sel := range req.Targets {
+	for i, sel := range targets {
 		if i == lim.MaxTargets {
-			add(fmt.Sprintf("targets[%d]", i), "is past the %d targets a request may hold (MAX_TARGETS); split the request", lim.MaxTargets)
-			break
+			p.addf(fmt.Sprintf("targets[%d]", i), "is past the %d targets a request may hold (MAX_TARGETS); split the request", lim.MaxTargets)
+			return
 		}
 		if names += len(sel.DeviceNames); names > lim.MaxDeviceNames {
-			add(fmt.Sprintf("targets[%d].device_names", i), "brings the request's device names past %d (MAX_DEVICE_NAMES); use a filter or a group, or split the request", lim.MaxDeviceNames)
-			break
+			p.addf(fmt.Sprintf("targets[%d].device_names", i), "brings the request's device names past %d (MAX_DEVICE_NAMES); use a filter or a group, or split the request", lim.MaxDeviceNames)
+			return
 		}
 		if groups += len(sel.GroupIDs); groups > lim.MaxGroupIDs {
-			add(fmt.Sprintf("targets[%d].group_ids", i), "brings the request's groups past %d (MAX_GROUP_IDS); split the request", lim.MaxGroupIDs)
-			break
+			p.addf(fmt.Sprintf("targets[%d].group_ids", i), "brings the request's groups past %d (MAX_GROUP_IDS); split the request", lim.MaxGroupIDs)
+			return
 		}
-		field := fmt.Sprintf("targets[%d]", i)
-		t := Selection{Selector: sel, Field: field}
-		if !intune.IsGUID(sel.ScriptPolicyID) {
-			add(field+".script_policy_id", "%q is not a GUID", sel.ScriptPolicyID)
-		}
-		if strings.TrimSpace(sel.Filter) == "" && len(sel.DeviceNames) == 0 && len(sel.GroupIDs) == 0 {
-			add(field, "needs at least one of filter, device_names or group_ids")
-		}
-		if len(sel.Filter) > 2000 {
-			add(field+".filter", "is longer than 2000 characters")
-		}
-		for j, n := range sel.DeviceNames {
-			if strings.TrimSpace(n) == "" {
-				add(fmt.Sprintf("%s.device_names[%d]", field, j), "is empty")
-			}
-		}
-		for j, g := range sel.GroupIDs {
-			if !intune.IsGUID(g) {
-				add(fmt.Sprintf("%s.group_ids[%d]", field, j), "%q is not a group id (a GUID)", g)
-			}
-		}
-		for j, d := range sel.ExcludeDeviceIDs {
-			if !intune.IsGUID(d) {
-				add(fmt.Sprintf("%s.exclude_device_ids[%d]", field, j), "%q is not a GUID", d)
-			}
-		}
-		if sel.LastSyncWithin != "" {
-			d, ok := ParseDuration(sel.LastSyncWithin)
-			if !ok || d <= 0 {
-				add(field+".last_sync_within", "%q is not a positive duration such as \"168h\", \"7d\" or \"P7D\"", sel.LastSyncWithin)
-			}
-			t.LastSyncWithin = d
-		}
-		switch sel.OnDuplicateName {
-		case "", "error", "most_recent", "all":
-		default:
-			add(field+".on_duplicate_name", "%q must be error, most_recent or all", sel.OnDuplicateName)
-		}
-		plan.Targets = append(plan.Targets, t)
+		plan.Targets = append(plan.Targets, validateSelector(sel, fmt.Sprintf("targets[%d]", i), p))
 	}
-	if req.Timeouts != nil && req.Timeouts.Invoke != "" {
-		d, ok := ParseDuration(req.Timeouts.Invoke)
-		switch {
-		case !ok:
-			add("timeouts.invoke", "%q is not a duration such as \"30s\", \"2h45m\" or \"PT2M\"", req.Timeouts.Invoke)
-		case d <= 0:
-			add("timeouts.invoke", "must be positive")
-		default:
-			plan.Invoke = d
+}
+
+// validateSelector checks one selector at field.
+func validateSelector(sel Selector, field string, p *problems) Selection {
+	t := Selection{Selector: sel, Field: field}
+	if !intune.IsGUID(sel.ScriptPolicyID) {
+		p.addf(field+".script_policy_id", "%q is not a GUID", sel.ScriptPolicyID)
+	}
+	if strings.TrimSpace(sel.Filter) == "" && len(sel.DeviceNames) == 0 && len(sel.GroupIDs) == 0 {
+		p.add(field, "needs at least one of filter, device_names or group_ids")
+	}
+	if len(sel.Filter) > 2000 {
+		p.add(field+".filter", "is longer than 2000 characters")
+	}
+	for j, n := range sel.DeviceNames {
+		if strings.TrimSpace(n) == "" {
+			p.add(fmt.Sprintf("%s.device_names[%d]", field, j), "is empty")
 		}
 	}
+	for j, g := range sel.GroupIDs {
+		if !intune.IsGUID(g) {
+			p.addf(fmt.Sprintf("%s.group_ids[%d]", field, j), "%q is not a group id (a GUID)", g)
+		}
+	}
+	for j, d := range sel.ExcludeDeviceIDs {
+		if !intune.IsGUID(d) {
+			p.addf(fmt.Sprintf("%s.exclude_device_ids[%d]", field, j), "%q is not a GUID", d)
+		}
+	}
+	if sel.LastSyncWithin != "" {
+		d, ok := ParseDuration(sel.LastSyncWithin)
+		if !ok || d <= 0 {
+			p.addf(field+".last_sync_within", "%q is not a positive duration such as \"168h\", \"7d\" or \"P7D\"", sel.LastSyncWithin)
+		}
+		t.LastSyncWithin = d
+	}
+	switch sel.OnDuplicateName {
+	case "", "error", "most_recent", "all":
+	default:
+		p.addf(field+".on_duplicate_name", "%q must be error, most_recent or all", sel.OnDuplicateName)
+	}
+	return t
+}
+
+// validateDevices checks the listed devices: ids, scripts, and a device
+// listed twice (once, in one collection, with one script).
+func validateDevices(req Request, plan *Plan, p *problems) {
 	type seenAt struct {
 		field, script string
 		coll          intune.Collection
@@ -288,11 +323,11 @@ func Validate(req Request, lim Limits) (Plan, error) {
 			field := fmt.Sprintf("%s[%d]", l.name, i)
 			ok := true
 			if !intune.IsGUID(t.DeviceID) {
-				add(field+".device_id", "%q is not a GUID", t.DeviceID)
+				p.addf(field+".device_id", "%q is not a GUID", t.DeviceID)
 				ok = false
 			}
 			if !intune.IsGUID(t.ScriptPolicyID) {
-				add(field+".script_policy_id", "%q is not a GUID", t.ScriptPolicyID)
+				p.addf(field+".script_policy_id", "%q is not a GUID", t.ScriptPolicyID)
 				ok = false
 			}
 			if !ok {
@@ -302,9 +337,9 @@ func Validate(req Request, lim Limits) (Plan, error) {
 			if prev, dup := seen[key]; dup {
 				switch {
 				case prev.coll != l.coll:
-					add(field+".device_id", "device %s is also listed at %s; list each device in one collection only", t.DeviceID, prev.field)
+					p.addf(field+".device_id", "device %s is also listed at %s; list each device in one collection only", t.DeviceID, prev.field)
 				case !strings.EqualFold(prev.script, t.ScriptPolicyID):
-					add(field+".script_policy_id", "device %s already runs script %s at %s; Intune runs one on-demand remediation per device at a time and a second one overwrites the first", t.DeviceID, prev.script, prev.field)
+					p.addf(field+".script_policy_id", "device %s already runs script %s at %s; Intune runs one on-demand remediation per device at a time and a second one overwrites the first", t.DeviceID, prev.script, prev.field)
 				default:
 					plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s repeats %s (device %s, same script): triggered once", field, prev.field, t.DeviceID))
 				}
@@ -314,11 +349,4 @@ func Validate(req Request, lim Limits) (Plan, error) {
 			plan.Items = append(plan.Items, Item{Collection: l.coll, DeviceID: t.DeviceID, ScriptPolicyID: t.ScriptPolicyID, Field: field})
 		}
 	}
-	if lim.MaxDevices > 0 && len(plan.Items) > lim.MaxDevices {
-		add("managed_devices", "%d devices in one request, more than the limit of %d (MAX_DEVICES_PER_RUN); split the request", len(plan.Items), lim.MaxDevices)
-	}
-	if problems.total > 0 {
-		return Plan{}, problems.err()
-	}
-	return plan, nil
 }

@@ -24,138 +24,197 @@ const windowsFilter = "operatingSystem eq 'Windows'"
 // (an ambiguous name under on_duplicate_name=error, a missing group, a
 // filter Intune refused) reject the run.
 func (x *execution) resolve() ([]Item, []DeviceResult, []fault.FieldError) {
-	var items []Item
-	var misses []DeviceResult
-	var problems []fault.FieldError
-	var index *windowsIndex
-	windows := func() (*windowsIndex, error) {
-		if index == nil {
-			idx, err := x.readWindows()
-			if err != nil {
-				return nil, err
-			}
-			index = idx
-		}
-		return index, nil
-	}
+	r := &resolution{x: x}
 	now := time.Now()
 	for _, t := range x.plan.Targets {
-		picked := map[string]intune.Device{}
-		excludedFilter, unmanaged := 0, 0
-		if f := strings.TrimSpace(t.Filter); f != "" {
-			err := x.eachDevice(f, func(devs []intune.Device) bool {
-				for _, d := range devs {
-					// Intune ignores filters it does not support and reads ne
-					// as eq: only eligible Windows devices may come out of a
-					// filter.
-					if !eligible(&d) {
-						excludedFilter++
-						continue
-					}
-					picked[strings.ToLower(d.ID)] = d
-					if x.overCap(len(items) + len(picked)) {
-						return false // one device past the cap is enough to refuse
-					}
-				}
-				return true
-			})
-			switch {
-			case x.tooMany:
-				return nil, nil, append(problems, x.capProblem(t.Field+".filter"))
-			case errors.Is(err, errTooManyListed):
-				problems = append(problems, fault.FieldError{Field: t.Field + ".filter", Message: "reading the filter's devices stopped: " + err.Error()})
-			case err != nil:
-				problems = append(problems, fault.FieldError{Field: t.Field + ".filter", Message: "Intune refused the filter: " + err.Error()})
+		pk := &picking{resolution: r, t: t, picked: map[string]intune.Device{}}
+		for _, by := range []func() string{pk.byFilter, pk.byNames, pk.byGroups} {
+			if field := by(); field != "" {
+				return nil, nil, append(r.problems, x.capProblem(field))
 			}
 		}
-		for j, name := range t.DeviceNames {
-			field := fmt.Sprintf("%s.device_names[%d]", t.Field, j)
-			matches, err := x.byName(name, len(t.DeviceNames), windows)
-			if err != nil {
-				problems = append(problems, fault.FieldError{Field: field, Message: "the name could not be looked up: " + err.Error()})
+		pk.finish(now)
+	}
+	return r.items, r.misses, r.problems
+}
+
+// resolution is the selectors' resolution under way: what they picked so
+// far, the devices named but not found, the problems, and the tenant's
+// Windows devices, read once when a name or a group needs them.
+type resolution struct {
+	x        *execution
+	items    []Item
+	misses   []DeviceResult
+	problems []fault.FieldError
+	index    *windowsIndex
+}
+
+// windows is the tenant's Windows devices, read on first use.
+func (r *resolution) windows() (*windowsIndex, error) {
+	if r.index == nil {
+		idx, err := r.x.readWindows()
+		if err != nil {
+			return nil, err
+		}
+		r.index = idx
+	}
+	return r.index, nil
+}
+
+// problem records a problem at field.
+func (r *resolution) problem(field, msg string) {
+	r.problems = append(r.problems, fault.FieldError{Field: field, Message: msg})
+}
+
+// picking is one selector's devices, picked by filter, names and groups.
+// Each by* method returns the field at which the run's device cap was
+// passed ("" while under it).
+type picking struct {
+	*resolution
+	t                         Selection
+	picked                    map[string]intune.Device
+	excludedFilter, unmanaged int
+}
+
+// overCap reports whether the devices picked so far pass the cap.
+func (pk *picking) overCap() bool { return pk.x.overCap(len(pk.items) + len(pk.picked)) }
+
+// byFilter picks the eligible devices the selector's OData filter matches.
+func (pk *picking) byFilter() string {
+	f := strings.TrimSpace(pk.t.Filter)
+	if f == "" {
+		return ""
+	}
+	field := pk.t.Field + ".filter"
+	err := pk.x.eachDevice(f, func(devs []intune.Device) bool {
+		for _, d := range devs {
+			// Intune ignores filters it does not support and reads ne as
+			// eq: only eligible Windows devices may come out of a filter.
+			if !eligible(&d) {
+				pk.excludedFilter++
 				continue
 			}
-			switch {
-			case len(matches) == 0:
-				misses = append(misses, DeviceResult{DeviceName: name, ScriptPolicyID: t.ScriptPolicyID, Collection: string(intune.ManagedDevices),
-					Outcome: Skipped, Reason: ReasonNotFound, Message: fmt.Sprintf("no managed device is named %q (%s)", name, field)})
-			case len(matches) > 1 && (t.OnDuplicateName == "" || t.OnDuplicateName == "error"):
-				var c []string
-				for _, d := range matches {
-					c = append(c, fmt.Sprintf("%s (last sync %s)", d.ID, d.LastSyncDateTime.UTC().Format(time.RFC3339)))
-				}
-				problems = append(problems, fault.FieldError{Field: field, Message: fmt.Sprintf("%d devices are named %q: %s; list the device_id, or set on_duplicate_name to most_recent or all",
-					len(matches), name, strings.Join(c, ", "))})
-			case len(matches) > 1 && t.OnDuplicateName == "most_recent":
-				newest := slices.MaxFunc(matches, func(a, b intune.Device) int { return a.LastSyncDateTime.Compare(b.LastSyncDateTime) })
-				picked[strings.ToLower(newest.ID)] = newest
-			default:
-				for _, d := range matches {
-					picked[strings.ToLower(d.ID)] = d
-				}
-			}
-			if x.overCap(len(items) + len(picked)) {
-				return nil, nil, append(problems, x.capProblem(field))
+			pk.picked[strings.ToLower(d.ID)] = d
+			if pk.overCap() {
+				return false // one device past the cap is enough to refuse
 			}
 		}
-		for j, g := range t.GroupIDs {
-			field := fmt.Sprintf("%s.group_ids[%d]", t.Field, j)
-			var idx *windowsIndex
-			err := x.eachGroupPage(g, func(members []intune.GroupMember) bool {
-				if len(members) == 0 {
-					return true
-				}
-				var err error
-				if idx == nil {
-					if idx, err = windows(); err != nil {
-						return false
-					}
-				}
-				for _, m := range members {
-					d, ok := idx.byEntraID[strings.ToLower(m.AzureADDeviceID)]
-					if !ok {
-						unmanaged++
-						continue
-					}
-					picked[strings.ToLower(d.ID)] = d
-					if x.overCap(len(items) + len(picked)) {
-						return false
-					}
-				}
-				return true
-			})
-			if x.tooMany {
-				return nil, nil, append(problems, x.capProblem(field))
+		return true
+	})
+	switch {
+	case pk.x.tooMany:
+		return field
+	case errors.Is(err, errTooManyListed):
+		pk.problem(field, "reading the filter's devices stopped: "+err.Error())
+	case err != nil:
+		pk.problem(field, "Intune refused the filter: "+err.Error())
+	}
+	return ""
+}
+
+// byNames picks the devices the selector names, as on_duplicate_name
+// says for a name several devices carry.
+func (pk *picking) byNames() string {
+	t := pk.t
+	for j, name := range t.DeviceNames {
+		field := fmt.Sprintf("%s.device_names[%d]", t.Field, j)
+		matches, err := pk.x.byName(name, len(t.DeviceNames), pk.windows)
+		if err != nil {
+			pk.problem(field, "the name could not be looked up: "+err.Error())
+			continue
+		}
+		switch {
+		case len(matches) == 0:
+			pk.misses = append(pk.misses, DeviceResult{DeviceName: name, ScriptPolicyID: t.ScriptPolicyID, Collection: string(intune.ManagedDevices),
+				Outcome: Skipped, Reason: ReasonNotFound, Message: fmt.Sprintf("no managed device is named %q (%s)", name, field)})
+		case len(matches) > 1 && (t.OnDuplicateName == "" || t.OnDuplicateName == "error"):
+			var c []string
+			for _, d := range matches {
+				c = append(c, fmt.Sprintf("%s (last sync %s)", d.ID, d.LastSyncDateTime.UTC().Format(time.RFC3339)))
 			}
-			if err != nil {
-				problems = append(problems, fault.FieldError{Field: field, Message: "the group's devices could not be read: " + err.Error()})
+			pk.problem(field, fmt.Sprintf("%d devices are named %q: %s; list the device_id, or set on_duplicate_name to most_recent or all",
+				len(matches), name, strings.Join(c, ", ")))
+		case len(matches) > 1 && t.OnDuplicateName == "most_recent":
+			newest := slices.MaxFunc(matches, func(a, b intune.Device) int { return a.LastSyncDateTime.Compare(b.LastSyncDateTime) })
+			pk.picked[strings.ToLower(newest.ID)] = newest
+		default:
+			for _, d := range matches {
+				pk.picked[strings.ToLower(d.ID)] = d
 			}
 		}
-		for _, x := range t.ExcludeDeviceIDs {
-			delete(picked, strings.ToLower(x))
-		}
-		if excludedFilter > 0 {
-			x.warn(fmt.Sprintf("%s: the filter matched %d devices that are not Windows devices Intune manages and that can run remediations; they were left out (Intune ignores filters it cannot apply)", t.Field, excludedFilter))
-		}
-		if unmanaged > 0 {
-			x.warn(fmt.Sprintf("%s: %d group members are not Windows devices managed by Intune; left out", t.Field, unmanaged))
-		}
-		var after time.Time
-		if t.LastSyncWithin > 0 {
-			after = now.Add(-t.LastSyncWithin)
-		}
-		ids := make([]string, 0, len(picked))
-		for id := range picked {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		for _, id := range ids {
-			d := picked[id]
-			items = append(items, Item{Collection: intune.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: t.ScriptPolicyID,
-				Field: t.Field, Device: &d, SyncedAfter: after})
+		if pk.overCap() {
+			return field
 		}
 	}
-	return items, misses, problems
+	return ""
+}
+
+// byGroups picks the Windows devices Intune manages among the members of
+// the selector's groups.
+func (pk *picking) byGroups() string {
+	for j, g := range pk.t.GroupIDs {
+		field := fmt.Sprintf("%s.group_ids[%d]", pk.t.Field, j)
+		var idx *windowsIndex
+		err := pk.x.eachGroupPage(g, func(members []intune.GroupMember) bool {
+			if len(members) == 0 {
+				return true
+			}
+			var err error
+			if idx == nil {
+				if idx, err = pk.windows(); err != nil {
+					return false
+				}
+			}
+			for _, m := range members {
+				d, ok := idx.byEntraID[strings.ToLower(m.AzureADDeviceID)]
+				if !ok {
+					pk.unmanaged++
+					continue
+				}
+				pk.picked[strings.ToLower(d.ID)] = d
+				if pk.overCap() {
+					return false
+				}
+			}
+			return true
+		})
+		if pk.x.tooMany {
+			return field
+		}
+		if err != nil {
+			pk.problem(field, "the group's devices could not be read: "+err.Error())
+		}
+	}
+	return ""
+}
+
+// finish drops the excluded devices, says what was left out, and adds the
+// selector's devices to the run, in id order.
+func (pk *picking) finish(now time.Time) {
+	t := pk.t
+	for _, id := range t.ExcludeDeviceIDs {
+		delete(pk.picked, strings.ToLower(id))
+	}
+	if pk.excludedFilter > 0 {
+		pk.x.warn(fmt.Sprintf("%s: the filter matched %d devices that are not Windows devices Intune manages and that can run remediations; they were left out (Intune ignores filters it cannot apply)", t.Field, pk.excludedFilter))
+	}
+	if pk.unmanaged > 0 {
+		pk.x.warn(fmt.Sprintf("%s: %d group members are not Windows devices managed by Intune; left out", t.Field, pk.unmanaged))
+	}
+	var after time.Time
+	if t.LastSyncWithin > 0 {
+		after = now.Add(-t.LastSyncWithin)
+	}
+	ids := make([]string, 0, len(pk.picked))
+	for id := range pk.picked {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		d := pk.picked[id]
+		pk.items = append(pk.items, Item{Collection: intune.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: t.ScriptPolicyID,
+			Field: t.Field, Device: &d, SyncedAfter: after})
+	}
 }
 
 // overCap reports whether the selectors have found more devices (n) than
