@@ -108,7 +108,7 @@ type deps struct {
 // in the configuration.
 func build(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, runtime string) (deps, error) {
 	gcfg := graph.Config{BaseURL: cfg.GraphBaseURL, CallTimeout: cfg.GraphCallTimeout, MaxResponseBytes: int64(cfg.GraphMaxResponseMB) << 20}
-	var creds app.Credentials
+	var creds remediate.Credentials // an interface holding no nil pointer: none without auth
 	if cfg.GraphAuth != "none" {
 		src, err := credential.Open(credential.Settings{
 			Mode: cfg.GraphAuth, GraphBaseURL: cfg.GraphBaseURL,
@@ -131,6 +131,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		return deps{}, err
 	}
 	ecfg := remediate.Config{
+		Credentials:     creds,
 		Concurrency:     cfg.MaxConcurrency,
 		MaxDevices:      cfg.MaxDevicesPerRun,
 		MaxListed:       cfg.MaxListedDevices,
@@ -144,7 +145,6 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	}
 	opts := app.Options{
 		Limits:         remediate.Limits{MaxDevices: cfg.MaxDevicesPerRun, MaxTargets: cfg.MaxTargets, MaxDeviceNames: cfg.MaxDeviceNames, MaxGroupIDs: cfg.MaxGroupIDs},
-		Credentials:    creds,
 		Alerts:         alert.Settings{DeviceDimension: cfg.AlertDeviceDimension, ScriptPolicyID: cfg.AlertScriptPolicyID},
 		SyncBudget:     cfg.SyncBudget,
 		MaxAnswerBytes: cfg.MaxAnswerBytes,
@@ -175,11 +175,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		d.storageOps = st.durable.Ops
 	}
 	if st.store != nil {
-		var wcreds runs.Credentials
-		if creds != nil {
-			wcreds = creds
-		}
-		d.runs = runs.New(st.store, st.queue, engine, runs.Options{ClaimLease: cfg.FunctionTimeout, PageSize: cfg.RunPageSize, Credentials: wcreds,
+		d.runs = runs.New(st.store, st.queue, engine, runs.Options{ClaimLease: cfg.FunctionTimeout, PageSize: cfg.RunPageSize,
 			Retention: cfg.RunRetention, MaxRunDuration: cfg.RunMaxDuration, FollowCache: followCache(cfg.FollowCache), FollowCacheBytes: cfg.FollowCacheMB << 20, CooldownPeriod: cfg.DeviceCooldown, CleanupMaxOps: cfg.CleanupMaxOps, QueuedChunks: cfg.RunQueuedChunks}, log)
 		opts.Runs = d.runs
 		if st.local != nil {

@@ -34,13 +34,6 @@ type Runs interface {
 	Status(ctx context.Context, id, caller string, page int, follow bool) (runs.Status, error)
 }
 
-// Credentials resolves the Graph credential of a run's tenant before
-// anything is triggered and returns the context the run carries it in;
-// *credential.Source implements it. Its errors are *fault.Error.
-type Credentials interface {
-	Prepare(ctx context.Context, tenant string) (context.Context, error)
-}
-
 // CallerPolicy maps callers to what they may do: "function-key" (every
 // holder of a function key), "principal:<object id>" (App Service
 // Authentication), "iam:<ARN>" (Lambda with IAM auth), or "*" for any
@@ -64,9 +57,6 @@ type CallerRule struct {
 type Options struct {
 	// Limits bound requests.
 	Limits remediate.Limits
-	// Credentials, when set, resolve each run's tenant first; nil is no
-	// authentication (simulators).
-	Credentials Credentials
 	// Alerts map Azure Monitor alerts to requests.
 	Alerts alert.Settings
 	// Runs, when set, takes runs that do not fit one answer (mode async,
@@ -183,15 +173,6 @@ func (s *Service) start(ctx context.Context, caller Caller, req remediate.Reques
 	}
 	if s.opts.Runs == nil && plan.Mode == remediate.ModeAsync {
 		return Result{}, fault.Invalid("mode", "async needs run storage: this deployment runs synchronously only (no run storage is configured)")
-	}
-	if s.opts.Credentials != nil {
-		if ctx, err = s.opts.Credentials.Prepare(ctx, plan.TenantID); err != nil {
-			var ce *fault.Error
-			if !errors.As(err, &ce) {
-				return Result{}, &fault.Error{Code: fault.CredentialUnavailable, Message: err.Error(), RetryAfter: 60 * time.Second}
-			}
-			return Result{}, asError(err)
-		}
 	}
 	p, err := s.engine.Prepare(ctx, plan)
 	if err != nil {

@@ -36,8 +36,18 @@ type Graph interface {
 	RunStates(ctx context.Context, scriptID, next string) (intune.RunStatePage, error)
 }
 
+// Credentials resolve the Graph credential of a tenant: the context they
+// return carries it to the Graph client; *credential.Source implements it.
+// Their errors are *fault.Error.
+type Credentials interface {
+	Prepare(ctx context.Context, tenant string) (context.Context, error)
+}
+
 // Config tunes the engine.
 type Config struct {
+	// Credentials, when set, are resolved for each tenant before its Graph
+	// calls; nil sends the Graph client's own (simulators: none).
+	Credentials Credentials
 	// Concurrency bounds the calls in flight. Default 8.
 	Concurrency int
 	// Headroom is kept between the last call and the deadline to write the
@@ -160,11 +170,34 @@ type Prepared struct {
 	done    bool
 }
 
+// Credential is ctx carrying tenant's Graph credential, for the engine's
+// calls made for that tenant (a worker's, a follow-up's). A failure is a
+// *fault.Error: unknown_tenant, token_unavailable, ..., or
+// credential_unavailable for a failure of the source's own.
+func (e *Engine) Credential(ctx context.Context, tenant string) (context.Context, error) {
+	if e.cfg.Credentials == nil {
+		return ctx, nil
+	}
+	c, err := e.cfg.Credentials.Prepare(ctx, tenant)
+	if err != nil {
+		var fe *fault.Error
+		if errors.As(err, &fe) {
+			return ctx, fe
+		}
+		return ctx, &fault.Error{Code: fault.CredentialUnavailable, Message: err.Error(), RetryAfter: 60 * time.Second}
+	}
+	return c, nil
+}
+
 // Prepare does everything a run does before its first trigger: allowlist,
 // target resolution, script checks, device validation, cooldown and caps.
 // A refused run is a *fault.Error whose Summary is the run's (Rejected). The run's time (ctx's deadline and
 // plan.Invoke) starts now.
 func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
+	ctx, err := e.Credential(ctx, plan.TenantID)
+	if err != nil {
+		return nil, err // before anything is read: no run to account for
+	}
 	started := time.Now()
 	s := &Summary{
 		RunID:                 newRunID(),

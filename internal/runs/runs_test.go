@@ -510,7 +510,9 @@ func TestFollowUpUsesTheRunsTenant(t *testing.T) {
 	const other = "22222222-2222-4222-8222-222222222222"
 	creds := &recordingCredentials{}
 	f := newFixture(t, runs.NewMemoryStore(), 100, intunesim.Options{}, runs.Options{})
-	f.svc = runs.New(runs.NewMemoryStore(), f.queue, f.engine, runs.Options{Credentials: creds}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	f.engine = remediate.New(f.client, pace.New(100_000, 100_000), remediate.Config{Credentials: creds}, log)
+	f.svc = runs.New(runs.NewMemoryStore(), f.queue, f.engine, runs.Options{}, log)
 	plan, err := remediate.Validate(remediate.Request{Mode: "async", TenantID: other,
 		ManagedDevices: []remediate.Target{{DeviceID: f.tenant.Windows(false)[0].ID, ScriptPolicyID: f.script}}}, remediate.Limits{})
 	require.NoError(t, err)
@@ -518,6 +520,10 @@ func TestFollowUpUsesTheRunsTenant(t *testing.T) {
 	require.NoError(t, err)
 	s := p.Queue()
 	require.NoError(t, f.svc.Submit(context.Background(), s, other, ""))
+	creds.mu.Lock()
+	assert.Equal(t, []string{other}, creds.tenants, "the run was prepared in its tenant")
+	creds.tenants = nil
+	creds.mu.Unlock()
 	_, err = f.svc.Status(context.Background(), s.RunID, "", 0, true)
 	require.NoError(t, err)
 	creds.mu.Lock()

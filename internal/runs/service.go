@@ -30,12 +30,8 @@ type Engine interface {
 	// ScriptApproved re-checks a script against the allowlist and pins as
 	// configured now: a code and message when it may no longer run.
 	ScriptApproved(ctx context.Context, tenant, id string) (code fault.Code, msg string, err error)
-}
-
-// Credentials resolve a run's tenant credential for a worker, as for the
-// request that started the run; *credential.Source implements it.
-type Credentials interface {
-	Prepare(ctx context.Context, tenant string) (context.Context, error)
+	// Credential is ctx carrying tenant's Graph credential.
+	Credential(ctx context.Context, tenant string) (context.Context, error)
 }
 
 // Options tune a Service.
@@ -57,8 +53,6 @@ type Options struct {
 	// RecordMargin is the time a worker keeps, beyond a slice's triggers,
 	// to record it before its deadline. Default 5 s.
 	RecordMargin time.Duration
-	// Credentials, when set, are resolved for each chunk.
-	Credentials Credentials
 	// Retention is how long runs are kept (RUN_RETENTION). Default 30 days.
 	Retention time.Duration
 	// MaxRunDuration is the longest a run may go on (RUN_MAX_DURATION): a
@@ -350,12 +344,9 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 	}
 	key := id + "/" + strconv.Itoa(st.Page)
 	if follow && !s.follows.get(key, sum.Devices) {
-		fctx, err := ctx, error(nil)
-		if s.opts.Credentials != nil {
-			// The scripts' results are read in the run's tenant, with its
-			// credential.
-			fctx, err = s.opts.Credentials.Prepare(ctx, m.TenantID)
-		}
+		// The scripts' results are read in the run's tenant, with its
+		// credential.
+		fctx, err := s.engine.Credential(ctx, m.TenantID)
 		if err == nil {
 			err = s.follow(fctx, m.TenantID, sum.Devices)
 		}

@@ -29,10 +29,8 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	if err != nil {
 		return err
 	}
-	if s.opts.Credentials != nil {
-		if ctx, err = s.opts.Credentials.Prepare(ctx, m.TenantID); err != nil {
-			return fmt.Errorf("runs: credential for run %s: %w", msg.RunID, err)
-		}
+	if ctx, err = s.engine.Credential(ctx, m.TenantID); err != nil {
+		return fmt.Errorf("runs: credential for run %s: %w", msg.RunID, err)
 	}
 	c, rows, err := s.load(ctx, msg)
 	if err != nil {
