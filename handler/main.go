@@ -393,7 +393,7 @@ func azureWorker(ctx context.Context, port string, getenv func(string) string, s
 		ScheduledRequest: cfg.ScheduledRequest,
 	}
 	if d.runs != nil {
-		settings.Worker, settings.Janitor = d.runs, d.runs
+		settings.Runs = d.runs
 	}
 	host := azure.New(d.api, d.svc, settings, log)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:"+port)

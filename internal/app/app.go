@@ -23,17 +23,6 @@ import (
 	"github.com/remediator/remediator/internal/runs"
 )
 
-// Engine prepares runs; *remediate.Engine implements it.
-type Engine interface {
-	Prepare(ctx context.Context, plan remediate.Plan) (*remediate.Prepared, error)
-}
-
-// Runs is the asynchronous side; *runs.Service implements it.
-type Runs interface {
-	Submit(ctx context.Context, s *remediate.Summary, tenant, caller string) error
-	Status(ctx context.Context, id, caller string, page int, follow bool) (runs.Status, error)
-}
-
 // CallerPolicy maps callers to what they may do: "function-key" (every
 // holder of a function key), "principal:<object id>" (App Service
 // Authentication), "iam:<ARN>" (Lambda with IAM auth), or "*" for any
@@ -61,7 +50,7 @@ type Options struct {
 	Alerts alert.Settings
 	// Runs, when set, takes runs that do not fit one answer (mode async,
 	// or auto beyond the time left); nil keeps every run synchronous.
-	Runs Runs
+	Runs *runs.Service
 	// Policy is what each caller may do (CALLER_POLICY); nil lets every
 	// caller do everything. Scheduled runs (the deployment's own request)
 	// are not subject to it.
@@ -80,7 +69,7 @@ type Options struct {
 
 // Service is the application service.
 type Service struct {
-	engine Engine
+	engine *remediate.Engine
 	opts   Options
 	log    *slog.Logger
 }
@@ -90,7 +79,7 @@ type Service struct {
 const DefaultSyncBudget = 90 * time.Second
 
 // New returns a Service.
-func New(engine Engine, opts Options, log *slog.Logger) *Service {
+func New(engine *remediate.Engine, opts Options, log *slog.Logger) *Service {
 	if opts.SyncBudget <= 0 {
 		opts.SyncBudget = DefaultSyncBudget
 	}

@@ -42,12 +42,9 @@ type Settings struct {
 	// ScheduledRequest is the request body the timer function runs; nil
 	// when none is configured.
 	ScheduledRequest []byte
-	// Worker works the queue functions (worker, poison); nil when no run
-	// storage is configured.
-	Worker Worker
-	// Janitor serves the timer function cleanup (retention); nil when no
-	// run storage is configured.
-	Janitor Janitor
+	// Runs works the queue functions (worker, poison) and serves the timer
+	// function cleanup (retention); nil when no run storage is configured.
+	Runs *runs.Service
 }
 
 // Host serves the custom-handler protocol.
@@ -83,8 +80,8 @@ func (h *Host) Handler() http.Handler {
 	mux.Handle("POST /alert", h.payload("alert", api))
 	mux.Handle("POST /runs", h.payload("runs", api))
 	mux.HandleFunc("POST /schedule", h.schedule)
-	mux.HandleFunc("POST /worker", h.queue("worker", Worker.Work))
-	mux.HandleFunc("POST /poison", h.queue("poison", Worker.Poison))
+	mux.HandleFunc("POST /worker", h.queue("worker", (*runs.Service).Work))
+	mux.HandleFunc("POST /poison", h.queue("poison", (*runs.Service).Poison))
 	mux.HandleFunc("POST /cleanup", h.cleanup)
 	mux.Handle("/", api)
 	return mux

@@ -14,32 +14,19 @@ import (
 	"github.com/remediator/remediator/internal/runs"
 )
 
-// Worker carries out queued chunks of asynchronous runs; *runs.Service
-// implements it.
-type Worker interface {
-	Work(ctx context.Context, m runs.Message) error
-	Poison(ctx context.Context, m runs.Message) error
-}
-
-// Janitor deletes what has outlived its retention; *runs.Service
-// implements it.
-type Janitor interface {
-	Cleanup(ctx context.Context) (runs.Cleaned, error)
-}
-
 // cleanup serves the timer function cleanup: one bounded pass of
 // retention. It always answers 2xx to the host; a failure is logged and
 // the next tick tries again.
 func (h *Host) cleanup(w http.ResponseWriter, r *http.Request) {
 	invocation := r.Header.Get("X-Azure-Functions-InvocationId")
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
-	if h.settings.Janitor == nil {
+	if h.settings.Runs == nil {
 		writeInvokeResponse(w, invokeResponse{Logs: []string{"cleanup: no run storage is configured; nothing to clean"}})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), max(h.settings.FunctionTimeout-workMargin, h.settings.FunctionTimeout/2))
 	defer cancel()
-	c, err := h.settings.Janitor.Cleanup(ctx)
+	c, err := h.settings.Runs.Cleanup(ctx)
 	msg := fmt.Sprintf("remediator cleanup: %d runs, %d idempotency keys, %d cooldown rows deleted; done: %v", c.Runs, c.Keys, c.Cooldowns, c.Done)
 	if err != nil {
 		h.log.Warn("cleanup failed; the next tick tries again", "invocation_id", invocation, "error", err.Error())
@@ -56,7 +43,7 @@ const workMargin = 30 * time.Second
 // Data.msg, the delivery count Metadata.DequeueCount. 200 tells the host
 // the message is done; 500 makes it deliver the message again, and after
 // maxDequeueCount deliveries move it to the poison queue.
-func (h *Host) queue(name string, work func(Worker, context.Context, runs.Message) error) http.HandlerFunc {
+func (h *Host) queue(name string, work func(*runs.Service, context.Context, runs.Message) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		invocation := r.Header.Get("X-Azure-Functions-InvocationId")
 		started := time.Now()
@@ -80,14 +67,14 @@ func (h *Host) queue(name string, work func(Worker, context.Context, runs.Messag
 			return
 		}
 		dequeue, _ := strconv.Atoi(string(bytes.Trim(env.Metadata["DequeueCount"], `"`)))
-		if h.settings.Worker == nil {
+		if h.settings.Runs == nil {
 			h.log.Error("queue message but no run storage is configured", "function", name, "invocation_id", invocation)
 			http.Error(w, "no run storage is configured", http.StatusInternalServerError)
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), max(h.settings.FunctionTimeout-workMargin, h.settings.FunctionTimeout/2))
 		defer cancel()
-		err = work(h.settings.Worker, ctx, msg)
+		err = work(h.settings.Runs, ctx, msg)
 		attrs := []any{"invocation_id", invocation, "function", name, "run_id", msg.RunID, "chunk", msg.Chunk,
 			"devices", len(msg.Items), "dequeue_count", dequeue, "duration_ms", time.Since(started).Milliseconds()}
 		if err != nil {

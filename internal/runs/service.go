@@ -13,26 +13,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/remediate"
 )
-
-// Engine is what workers need of the remediation engine;
-// *remediate.Engine implements it.
-type Engine interface {
-	Trigger(ctx context.Context, tenant string, items []remediate.Item) ([]remediate.DeviceResult, remediate.Throttling)
-	Lookup(ctx context.Context, tenant string, ids []string) (map[string]*intune.Device, map[string]*intune.Error)
-	RunStates(ctx context.Context, tenant, scriptID string, each func([]intune.RunState) bool) error
-	WriteRate() float64
-	// PausedFor is how long Graph's 429 pause of tenant lasts from now.
-	PausedFor(tenant string) time.Duration
-	// ScriptApproved re-checks a script against the allowlist and pins as
-	// configured now: a code and message when it may no longer run.
-	ScriptApproved(ctx context.Context, tenant, id string) (code fault.Code, msg string, err error)
-	// Credential is ctx carrying tenant's Graph credential.
-	Credential(ctx context.Context, tenant string) (context.Context, error)
-}
 
 // Options tune a Service.
 type Options struct {
@@ -80,7 +63,7 @@ type Options struct {
 type Service struct {
 	store   Store
 	queue   Queue
-	engine  Engine
+	engine  *remediate.Engine
 	opts    Options
 	log     *slog.Logger
 	follows *followCache
@@ -109,7 +92,7 @@ const (
 )
 
 // New returns a Service.
-func New(store Store, queue Queue, engine Engine, opts Options, log *slog.Logger) *Service {
+func New(store Store, queue Queue, engine *remediate.Engine, opts Options, log *slog.Logger) *Service {
 	if opts.ChunkSize <= 0 || opts.ChunkSize > MaxChunk {
 		opts.ChunkSize = MaxChunk
 	}
