@@ -47,6 +47,34 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 			return err
 		}
 	}
+	todo, held, err = s.slices(ctx, m.TenantID, msg, c, rows, todo, held)
+	if err != nil {
+		return err
+	}
+	// What is left goes back on the queue: devices to do at once, held
+	// ones once their claims' lease has passed.
+	// While Graph's 429 pause lasts, what is left waits as long on the
+	// queue: a pause longer than the invocation must not turn into a
+	// tight loop of messages.
+	if err := s.requeue(ctx, msg, todo, s.engine.PausedFor(m.TenantID)); err != nil {
+		return err
+	}
+	if err := s.requeue(ctx, msg, held, s.opts.ClaimLease); err != nil {
+		return err
+	}
+	// The run's next chunk, once this one is done: an error makes the host
+	// deliver this message again, which finds the chunk done and tries
+	// once more. Invocations that leave work open read no chunk list.
+	if c.Open > 0 {
+		return nil
+	}
+	return s.queueMore(context.WithoutCancel(ctx), msg.RunID)
+}
+
+// slices sends todo a slice at a time, each claimed before its triggers
+// go out, until the invocation's time runs out; it returns what is left
+// to do and what is held (claimed by a delivery that may still send it).
+func (s *Service) slices(ctx context.Context, tenant string, msg Message, c *Chunk, rows map[int]*Row, todo, held []WorkItem) ([]WorkItem, []WorkItem, error) {
 	// Each slice is claimed before its triggers are sent; after the first,
 	// a slice is claimed in the same write that records the slice before
 	// it, so a slice costs one storage write, not two.
@@ -61,7 +89,7 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 				if errors.Is(err, ErrConflict) {
 					break // another worker has the chunk: hand the rest back below
 				}
-				return err
+				return nil, nil, err
 			}
 		}
 		slice := todo[:n]
@@ -70,9 +98,9 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 		if !s.timeFor(ctx, n+len(next)) {
 			next = nil
 		}
-		unsent, later, nextClaimed, err := s.trigger(ctx, m.TenantID, msg.RunID, c, rows, slice, next)
+		unsent, later, nextClaimed, err := s.trigger(ctx, tenant, msg.RunID, c, rows, slice, next)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		claimed = 0
 		if nextClaimed {
@@ -97,29 +125,14 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 		err := s.record(rec, msg.RunID, c, out)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("runs: unclaiming devices of chunk %d of run %s: %w", msg.Chunk, msg.RunID, err)
+			return nil, nil, fmt.Errorf("runs: unclaiming devices of chunk %d of run %s: %w", msg.Chunk, msg.RunID, err)
 		}
 	}
-	// What is left goes back on the queue: devices to do at once, held
-	// ones once their claims' lease has passed.
-	// While Graph's 429 pause lasts, what is left waits as long on the
-	// queue: a pause longer than the invocation must not turn into a
-	// tight loop of messages.
-	if err := s.requeue(ctx, msg, todo, s.engine.PausedFor(m.TenantID)); err != nil {
-		return err
-	}
-	if err := s.requeue(ctx, msg, held, s.opts.ClaimLease); err != nil {
-		return err
-	}
-	// The run's next chunk, once this one is done: an error makes the host
-	// deliver this message again, which finds the chunk done and tries
-	// once more. Invocations that leave work open read no chunk list.
-	if c.Open > 0 {
-		return nil
-	}
-	return s.queueMore(context.WithoutCancel(ctx), msg.RunID)
+	return todo, held, nil
 }
 
+// requeue sends items back on the queue as a new message of msg's chunk,
+// visible after after.
 func (s *Service) requeue(ctx context.Context, msg Message, items []WorkItem, after time.Duration) error {
 	if len(items) == 0 {
 		return nil
