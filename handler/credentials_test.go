@@ -131,7 +131,7 @@ func TestClientSecretMode(t *testing.T) {
 		assert.Equal(t, "failed", string(d.Outcome))
 		assert.Equal(t, 401, d.HTTPStatus)
 		assert.Equal(t, "InvalidAuthenticationToken", d.ErrorCode)
-		assert.Equal(t, 1, d.Attempts)
+		assert.Equal(t, 2, d.Attempts, "the retry after the 401 is an attempt of the one retry loop, counted as the requests are")
 	}
 	assert.Len(t, f.sim.Records(), 4)
 	assert.Zero(t, f.sim.Counters().Triggers)

@@ -13,10 +13,10 @@ import (
 
 // TokenSource supplies bearer tokens; *credential.Source implements it.
 // Token returns the token for the context's tenant and the generation of
-// the credential behind it; Invalidate drops that credential after a 401.
+// the credential behind it (carried by a failure as intune.Error's
+// Credential).
 type TokenSource interface {
 	Token(ctx context.Context) (string, uint64, error)
-	Invalidate(ctx context.Context, gen uint64)
 }
 
 // bearer is the kiota authentication provider: it adds a token only to
@@ -69,15 +69,14 @@ func (e *tokenError) Error() string { return "no Graph token: " + e.err.Error() 
 // Unwrap returns the credential's error.
 func (e *tokenError) Unwrap() error { return e.err }
 
-// withReauth runs call, and once more after a 401 with a freshly resolved
-// credential (the secret may have rotated). A second 401 stands.
-func (c *Client) withReauth(ctx context.Context, call func(ctx context.Context) (*capture, error)) error {
+// once runs call, stamping its failure with the generation of the
+// credential whose token it sent: a 401 is retried by the engine's one
+// retry loop (remediate.RetryPolicy), which drops that credential first.
+func (c *Client) once(ctx context.Context, call func(ctx context.Context) (*capture, error)) error {
 	capt, err := call(ctx)
 	var ge *intune.Error
-	if err == nil || c.tokens == nil || !errors.As(err, &ge) || ge.Status != 401 {
-		return err
+	if err != nil && capt != nil && errors.As(err, &ge) {
+		ge.Credential = capt.gen
 	}
-	c.tokens.Invalidate(ctx, capt.gen)
-	_, err = call(ctx)
 	return err
 }

@@ -64,7 +64,6 @@ type Client struct {
 	dm      *devicemanagement.DeviceManagementRequestBuilder
 	timeout time.Duration
 	calls   atomic.Int64
-	tokens  TokenSource
 }
 
 // New builds a Client with an explicit, deterministic middleware chain: no
@@ -93,7 +92,7 @@ func New(cfg Config) (*Client, error) {
 		t.MaxIdleConnsPerHost = 64
 		cfg.Transport = t
 	}
-	c := &Client{timeout: cfg.CallTimeout, tokens: cfg.Tokens}
+	c := &Client{timeout: cfg.CallTimeout}
 	opts := core.GraphClientOptions{GraphServiceVersion: "beta", GraphServiceLibraryVersion: "0.165.0"}
 	mws := []khttp.Middleware{
 		core.NewGraphTelemetryHandler(&opts),
@@ -129,7 +128,7 @@ func (c *Client) Calls() int64 { return c.calls.Load() }
 // *intune.Error.
 func (c *Client) Trigger(ctx context.Context, coll intune.Collection, deviceID, scriptID string) (intune.Response, error) {
 	var resp intune.Response
-	err := c.withReauth(ctx, func(ctx context.Context) (*capture, error) {
+	err := c.once(ctx, func(ctx context.Context) (*capture, error) {
 		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 		ctx, capt := withCapture(ctx)
@@ -158,7 +157,7 @@ var errorMapping = abs.ErrorMappings{"XXX": odataerrors.CreateODataErrorFromDisc
 // sendBytes sends ri and returns the raw response body.
 func (c *Client) sendBytes(ctx context.Context, ri *abs.RequestInformation) ([]byte, error) {
 	var body []byte
-	err := c.withReauth(ctx, func(ctx context.Context) (*capture, error) {
+	err := c.once(ctx, func(ctx context.Context) (*capture, error) {
 		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 		ctx, capt := withCapture(ctx)

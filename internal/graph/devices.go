@@ -45,7 +45,7 @@ func (c *Client) Devices(ctx context.Context, ids []string) ([]intune.Lookup, er
 		itemIDs[i] = deref(item.GetId())
 	}
 	var resp core.BatchResponse
-	err := c.withReauth(ctx, func(ctx context.Context) (*capture, error) {
+	err := c.once(ctx, func(ctx context.Context) (*capture, error) {
 		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 		ctx, capt := withCapture(ctx)

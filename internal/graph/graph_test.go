@@ -3,6 +3,8 @@ package graph
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/remediate"
 )
 
 func setup(t *testing.T, devices int, opts intunesim.Options) (*Client, *intunesim.Running, *intunesim.Tenant) {
@@ -193,6 +197,12 @@ func (s *tokens) Invalidate(_ context.Context, gen uint64) {
 	}
 }
 
+func (s *tokens) Prepare(ctx context.Context, _ string) (context.Context, error) { return ctx, nil }
+
+// TestA401ReauthenticatesOnceOnly: the client sends a call once and marks
+// a 401 with the generation of the credential whose token it sent; the
+// engine's one retry loop drops that credential and sends the call once
+// more, and a second 401 stands.
 func TestA401ReauthenticatesOnceOnly(t *testing.T) {
 	tenant := intunesim.Generate(5, intunesim.GenerateOptions{Devices: 50})
 	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{Authorize: func(tok string) (string, bool) { return "app", tok == "new" }}), "127.0.0.1:0")
@@ -204,28 +214,31 @@ func TestA401ReauthenticatesOnceOnly(t *testing.T) {
 	d, sc := tenant.Windows(false)[0], tenant.RemediationScript().ID
 
 	_, err = c.Trigger(context.Background(), intune.ManagedDevices, d.ID, sc)
-	require.NoError(t, err, "the 401 dropped the old credential and the retry succeeded")
+	var ge *intune.Error
+	require.ErrorAs(t, err, &ge)
+	assert.Equal(t, 401, ge.Status)
+	assert.Equal(t, uint64(1), ge.Credential, "the failure names the credential whose token was sent")
+	require.Len(t, sim.Records(), 1, "the client sends a call once")
+	sim.Reset()
+
+	engine := remediate.New(c, pace.New(100, 100), remediate.Config{Credentials: src}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	plan := remediate.Plan{Items: []remediate.Item{{Collection: intune.ManagedDevices, DeviceID: d.ID, ScriptPolicyID: sc}}}
+	s := engine.Complete(context.Background(), plan)
+	require.Len(t, s.Devices, 1)
+	assert.Equal(t, remediate.Succeeded, s.Devices[0].Outcome, "the 401 dropped the old credential and the retry succeeded")
 	assert.Equal(t, 1, src.invalidated)
 	recs := sim.Records()
 	require.Len(t, recs, 2)
 	assert.Equal(t, "Bearer old", recs[0].Header.Get("Authorization"))
-	assert.Equal(t, "Bearer new", recs[1].Header.Get("Authorization"))
-
-	// A read whose request is rebuilt from the same RequestInformation on
-	// retry carries only the new token.
-	src.current, src.next = "old", "new"
-	_, err = c.Script(context.Background(), sc)
-	require.NoError(t, err)
-	assert.Equal(t, []string{"Bearer new"}, sim.Records()[3].Header.Values("Authorization"))
+	assert.Equal(t, []string{"Bearer new"}, recs[1].Header.Values("Authorization"), "the retry carries only the new token")
 	sim.Reset()
 
 	src.next = "newer" // also refused: the second 401 stands
 	src.current = "stale"
-	_, err = c.Trigger(context.Background(), intune.ManagedDevices, d.ID, sc)
-	var ge *intune.Error
-	require.ErrorAs(t, err, &ge)
-	assert.Equal(t, 401, ge.Status)
-	assert.Equal(t, "InvalidAuthenticationToken", ge.Code)
+	s = engine.Complete(context.Background(), plan)
+	require.Len(t, s.Devices, 1)
+	assert.Equal(t, remediate.Failed, s.Devices[0].Outcome)
+	assert.Equal(t, 401, s.Devices[0].HTTPStatus)
 	assert.Len(t, sim.Records(), 2, "one retry, no loop")
 
 	// Tokens go only to the Graph host the client was built for.

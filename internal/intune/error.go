@@ -16,6 +16,9 @@ type Error struct {
 	ClientRequestID string
 	// RetryAfter is the raw Retry-After header, if any.
 	RetryAfter string
+	// Credential is the generation of the credential whose token the call
+	// sent (0: none): a 401's retry drops that credential first.
+	Credential uint64
 	// Transport is true when no response arrived (connection refused or
 	// dropped, call timeout): a write may or may not have taken effect.
 	Transport bool

@@ -41,6 +41,10 @@ type Graph interface {
 // Their errors are *fault.Error.
 type Credentials interface {
 	Prepare(ctx context.Context, tenant string) (context.Context, error)
+	// Invalidate drops the credential of generation gen (a Graph call sent
+	// its token and got 401: the secret may have rotated), so that the
+	// next call resolves it again.
+	Invalidate(ctx context.Context, gen uint64)
 }
 
 // Config tunes the engine.

@@ -26,6 +26,7 @@ const (
 	final     retryClass = iota // the error stands
 	throttled                   // 429: close the gate and retry
 	transient                   // a server-side failure worth a retry
+	reauth                      // 401 with a token: drop its credential, retry once
 )
 
 // RetryPolicy is the one retry policy of every Graph call, in the style of
@@ -73,13 +74,17 @@ func (p *RetryPolicy) defaults() {
 	}
 }
 
-// CheckRetry classifies a failed call: 429 is throttled; a lost answer,
-// 503 or 504 is transient for every call, other 5xx only for reads (a
-// write that failed with 500 is not sent twice); the rest is final.
+// CheckRetry classifies a failed call: 429 is throttled; a 401 to a call
+// that sent a token is reauth (the secret may have rotated: once); a lost
+// answer, 503 or 504 is transient for every call, other 5xx only for
+// reads (a write that failed with 500 is not sent twice); the rest is
+// final.
 func (p RetryPolicy) CheckRetry(kind callKind, e *intune.Error) retryClass {
 	switch {
 	case e.Throttled():
 		return throttled
+	case e.Status == 401 && e.Credential != 0:
+		return reauth
 	case e.Unavailable(), kind == read && e.ServerSide():
 		return transient
 	}
@@ -124,7 +129,7 @@ func (x *execution) callN(kind callKind, cost func() int, fn func(ctx context.Co
 	e := x.engine
 	policy := e.cfg.Retry
 	var last error
-	throttledN, transientN := 0, 0
+	throttledN, transientN, reauthN := 0, 0, 0
 	for {
 		var perr error
 		if kind == write {
@@ -161,6 +166,11 @@ func (x *execution) callN(kind callKind, cost func() int, fn func(ctx context.Co
 			if pace.Sleep(x.runCtx, policy.Backoff(ge, transientN)) != nil {
 				return attempts, sent, last
 			}
+		case reauth:
+			if reauthN++; reauthN > 1 || e.cfg.Credentials == nil {
+				return attempts, sent, last // a second 401 stands
+			}
+			e.cfg.Credentials.Invalidate(x.callCtx, ge.Credential)
 		default:
 			return attempts, sent, last
 		}

@@ -496,6 +496,8 @@ type recordingCredentials struct {
 	tenants []string
 }
 
+func (r *recordingCredentials) Invalidate(context.Context, uint64) {}
+
 func (r *recordingCredentials) Prepare(ctx context.Context, tenant string) (context.Context, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
