@@ -13,7 +13,6 @@ package graph
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -296,7 +295,7 @@ func toError(ctx context.Context, err error, capt *capture) *intune.Error {
 		e.Status = oe.GetStatusCode()
 		if me := oe.GetErrorEscaped(); me != nil {
 			e.Code = deref(me.GetCode())
-			e.Message = cleanMessage(deref(me.GetMessage()))
+			e.Message = intune.CleanMessage(deref(me.GetMessage()))
 			if ie := me.GetInnerError(); ie != nil && e.RequestID == "" {
 				e.RequestID = deref(ie.GetRequestId())
 			}
@@ -306,7 +305,7 @@ func toError(ctx context.Context, err error, capt *capture) *intune.Error {
 		}
 	case errors.As(err, &ae):
 		e.Status = ae.GetStatusCode()
-		e.Code, e.Message = fromBody(capt.body)
+		e.Code, e.Message = intune.ErrorBody(capt.body)
 		if e.Message == "" {
 			e.Message = "error response without Graph error details"
 		}
@@ -330,15 +329,6 @@ func toError(ctx context.Context, err error, capt *capture) *intune.Error {
 		e.Status = capt.status
 	}
 	return e
-}
-
-// fromBody reads a Graph error body's code and message, if it is one.
-func fromBody(b []byte) (code, message string) {
-	var eb errorBody
-	if json.Unmarshal(b, &eb) != nil {
-		return "", ""
-	}
-	return eb.Error.Code, cleanMessage(eb.Error.Message)
 }
 
 func deref(s *string) string {

@@ -14,17 +14,14 @@ import (
 
 	"github.com/remediator/remediator/internal/intune"
 	"github.com/remediator/remediator/internal/intunesim"
+	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/testing/simgraph"
 )
 
-// engineGraph is what the remediation engine asks of Graph.
+// engineGraph is what the remediation engine asks of Graph, and the
+// calls made.
 type engineGraph interface {
-	Trigger(ctx context.Context, coll intune.Collection, deviceID, scriptID string) (intune.Response, error)
-	Devices(ctx context.Context, ids []string) ([]intune.Lookup, error)
-	ListDevices(ctx context.Context, filter string, top int, next string) (intune.Page, error)
-	GroupDevices(ctx context.Context, groupID, next string) (intune.GroupPage, error)
-	Script(ctx context.Context, id string) (intune.Script, error)
-	RunStates(ctx context.Context, scriptID, next string) (intune.RunStatePage, error)
+	remediate.Graph
 	Calls() int64
 }
 

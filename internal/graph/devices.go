@@ -69,7 +69,7 @@ func (c *Client) Devices(ctx context.Context, ids []string) ([]intune.Lookup, er
 		body, _ := json.Marshal(item.GetBody())
 		status := int(*item.GetStatus())
 		if status >= 300 {
-			out[i].Err = itemError(status, item.GetHeaders(), body)
+			out[i].Err = intune.ItemError(status, item.GetHeaders(), body)
 			continue
 		}
 		var d intune.Device

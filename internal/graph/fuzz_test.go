@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/remediator/remediator/internal/intune"
 )
 
 // FuzzErrorBody: any error body, with any headers, becomes an *intune.Error with
@@ -20,15 +22,15 @@ func FuzzErrorBody(f *testing.F) {
 	f.Add(502, []byte(`<html>`), "soon")
 	f.Add(404, []byte(`{"error":{"code":"x","message":"{\"_version\":3,\"Message\":\"inner\"}"}}`), "")
 	f.Fuzz(func(t *testing.T, status int, body []byte, retryAfter string) {
-		e := itemError(status, map[string]string{"Retry-After": retryAfter, "request-id": "r"}, body)
+		e := intune.ItemError(status, map[string]string{"Retry-After": retryAfter, "request-id": "r"}, body)
 		if e.Message == "" {
 			t.Fatal("no message")
 		}
 		if s := e.Error(); strings.TrimSpace(s) == "" {
 			t.Fatal("empty description")
 		}
-		code, msg := fromBody(body)
-		_ = cleanMessage(msg)
+		code, msg := intune.ErrorBody(body)
+		_ = intune.CleanMessage(msg)
 		_ = code
 	})
 }

@@ -175,9 +175,9 @@ func TestListDevicesPages(t *testing.T) {
 }
 
 func TestCleanMessage(t *testing.T) {
-	assert.Equal(t, "plain", cleanMessage("plain"))
-	assert.Equal(t, "inner", cleanMessage(`{"_version":3,"Message":"inner"}`))
-	assert.Equal(t, "{broken", cleanMessage("{broken"))
+	assert.Equal(t, "plain", intune.CleanMessage("plain"))
+	assert.Equal(t, "inner", intune.CleanMessage(`{"_version":3,"Message":"inner"}`))
+	assert.Equal(t, "{broken", intune.CleanMessage("{broken"))
 }
 
 // tokens is a TokenSource whose credential rotates on Invalidate.

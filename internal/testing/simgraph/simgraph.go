@@ -106,37 +106,13 @@ func (c *Client) send(ctx context.Context, method, u string, body any) ([]byte, 
 	return nil, nil, e
 }
 
-// fill reads a Graph error body into e.
+// fill reads a Graph error body into e, as internal/graph does.
 func fill(e *intune.Error, body []byte) {
-	var eb struct {
-		Error struct {
-			Code       string `json:"code"`
-			Message    string `json:"message"`
-			InnerError struct {
-				RequestID string `json:"request-id"`
-			} `json:"innerError"`
-		} `json:"error"`
+	f := intune.ItemError(e.Status, nil, body)
+	e.Code, e.Message = f.Code, f.Message
+	if e.RequestID == "" {
+		e.RequestID = f.RequestID
 	}
-	if json.Unmarshal(body, &eb) == nil {
-		e.Code, e.Message = eb.Error.Code, cleanMessage(eb.Error.Message)
-		if e.RequestID == "" {
-			e.RequestID = eb.Error.InnerError.RequestID
-		}
-	}
-	if e.Message == "" {
-		e.Message = "error response without a message"
-	}
-}
-
-// cleanMessage unwraps Intune's messages that are JSON documents.
-func cleanMessage(m string) string {
-	var inner struct {
-		Message string `json:"Message"`
-	}
-	if t := strings.TrimSpace(m); strings.HasPrefix(t, "{") && json.Unmarshal([]byte(t), &inner) == nil && inner.Message != "" {
-		return inner.Message
-	}
-	return m
 }
 
 // Trigger asks Intune to run scriptID on deviceID now.
@@ -194,19 +170,7 @@ func (c *Client) Devices(ctx context.Context, ids []string) ([]intune.Lookup, er
 			}
 			out[i].Err = nil
 			if *r.Status >= 300 {
-				e := &intune.Error{Status: *r.Status}
-				for k, v := range r.Headers {
-					switch strings.ToLower(k) {
-					case "request-id":
-						e.RequestID = v
-					case "client-request-id":
-						e.ClientRequestID = v
-					case "retry-after":
-						e.RetryAfter = v
-					}
-				}
-				fill(e, r.Body)
-				out[i].Err = e
+				out[i].Err = intune.ItemError(*r.Status, r.Headers, r.Body)
 				break
 			}
 			var d intune.Device

@@ -1,15 +1,13 @@
-package graph
+package intune
 
 import (
 	"encoding/json"
 	"strings"
-
-	"github.com/remediator/remediator/internal/intune"
 )
 
-// cleanMessage unwraps Intune's error messages that are themselves JSON
+// CleanMessage unwraps Intune's error messages that are themselves JSON
 // documents ({"_version":3,"Message":"..."}), keeping the inner message.
-func cleanMessage(m string) string {
+func CleanMessage(m string) string {
 	t := strings.TrimSpace(m)
 	if !strings.HasPrefix(t, "{") {
 		return m
@@ -34,10 +32,10 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-// itemError builds an *intune.Error from a $batch item's status, headers and
-// body.
-func itemError(status int, headers map[string]string, body []byte) *intune.Error {
-	e := &intune.Error{Status: status}
+// ItemError builds an *Error from a $batch item's status, headers and
+// body (or from any Graph error answer's).
+func ItemError(status int, headers map[string]string, body []byte) *Error {
+	e := &Error{Status: status}
 	for k, v := range headers {
 		switch strings.ToLower(k) {
 		case "request-id":
@@ -51,7 +49,7 @@ func itemError(status int, headers map[string]string, body []byte) *intune.Error
 	var eb errorBody
 	if json.Unmarshal(body, &eb) == nil {
 		e.Code = eb.Error.Code
-		e.Message = cleanMessage(eb.Error.Message)
+		e.Message = CleanMessage(eb.Error.Message)
 		if e.RequestID == "" {
 			e.RequestID = eb.Error.InnerError.RequestID
 		}
@@ -60,4 +58,13 @@ func itemError(status int, headers map[string]string, body []byte) *intune.Error
 		e.Message = "error response without a message"
 	}
 	return e
+}
+
+// ErrorBody reads a Graph error body's code and message, if it is one.
+func ErrorBody(b []byte) (code, message string) {
+	var eb errorBody
+	if json.Unmarshal(b, &eb) != nil {
+		return "", ""
+	}
+	return eb.Error.Code, CleanMessage(eb.Error.Message)
 }
