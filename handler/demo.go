@@ -28,7 +28,9 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 		return err
 	}
 	defer func() { _ = sim.Close() }()
-	getenv = withEnv(getenv, "GRAPH_BASE_URL", sim.URL, "GRAPH_AUTH", "none", "AzureWebJobsStorage", "")
+	// The simulated devices report their scripts' results within seconds
+	// (Intune's take minutes to hours): the follow-up cache is as short.
+	getenv = withEnv(getenv, "GRAPH_BASE_URL", sim.URL, "GRAPH_AUTH", "none", "AzureWebJobsStorage", "", "FOLLOW_CACHE", "1s")
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return err
