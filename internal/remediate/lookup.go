@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -243,12 +242,4 @@ func morePressing(a, b *intune.Error) *intune.Error {
 		return b
 	}
 	return a
-}
-
-// deadline is when no new call may start (an hour from now without one).
-func (x *execution) deadline() time.Time {
-	if d, ok := x.runCtx.Deadline(); ok {
-		return d
-	}
-	return time.Now().Add(time.Hour)
 }
