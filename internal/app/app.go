@@ -211,21 +211,9 @@ func (s *Service) allowed(caller Caller, plan *remediate.Plan) error {
 	if s.opts.Policy == nil {
 		return nil
 	}
-	name := callerName(caller.ID)
-	var names []string
-	for _, n := range append([]string{name}, caller.Grants...) {
-		if _, ok := s.opts.Policy[n]; ok {
-			names = append(names, n)
-		}
-	}
-	for _, n := range []string{caller.Fallback, "*"} {
-		if _, ok := s.opts.Policy[n]; ok && n != "" && len(names) == 0 {
-			names = append(names, n)
-		}
-	}
-	if len(names) == 0 {
-		return &fault.Error{Code: fault.CallerNotAllowed, Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY (CALLER_POLICY); nothing was read or triggered", name),
-			Details: []fault.FieldError{{Field: "", Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY", name)}}}
+	name, names, err := s.rules(caller)
+	if err != nil {
+		return err
 	}
 	var first error
 	for _, n := range names {
@@ -238,6 +226,51 @@ func (s *Service) allowed(caller Caller, plan *remediate.Plan) error {
 		}
 	}
 	return first
+}
+
+// rules is the CALLER_POLICY rules caller matches (by name, then its
+// grants, else its fallback or "*"), with its name; none is a refusal.
+func (s *Service) rules(caller Caller) (name string, names []string, err error) {
+	name = callerName(caller.ID)
+	for _, n := range append([]string{name}, caller.Grants...) {
+		if _, ok := s.opts.Policy[n]; ok {
+			names = append(names, n)
+		}
+	}
+	for _, n := range []string{caller.Fallback, "*"} {
+		if _, ok := s.opts.Policy[n]; ok && n != "" && len(names) == 0 {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return name, nil, &fault.Error{Code: fault.CallerNotAllowed, Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY (CALLER_POLICY); nothing was read or triggered", name),
+			Details: []fault.FieldError{{Field: "", Message: fmt.Sprintf("caller %s has no rule in CALLER_POLICY", name)}}}
+	}
+	return name, names, nil
+}
+
+// Cancel stops run id for caller (runs.Service.Cancel): under
+// CALLER_POLICY only a caller with a rule may, and only its own runs;
+// another caller's run is not found. Cancelling again changes nothing.
+func (s *Service) Cancel(ctx context.Context, caller Caller, id string) (runs.Status, error) {
+	if s.opts.Runs == nil {
+		return runs.Status{}, &fault.Error{Code: fault.NotFound, Message: "this deployment keeps no runs (no storage is configured)"}
+	}
+	if s.opts.Policy != nil {
+		if _, _, err := s.rules(caller); err != nil {
+			return runs.Status{}, err
+		}
+	}
+	st, err := s.opts.Runs.Cancel(ctx, id, caller.ID)
+	switch {
+	case errors.Is(err, runs.ErrNotFound):
+		return st, &fault.Error{Code: fault.NotFound, Message: fmt.Sprintf("no run %q", id)}
+	case err != nil:
+		s.log.Error("run not cancelled", "run_id", id, "error", err.Error())
+		return st, &fault.Error{Code: fault.StorageUnavailable, RetryAfter: 10 * time.Second, Message: "the run could not be cancelled; try again"}
+	}
+	s.log.Info("run cancelled", "run_id", id, "caller", caller.ID)
+	return st, nil
 }
 
 // allowedBy applies one rule (the policy's entry ruleName) to plan.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
@@ -158,6 +159,34 @@ func (s *Store) Meta(ctx context.Context, id string) (runs.Meta, error) {
 	}
 	_, err := s.get(ctx, id, metaKey, &m)
 	return m, err
+}
+
+// Cancel implements runs.Store: the run's header is rewritten with the
+// time, if it is still the one read (an optimistic write, tried again when
+// another changed it).
+func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (runs.Meta, error) {
+	if err := s.check(); err != nil {
+		return runs.Meta{}, err
+	}
+	for range claimAttempts {
+		var m runs.Meta
+		etag, err := s.get(ctx, id, metaKey, &m)
+		if err != nil || !m.Cancelled.IsZero() {
+			return m, err
+		}
+		m.Cancelled = at.UTC()
+		e, err := entity(id, metaKey, m)
+		if err != nil {
+			return runs.Meta{}, err
+		}
+		tag := azcore.ETag(etag)
+		s.ops.Add(1)
+		_, err = s.table.UpdateEntity(ctx, e, &aztables.UpdateEntityOptions{IfMatch: &tag, UpdateMode: aztables.UpdateModeReplace})
+		if !hasCode(err, http.StatusPreconditionFailed) {
+			return m, err
+		}
+	}
+	return runs.Meta{}, errors.New("azstore: the run's header stayed contended")
 }
 
 func (s *Store) get(ctx context.Context, pk, rk string, v any) (string, error) {

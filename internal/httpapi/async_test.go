@@ -25,6 +25,12 @@ import (
 // engine paced at 20 triggers/s.
 func asyncAPI(t *testing.T, budget time.Duration, replays replay.Store) (*API, *intunesim.Tenant, *runs.MemoryQueue) {
 	t.Helper()
+	return asyncAPIWith(t, budget, replays, nil)
+}
+
+// asyncAPIWith is asyncAPI with the application's options changed by set.
+func asyncAPIWith(t *testing.T, budget time.Duration, replays replay.Store, set func(*app.Options)) (*API, *intunesim.Tenant, *runs.MemoryQueue) {
+	t.Helper()
 	gc, _, tenant := simulated(t, 300)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	engine := remediate.New(gc, pace.New(20, 1000), remediate.Config{}, log)
@@ -33,7 +39,11 @@ func asyncAPI(t *testing.T, budget time.Duration, replays replay.Store) (*API, *
 	q := runs.NewMemoryQueue(1, log)
 	svc := runs.New(runs.NewMemoryStore(), q, engine, runs.Options{}, log)
 	q.Start(ctx, svc)
-	return New(app.New(engine, app.Options{Runs: svc, SyncBudget: budget}, log), Options{Replays: replays, PublicBaseURL: "https://app.example"}, log), tenant, q
+	opts := app.Options{Runs: svc, SyncBudget: budget}
+	if set != nil {
+		set(&opts)
+	}
+	return New(app.New(engine, opts, log), Options{Replays: replays, PublicBaseURL: "https://app.example"}, log), tenant, q
 }
 
 func listed(tenant *intunesim.Tenant, n int, extra string) string {
@@ -139,4 +149,46 @@ func TestCallersAreKeptApart(t *testing.T) {
 	assert.Equal(t, 202, status)
 	assert.Equal(t, "true", hdr.Get("Idempotent-Replayed"), "A still gets its own answer")
 	q.Wait()
+}
+
+// TestCancelARun: POST .../runs/{id}/cancel under the function that
+// started the run stops it for its caller only; the answer is the run's
+// status, final once nothing is left (status cancelled, 200); again, the
+// same; GET on the cancel route is a 405 naming POST; under CALLER_POLICY
+// a caller with no rule may not cancel.
+func TestCancelARun(t *testing.T) {
+	t.Parallel()
+	api, tenant, q := asyncAPI(t, time.Second, replay.NewMemory())
+	api.opts.Caller = func(r *http.Request) app.Caller { return app.Caller{ID: r.Header.Get("X-Test-Caller")} }
+	h := api.Handler()
+	status, _, out := call(h, "POST", "/api/remediate", listed(tenant, 200, `,"mode":"async"`), "X-Test-Caller", "a")
+	require.Equal(t, 202, status, "%s", out)
+	acc := decode[Accepted](t, out)
+	run := acc.RunID
+
+	status, _, out = call(h, "POST", "/api/remediate/runs/"+run+"/cancel", "", "X-Test-Caller", "b")
+	assert.Equal(t, 404, status, "another caller's run is not found: %s", out)
+	status, hdr, _ := call(h, "GET", "/api/remediate/runs/"+run+"/cancel", "", "X-Test-Caller", "a")
+	assert.Equal(t, 405, status)
+	assert.Equal(t, "POST", hdr.Get("Allow"))
+
+	status, hdr, out = call(h, "POST", "/api/remediate/runs/"+run+"/cancel", "", "X-Test-Caller", "a")
+	require.Contains(t, []int{200, 202}, status, "%s", out)
+	if status == 202 {
+		assert.Equal(t, "https://app.example/api/remediate/runs/"+run, hdr.Get("Location"), "polled under the function that started it")
+	}
+	q.Wait()
+	status, _, out = call(h, "POST", "/api/remediate/runs/"+run+"/cancel", "", "X-Test-Caller", "a")
+	require.Equal(t, 200, status, "%s", out)
+	s := decode[remediate.Summary](t, out)
+	assert.Equal(t, remediate.StatusCancelled, s.Status)
+	assert.Equal(t, acc.Queued, s.Counts.Total)
+	assert.Positive(t, s.Counts.NotAttempted, "devices not yet triggered at the cancel were not")
+	assert.Equal(t, s.Counts.Total, s.Counts.Succeeded+s.Counts.NotAttempted)
+
+	policed, _, _ := asyncAPIWith(t, time.Second, replay.NewMemory(), func(o *app.Options) { o.Policy = app.CallerPolicy{"a": {}} })
+	policed.opts.Caller = api.opts.Caller
+	status, _, out = call(policed.Handler(), "POST", "/api/remediate/runs/"+run+"/cancel", "", "X-Test-Caller", "c")
+	assert.Equal(t, 403, status, "no rule in CALLER_POLICY: %s", out)
+	assert.Contains(t, string(out), "caller_not_allowed")
 }

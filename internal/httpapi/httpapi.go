@@ -105,8 +105,10 @@ var Routes = []struct {
 }{
 	{"POST /api/remediate", "remediate"},
 	{"GET /api/remediate/runs/{id}", "remediate"},
+	{"POST /api/remediate/runs/{id}/cancel", "remediate"},
 	{"POST /api/alert", "alert"},
 	{"GET /api/alert/runs/{id}", "alert"},
+	{"POST /api/alert/runs/{id}/cancel", "alert"},
 	{"GET /api/runs/{id}", "runs"},
 }
 
@@ -134,6 +136,8 @@ func (a *API) HandlerUnder(prefix string) http.Handler {
 		paths = append(paths, method+" "+path)
 		fn := a.status
 		switch {
+		case strings.HasSuffix(path, "/cancel"):
+			fn = a.cancel
 		case method == http.MethodPost && rt.Function == "remediate":
 			fn = a.remediate
 		case method == http.MethodPost && rt.Function == "alert":
@@ -280,6 +284,18 @@ func (a *API) alert(r *http.Request) Answer {
 		return run()
 	}
 	return a.idempotent(r.Context(), replay.Key("alert", caller.ID, m.Key), nil, links, run)
+}
+
+// cancel stops a run of the caller's (POST .../runs/{id}/cancel): 202 with
+// Location while its chunks being worked stop, or the final answer once
+// nothing is left; again, the same.
+func (a *API) cancel(r *http.Request) Answer {
+	id := r.PathValue("id")
+	st, err := a.svc.Cancel(r.Context(), a.caller(r), id)
+	if err != nil {
+		return a.render(app.Result{}, err, links{})
+	}
+	return renderStatus(id, st, a.linksOf(r))
 }
 
 // status answers GET /api/{remediate/,alert/,}runs/{id}: 202 with Location and Retry-After

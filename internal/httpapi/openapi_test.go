@@ -19,11 +19,13 @@ import (
 // The status codes each operation can answer with (see Remediate and
 // Alert, and Summary.HTTPStatus).
 var returnable = map[string][]int{
-	"/remediate":           {200, 202, 400, 403, 409, 413, 422, 424, 428, 429, 503},
-	"/remediate/runs/{id}": {200, 202, 400, 404, 424, 429, 503},
-	"/alert/runs/{id}":     {200, 202, 400, 404, 424, 429, 503},
-	"/runs/{id}":           {200, 202, 400, 404, 424, 429, 503},
-	"/alert":               {200, 202, 400, 403, 409, 413, 422, 424, 428, 429, 503},
+	"/remediate":                  {200, 202, 400, 403, 409, 413, 422, 424, 428, 429, 503},
+	"/remediate/runs/{id}":        {200, 202, 400, 404, 424, 429, 503},
+	"/alert/runs/{id}":            {200, 202, 400, 404, 424, 429, 503},
+	"/remediate/runs/{id}/cancel": {200, 202, 403, 404, 424, 429, 503},
+	"/alert/runs/{id}/cancel":     {200, 202, 403, 404, 424, 429, 503},
+	"/runs/{id}":                  {200, 202, 400, 404, 424, 429, 503},
+	"/alert":                      {200, 202, 400, 403, 409, 413, 422, 424, 428, 429, 503},
 }
 
 type swagger struct {

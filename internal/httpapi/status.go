@@ -221,7 +221,11 @@ func jsonSize(v any) int {
 // a device failed or was not attempted and partial failures are not
 // ignored, else 200.
 func summaryStatus(s *remediate.Summary) int {
-	if s.Status != remediate.StatusPlanned && s.Counts.Failed+s.Counts.NotAttempted > 0 && !s.IgnorePartialFailures {
+	failed := s.Counts.Failed + s.Counts.NotAttempted
+	if s.Status == remediate.StatusCancelled {
+		failed = s.Counts.Failed // devices not attempted are what the caller asked for
+	}
+	if s.Status != remediate.StatusPlanned && failed > 0 && !s.IgnorePartialFailures {
 		return StatusOf(fault.DevicesFailed)
 	}
 	return http.StatusOK

@@ -46,6 +46,10 @@ const (
 	// ALLOWED_SCRIPT_POLICY_IDS, or its pinned script changed, after the
 	// run was accepted; its devices not yet triggered are not.
 	ReasonScriptRefused = "script_refused"
+	// ReasonCancelled: the run's caller cancelled the asynchronous run
+	// before this device was triggered (canceled, above, is a run cut
+	// short by the process shutting down).
+	ReasonCancelled = "cancelled"
 )
 
 // Run statuses.
@@ -55,8 +59,9 @@ const (
 	StatusFailed             = "failed"
 	StatusPlanned            = "planned"
 	StatusRejected           = "rejected"
-	StatusAccepted           = "accepted" // asynchronous run handed to workers
-	StatusRunning            = "running"  // asynchronous run with devices left
+	StatusAccepted           = "accepted"  // asynchronous run handed to workers
+	StatusRunning            = "running"   // asynchronous run with devices left
+	StatusCancelled          = "cancelled" // asynchronous run its caller cancelled, finished
 )
 
 // DeviceResult is one device's line in the summary.

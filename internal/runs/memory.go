@@ -203,3 +203,18 @@ func (q *MemoryQueue) Send(_ context.Context, m Message, after time.Duration) er
 // Wait blocks until every message sent so far, and every message those
 // sent in turn, has been worked or the queue's context ended.
 func (q *MemoryQueue) Wait() { q.wg.Wait() }
+
+// Cancel implements Store.
+func (s *MemoryStore) Cancel(_ context.Context, id string, at time.Time) (Meta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.run(id)
+	if err != nil {
+		return Meta{}, err
+	}
+	s.ops++
+	if r.meta.Cancelled.IsZero() {
+		r.meta.Cancelled = at.UTC()
+	}
+	return r.meta, nil
+}

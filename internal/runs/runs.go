@@ -41,6 +41,10 @@ type Meta struct {
 	Base remediate.Counts
 	// Summary is the run's summary without devices, as JSON.
 	Summary []byte
+	// Cancelled is when its caller cancelled the run (zero: not
+	// cancelled): devices not yet triggered end not_attempted, reason
+	// cancelled.
+	Cancelled time.Time `json:",omitzero"`
 }
 
 // Row is one device's line of a run.
@@ -91,6 +95,9 @@ type Store interface {
 	// is still the stored one (else ErrConflict), and sets chunk.Version
 	// to the new one.
 	Save(ctx context.Context, runID string, chunk *Chunk, rows []Row) error
+	// Cancel marks the run cancelled at at, unless it already is (the
+	// first time stands), and returns its header.
+	Cancel(ctx context.Context, runID string, at time.Time) (Meta, error)
 }
 
 // Queue sends chunks to workers; after delays the message becomes visible

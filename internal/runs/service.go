@@ -303,8 +303,15 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 	counts.Total += st.Queued
 	sum.Counts = counts
 	st.Done = st.Queued == 0
+	if !m.Cancelled.IsZero() {
+		sum.Warnings = append(sum.Warnings, fmt.Sprintf("the run was cancelled at %s: devices not yet triggered end not_attempted, reason cancelled",
+			m.Cancelled.Format(time.RFC3339)))
+	}
 	if st.Done {
 		sum.Status = counts.Status()
+		if !m.Cancelled.IsZero() {
+			sum.Status = remediate.StatusCancelled
+		}
 		if finished.IsZero() {
 			finished = m.Created
 		}

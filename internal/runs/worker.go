@@ -38,6 +38,11 @@ func (s *Service) Work(ctx context.Context, msg Message) error {
 	}
 	msg.Items = s.stored(msg, c, rows)
 	todo, held, recovered := s.sort(ctx, m.TenantID, msg, rows)
+	if !m.Cancelled.IsZero() {
+		// The run was cancelled: what is still to do ends so; devices
+		// whose trigger may be on its way are settled as always.
+		recovered, todo = append(recovered, cancelled(m, todo, rows)...), nil
+	}
 	todo, refused, err := s.approved(ctx, m.TenantID, todo, rows)
 	if err != nil {
 		return err
@@ -81,6 +86,18 @@ func (s *Service) slices(ctx context.Context, tenant string, msg Message, c *Chu
 	claimed := 0 // the devices at the head of todo already claimed
 	for len(todo) > 0 && ctx.Err() == nil {
 		n := min(s.opts.SliceSize, len(todo))
+		if m, stop := s.cancelledRun(ctx, msg.RunID); stop {
+			// Cancelled while this chunk was worked: it stops here; the
+			// devices claimed with the last slice's write were never sent.
+			for _, it := range todo[:claimed] {
+				rows[it.Index].ClaimedAt = time.Time{}
+			}
+			out := cancelled(m, todo, rows)
+			if err := s.record(context.WithoutCancel(ctx), msg.RunID, c, out); err != nil {
+				return nil, nil, err
+			}
+			return nil, held, nil
+		}
 		if claimed == 0 {
 			if !s.timeFor(ctx, n) {
 				break
