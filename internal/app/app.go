@@ -160,7 +160,7 @@ func (s *Service) start(ctx context.Context, caller Caller, req remediate.Reques
 			return Result{}, err
 		}
 	}
-	if s.opts.Runs == nil && plan.Mode == remediate.ModeAsync {
+	if s.opts.Runs == nil && plan.Mode == remediate.ModeAsync && !plan.DryRun {
 		return Result{}, fault.Invalid("mode", "async needs run storage: this deployment runs synchronously only (no run storage is configured)")
 	}
 	p, err := s.engine.Prepare(ctx, plan)
@@ -253,6 +253,17 @@ func (s *Service) rules(caller Caller) (name string, names []string, err error) 
 // CALLER_POLICY only a caller with a rule may, and only its own runs;
 // another caller's run is not found. Cancelling again changes nothing.
 func (s *Service) Cancel(ctx context.Context, caller Caller, id string) (runs.Status, error) {
+	return s.act(ctx, caller, id, "cancelled", func(r *runs.Service) func(context.Context, string, string) (runs.Status, error) { return r.Cancel })
+}
+
+// Resume goes on with a halted rollout of the caller's
+// (runs.Service.Resume), under the same rules as Cancel.
+func (s *Service) Resume(ctx context.Context, caller Caller, id string) (runs.Status, error) {
+	return s.act(ctx, caller, id, "resumed", func(r *runs.Service) func(context.Context, string, string) (runs.Status, error) { return r.Resume })
+}
+
+// act does what action picks of the run store to run id for caller.
+func (s *Service) act(ctx context.Context, caller Caller, id, done string, action func(*runs.Service) func(context.Context, string, string) (runs.Status, error)) (runs.Status, error) {
 	if s.opts.Runs == nil {
 		return runs.Status{}, &fault.Error{Code: fault.NotFound, Message: "this deployment keeps no runs (no storage is configured)"}
 	}
@@ -261,15 +272,15 @@ func (s *Service) Cancel(ctx context.Context, caller Caller, id string) (runs.St
 			return runs.Status{}, err
 		}
 	}
-	st, err := s.opts.Runs.Cancel(ctx, id, caller.ID)
+	st, err := action(s.opts.Runs)(ctx, id, caller.ID)
 	switch {
 	case errors.Is(err, runs.ErrNotFound):
 		return st, &fault.Error{Code: fault.NotFound, Message: fmt.Sprintf("no run %q", id)}
 	case err != nil:
-		s.log.Error("run not cancelled", "run_id", id, "error", err.Error())
-		return st, &fault.Error{Code: fault.StorageUnavailable, RetryAfter: 10 * time.Second, Message: "the run could not be cancelled; try again"}
+		s.log.Error("run not "+done, "run_id", id, "error", err.Error())
+		return st, &fault.Error{Code: fault.StorageUnavailable, RetryAfter: 10 * time.Second, Message: "the run could not be " + done + "; try again"}
 	}
-	s.log.Info("run cancelled", "run_id", id, "caller", caller.ID)
+	s.log.Info("run "+done, "run_id", id, "caller", caller.ID)
 	return st, nil
 }
 

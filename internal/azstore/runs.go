@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
@@ -161,20 +160,19 @@ func (s *Store) Meta(ctx context.Context, id string) (runs.Meta, error) {
 	return m, err
 }
 
-// Cancel implements runs.Store: the run's header is rewritten with the
-// time, if it is still the one read (an optimistic write, tried again when
-// another changed it).
-func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (runs.Meta, error) {
+// Update implements runs.Store: the run's header is rewritten if it is
+// still the one read (an optimistic write, tried again when another
+// changed it).
+func (s *Store) Update(ctx context.Context, id string, change func(*runs.Meta) bool) (runs.Meta, error) {
 	if err := s.check(); err != nil {
 		return runs.Meta{}, err
 	}
 	for range claimAttempts {
 		var m runs.Meta
 		etag, err := s.get(ctx, id, metaKey, &m)
-		if err != nil || !m.Cancelled.IsZero() {
+		if err != nil || !change(&m) {
 			return m, err
 		}
-		m.Cancelled = at.UTC()
 		e, err := entity(id, metaKey, m)
 		if err != nil {
 			return runs.Meta{}, err

@@ -106,9 +106,11 @@ var Routes = []struct {
 	{"POST /api/remediate", "remediate"},
 	{"GET /api/remediate/runs/{id}", "remediate"},
 	{"POST /api/remediate/runs/{id}/cancel", "remediate"},
+	{"POST /api/remediate/runs/{id}/resume", "remediate"},
 	{"POST /api/alert", "alert"},
 	{"GET /api/alert/runs/{id}", "alert"},
 	{"POST /api/alert/runs/{id}/cancel", "alert"},
+	{"POST /api/alert/runs/{id}/resume", "alert"},
 	{"GET /api/runs/{id}", "runs"},
 }
 
@@ -138,6 +140,8 @@ func (a *API) HandlerUnder(prefix string) http.Handler {
 		switch {
 		case strings.HasSuffix(path, "/cancel"):
 			fn = a.cancel
+		case strings.HasSuffix(path, "/resume"):
+			fn = a.resume
 		case method == http.MethodPost && rt.Function == "remediate":
 			fn = a.remediate
 		case method == http.MethodPost && rt.Function == "alert":
@@ -292,6 +296,19 @@ func (a *API) alert(r *http.Request) Answer {
 func (a *API) cancel(r *http.Request) Answer {
 	id := r.PathValue("id")
 	st, err := a.svc.Cancel(r.Context(), a.caller(r), id)
+	if err != nil {
+		return a.render(app.Result{}, err, links{})
+	}
+	return renderStatus(id, st, a.linksOf(r))
+}
+
+// resume goes on with a halted rollout of the caller's (POST
+// .../runs/{id}/resume): the halted wave's gate is overridden and the next
+// wave starts; 202 with Location, as the run goes on. A run that is not
+// halted is left as it is (its status is the answer).
+func (a *API) resume(r *http.Request) Answer {
+	id := r.PathValue("id")
+	st, err := a.svc.Resume(r.Context(), a.caller(r), id)
 	if err != nil {
 		return a.render(app.Result{}, err, links{})
 	}

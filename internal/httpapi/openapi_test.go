@@ -24,6 +24,8 @@ var returnable = map[string][]int{
 	"/alert/runs/{id}":            {200, 202, 400, 404, 424, 429, 503},
 	"/remediate/runs/{id}/cancel": {200, 202, 403, 404, 424, 429, 503},
 	"/alert/runs/{id}/cancel":     {200, 202, 403, 404, 424, 429, 503},
+	"/remediate/runs/{id}/resume": {200, 202, 403, 404, 424, 429, 503},
+	"/alert/runs/{id}/resume":     {200, 202, 403, 404, 424, 429, 503},
 	"/runs/{id}":                  {200, 202, 400, 404, 424, 429, 503},
 	"/alert":                      {200, 202, 400, 403, 409, 413, 422, 424, 428, 429, 503},
 }
@@ -157,7 +159,7 @@ func TestOpenAPIAsyncShapes(t *testing.T) {
 	assert.Equal(t, documented("Accepted"), keys(Accepted{EstimatedDurationMS: 1}))
 	assert.Equal(t, documented("FollowUp"), keys(remediate.FollowUp{State: "x", DetectionState: "x", RemediationState: "x", Output: "x", Error: "x",
 		LastStateUpdateDateTime: time.Now()}))
-	page := keys(RunPage{Summary: &remediate.Summary{}, NextLink: "x"})
+	page := keys(RunPage{Summary: &remediate.Summary{}, NextLink: "x", ResumeURL: "x", CancelURL: "x"})
 	for _, k := range documented("RunPage") {
 		assert.Contains(t, page, k)
 	}

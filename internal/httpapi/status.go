@@ -222,8 +222,11 @@ func jsonSize(v any) int {
 // ignored, else 200.
 func summaryStatus(s *remediate.Summary) int {
 	failed := s.Counts.Failed + s.Counts.NotAttempted
-	if s.Status == remediate.StatusCancelled {
+	switch s.Status {
+	case remediate.StatusCancelled:
 		failed = s.Counts.Failed // devices not attempted are what the caller asked for
+	case remediate.StatusHalted:
+		return http.StatusOK // a final answer: the flow decides to resume or cancel
 	}
 	if s.Status != remediate.StatusPlanned && failed > 0 && !s.IgnorePartialFailures {
 		return StatusOf(fault.DevicesFailed)
@@ -251,6 +254,10 @@ type RunPage struct {
 	// NextLink is the next page's full URL (the name Power Platform's
 	// x-ms-pageable accepts), absent on the last page.
 	NextLink string `json:"nextLink,omitempty"`
+	// ResumeURL and CancelURL, for a halted rollout, are where its caller
+	// goes on (POST, same key) or stops it.
+	ResumeURL string `json:"resume_url,omitempty"`
+	CancelURL string `json:"cancel_url,omitempty"`
 }
 
 // Running is the body of a 202 for a run that is not finished.
@@ -272,6 +279,9 @@ func renderStatus(id string, st runs.Status, l links) Answer {
 	rp := RunPage{Summary: st.Summary, Page: st.Page, PageCount: st.PageCount}
 	if st.Page+1 < st.PageCount {
 		rp.NextLink = bodyURL + "?page=" + strconv.Itoa(st.Page+1)
+	}
+	if st.Summary.Status == remediate.StatusHalted {
+		rp.ResumeURL, rp.CancelURL = bodyURL+"/resume", bodyURL+"/cancel"
 	}
 	return Answer{Status: summaryStatus(st.Summary), Body: rp}
 }

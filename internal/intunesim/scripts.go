@@ -40,6 +40,35 @@ func FinalOutcome(deviceID, scriptID string) string {
 	}
 }
 
+// share is a number in [0, 1) fixed by the device, the script and salt.
+func share(deviceID, scriptID, salt string) float64 {
+	h := fnv.New32a()
+	h.Write([]byte(strings.ToLower(deviceID) + "|" + strings.ToLower(scriptID) + "|" + salt))
+	return float64(h.Sum32()%10000) / 10000
+}
+
+// outcome is the outcome the run of sc on d settles into under the
+// server's options ("" for a device that never reports).
+func (s *Server) outcome(d *Device, sc *Script) string {
+	if share(d.ID, "", "offline") < s.opts.Offline {
+		return ""
+	}
+	rate, ok := s.opts.ScriptFailure[strings.ToLower(sc.ID)]
+	if !ok {
+		return FinalOutcome(d.ID, sc.ID)
+	}
+	fail, half := share(d.ID, sc.ID, "fail") < rate, share(d.ID, sc.ID, "kind") < 0.5
+	switch {
+	case fail && half:
+		return OutcomeRemediationFailed
+	case fail:
+		return OutcomeScriptError
+	case half:
+		return OutcomeNoIssue
+	}
+	return OutcomeRemediated
+}
+
 func (s *Server) script(id string) *Script {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -90,11 +119,12 @@ func (s *Server) stateProps(d *Device, sc *Script, st *runState, now time.Time) 
 		"postRemediationDetectionScriptError":  "",
 		"assignmentFilterIds":                  []string{},
 	}
-	if !s.finished(st, now) {
+	out := s.outcome(d, sc)
+	if !s.finished(st, now) || out == "" {
 		return p
 	}
 	p["lastStateUpdateDateTime"] = rfc3339(st.triggeredAt.Add(s.opts.RunStateDelay))
-	switch FinalOutcome(d.ID, sc.ID) {
+	switch out {
 	case OutcomeNoIssue:
 		p["detectionState"], p["remediationState"] = "success", "skipped"
 		p["preRemediationDetectionScriptOutput"] = "Compliant"

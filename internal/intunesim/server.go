@@ -47,6 +47,14 @@ type Options struct {
 	// RunStateDelay is how long a triggered device stays pending before its
 	// run state becomes final. Default 2 s.
 	RunStateDelay time.Duration
+	// ScriptFailure sets, by lower-case script id, the share of devices
+	// whose run of that script fails (remediation failed or script
+	// error); the others end no issue or remediated. A script not listed
+	// has FinalOutcome's mix (one in five fails).
+	ScriptFailure map[string]float64
+	// Offline is the share of devices that never report a script's
+	// result: they stay pending.
+	Offline float64
 	// Latency is added to every request.
 	Latency time.Duration
 	// FaultRate is the probability that a request about a device gets one

@@ -31,6 +31,13 @@ var requestSchema = schema{
 	"tenant_id":               {kind: "string"},
 	"confirm_device_count":    {kind: "integer"},
 	"mode":                    {kind: "string"},
+	"rollout": {kind: "object", sub: schema{
+		"waves": {kind: "strings"},
+		"gate": {kind: "object", sub: schema{
+			"min_reported": {kind: "string"}, "min_success": {kind: "string"},
+			"wait": {kind: "string"}, "poll": {kind: "string"},
+		}},
+	}},
 	"targets": {kind: "array", sub: schema{
 		"script_policy_id":   {kind: "string"},
 		"filter":             {kind: "string"},

@@ -260,6 +260,9 @@ func (e *Engine) Prepare(ctx context.Context, plan Plan) (*Prepared, error) {
 	if rate := x.pacer.WriteRate(); rate > 0 {
 		s.EstimatedDurationMS = int64(float64(s.ResolvedDeviceCount) / rate * 1000)
 	}
+	if plan.Rollout != nil {
+		s.Rollout = NewRolloutStatus(plan.Rollout, s.ResolvedDeviceCount)
+	}
 	p := &Prepared{x: x, s: s, started: started}
 	if plan.DryRun {
 		s.Status = StatusPlanned

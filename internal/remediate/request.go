@@ -29,7 +29,10 @@ type Request struct {
 	IgnorePartialFailures bool      `json:"ignore_partial_failures"`
 	ValidateDeviceExists  *bool     `json:"validate_device_exists,omitempty"`
 	Timeouts              *Timeouts `json:"timeouts,omitempty"`
-	DryRun                bool      `json:"dry_run"`
+	// Rollout, for an asynchronous run, triggers its devices in waves
+	// with a gate between them.
+	Rollout *Rollout `json:"rollout,omitempty"`
+	DryRun  bool     `json:"dry_run"`
 	// TenantID runs the request in another tenant (multi-tenant
 	// deployments); empty is the default tenant.
 	TenantID string `json:"tenant_id,omitempty"`
@@ -126,6 +129,8 @@ type Plan struct {
 	// messages.
 	MaxDevices int
 	CapName    string
+	// Rollout is the validated rollout, nil for none.
+	Rollout *RolloutPlan
 }
 
 // ScriptIDs lists the plan's scripts once each, in order of appearance.
@@ -194,6 +199,7 @@ func Validate(req Request, lim Limits) (Plan, error) {
 	validateTargets(req.Targets, lim, &plan, &p)
 	validateInvoke(req.Timeouts, &plan, &p)
 	validateDevices(req, &plan, &p)
+	validateRollout(req.Rollout, &plan, &p)
 	if lim.MaxDevices > 0 && len(plan.Items) > lim.MaxDevices {
 		p.addf("managed_devices", "%d devices in one request, more than the limit of %d (MAX_DEVICES_PER_RUN); split the request", len(plan.Items), lim.MaxDevices)
 	}

@@ -50,6 +50,9 @@ const (
 	// before this device was triggered (canceled, above, is a run cut
 	// short by the process shutting down).
 	ReasonCancelled = "cancelled"
+	// ReasonHalted: a rollout's gate halted the run before this device's
+	// wave (resume goes on with it).
+	ReasonHalted = "halted"
 )
 
 // Run statuses.
@@ -62,6 +65,7 @@ const (
 	StatusAccepted           = "accepted"  // asynchronous run handed to workers
 	StatusRunning            = "running"   // asynchronous run with devices left
 	StatusCancelled          = "cancelled" // asynchronous run its caller cancelled, finished
+	StatusHalted             = "halted"    // rollout stopped by a gate: resume or cancel it
 )
 
 // DeviceResult is one device's line in the summary.
@@ -142,6 +146,8 @@ type Summary struct {
 	StartedAt           time.Time `json:"started_at"`
 	FinishedAt          time.Time `json:"finished_at"`
 	DurationMS          int64     `json:"duration_ms"`
+	// Rollout is the run's waves and their gates, for a rollout.
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
 
 	// IgnorePartialFailures is the request's setting, kept for choosing
 	// the HTTP status.

@@ -26,7 +26,14 @@ func (s *Service) Cancel(ctx context.Context, id, caller string) (Status, error)
 	if m.Caller != caller {
 		return Status{}, ErrNotFound
 	}
-	if m, err = s.store.Cancel(ctx, id, time.Now()); err != nil {
+	now := time.Now().UTC()
+	if m, err = s.store.Update(ctx, id, func(m *Meta) bool {
+		if !m.Cancelled.IsZero() {
+			return false // the first cancel's time stands
+		}
+		m.Cancelled = now
+		return true
+	}); err != nil {
 		return Status{}, err
 	}
 	chunks, err := s.store.Chunks(ctx, id)

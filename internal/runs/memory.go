@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/remediator/remediator/internal/pace"
+	"github.com/remediator/remediator/internal/remediate"
 )
 
 // MemoryStore is a process-local Store for `make demo` and local runs:
@@ -204,17 +205,23 @@ func (q *MemoryQueue) Send(_ context.Context, m Message, after time.Duration) er
 // sent in turn, has been worked or the queue's context ended.
 func (q *MemoryQueue) Wait() { q.wg.Wait() }
 
-// Cancel implements Store.
-func (s *MemoryStore) Cancel(_ context.Context, id string, at time.Time) (Meta, error) {
+// Update implements Store.
+func (s *MemoryStore) Update(_ context.Context, id string, change func(*Meta) bool) (Meta, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, err := s.run(id)
 	if err != nil {
 		return Meta{}, err
 	}
-	s.ops++
-	if r.meta.Cancelled.IsZero() {
-		r.meta.Cancelled = at.UTC()
+	m := r.meta
+	if m.Rollout != nil {
+		ro := *m.Rollout
+		ro.Status.Waves = append([]remediate.WaveStatus(nil), ro.Status.Waves...)
+		m.Rollout = &ro
 	}
-	return r.meta, nil
+	if change(&m) {
+		s.ops++
+		r.meta = m
+	}
+	return m, nil
 }

@@ -23,6 +23,9 @@ type Message struct {
 	RunID string     `json:"run"`
 	Chunk int        `json:"chunk"`
 	Items []WorkItem `json:"items"`
+	// Gate, for a rollout, asks for the gate of that wave (1-based) to be
+	// read; such a message carries no devices.
+	Gate int `json:"gate,omitempty"`
 }
 
 // Encode is the text of m on the queue: base64 of its JSON, the encoding
@@ -54,7 +57,7 @@ func DecodeMessage(raw []byte) (Message, error) {
 			if err := json.Unmarshal([]byte(t), &m); err != nil {
 				return Message{}, fmt.Errorf("reading the work item: %w", err)
 			}
-			if m.RunID == "" || len(m.Items) == 0 {
+			if m.RunID == "" || len(m.Items) == 0 && m.Gate <= 0 {
 				return Message{}, errors.New("reading the work item: no run or no devices")
 			}
 			return m, nil

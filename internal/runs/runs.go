@@ -45,6 +45,21 @@ type Meta struct {
 	// cancelled): devices not yet triggered end not_attempted, reason
 	// cancelled.
 	Cancelled time.Time `json:",omitzero"`
+	// Rollout is how far a run in waves got; nil for a run without.
+	Rollout *Rollout `json:",omitempty"`
+}
+
+// Rollout is a run's waves as they go: the waves, their gates' readings
+// and decisions, the wave under way (Status.Current) and why it halted.
+type Rollout struct {
+	Status remediate.RolloutStatus
+	// First is the index of the run's first device to trigger (the
+	// devices before it were final at submission); wave k covers the
+	// devices First+Status.Waves[k-2].Devices to First+Status.Waves[k-1].Devices.
+	First int
+	// WaveDone is when the wave under way had its last device done: its
+	// gate's wait counts from it. Zero while the wave triggers.
+	WaveDone time.Time `json:",omitzero"`
 }
 
 // Row is one device's line of a run.
@@ -77,8 +92,11 @@ type Chunk struct {
 	// Items are the indexes of the chunk's devices; Queued is set once its
 	// message is on the queue (a run keeps only a few chunks queued, so
 	// that runs submitted later interleave with it).
-	Items   []int  `json:",omitempty"`
-	Queued  bool   `json:",omitempty"`
+	Items  []int `json:",omitempty"`
+	Queued bool  `json:",omitempty"`
+	// Wave is the rollout wave (1-based) the chunk's devices belong to; 0
+	// for a run without waves.
+	Wave    int    `json:",omitempty"`
 	Version string `json:"-"` // the store's, not part of the row
 }
 
@@ -95,9 +113,11 @@ type Store interface {
 	// is still the stored one (else ErrConflict), and sets chunk.Version
 	// to the new one.
 	Save(ctx context.Context, runID string, chunk *Chunk, rows []Row) error
-	// Cancel marks the run cancelled at at, unless it already is (the
-	// first time stands), and returns its header.
-	Cancel(ctx context.Context, runID string, at time.Time) (Meta, error)
+	// Update changes the run's header with change, written only if no
+	// other write came between its read and its write (tried again then);
+	// change reports false to write nothing. It returns the header as
+	// stored.
+	Update(ctx context.Context, runID string, change func(*Meta) bool) (Meta, error)
 }
 
 // Queue sends chunks to workers; after delays the message becomes visible

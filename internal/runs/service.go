@@ -136,6 +136,10 @@ func New(store Store, queue Queue, engine *remediate.Engine, opts Options, log *
 // When it returns nil, every device is in the store and every chunk in the
 // queue.
 func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, tenant, caller string) error {
+	first := 0
+	if sum.Rollout != nil {
+		first = waveOrder(sum)
+	}
 	header := *sum
 	header.Devices = nil
 	head, err := json.Marshal(&header)
@@ -155,18 +159,34 @@ func (s *Service) Submit(ctx context.Context, sum *remediate.Summary, tenant, ca
 	}
 	var msgs []Message
 	var chunks []Chunk
-	for start := 0; start < len(pending); start += s.opts.ChunkSize {
-		idx := pending[start:min(start+s.opts.ChunkSize, len(pending))]
-		msg := Message{RunID: sum.RunID, Chunk: len(chunks), Items: make([]WorkItem, len(idx))}
-		for j, i := range idx {
-			d := sum.Devices[i]
-			msg.Items[j] = WorkItem{Index: i, DeviceID: d.DeviceID, ScriptID: d.ScriptPolicyID, Collection: d.Collection}
+	// A run without waves is one wave (0) of all its devices.
+	waves := []int{len(pending)}
+	if sum.Rollout != nil {
+		m.Rollout = &Rollout{Status: *sum.Rollout, First: first}
+		waves = waves[:0]
+		for _, w := range sum.Rollout.Waves {
+			waves = append(waves, w.Devices)
 		}
-		queued := len(chunks) < s.opts.QueuedChunks
-		chunks = append(chunks, Chunk{Number: len(chunks), Open: len(idx), Items: append([]int(nil), idx...), Queued: queued})
-		if queued {
-			msgs = append(msgs, msg)
+	}
+	from := 0
+	for w, to := range waves {
+		for start := from; start < to; start += s.opts.ChunkSize {
+			idx := pending[start:min(start+s.opts.ChunkSize, to)]
+			msg := Message{RunID: sum.RunID, Chunk: len(chunks), Items: make([]WorkItem, len(idx))}
+			for j, i := range idx {
+				d := sum.Devices[i]
+				msg.Items[j] = WorkItem{Index: i, DeviceID: d.DeviceID, ScriptID: d.ScriptPolicyID, Collection: d.Collection}
+			}
+			c := Chunk{Number: len(chunks), Open: len(idx), Items: append([]int(nil), idx...), Queued: w == 0 && len(chunks) < s.opts.QueuedChunks}
+			if m.Rollout != nil {
+				c.Wave = w + 1
+			}
+			chunks = append(chunks, c)
+			if c.Queued {
+				msgs = append(msgs, msg)
+			}
 		}
+		from = to
 	}
 	if err := s.store.CreateRun(ctx, m, rows, chunks); err != nil {
 		return fmt.Errorf("runs: storing run %s: %w", m.RunID, err)
@@ -192,6 +212,12 @@ func (s *Service) queueMore(ctx context.Context, run string) error {
 	chunks, err := s.store.Chunks(ctx, run)
 	if err != nil {
 		return err
+	}
+	if len(chunks) > 0 && chunks[0].Wave > 0 {
+		var open bool
+		if chunks, open, err = s.waveChunks(ctx, run, chunks); err != nil || !open {
+			return err
+		}
 	}
 	active := 0
 	for _, c := range chunks {
@@ -303,6 +329,14 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 	counts.Total += st.Queued
 	sum.Counts = counts
 	st.Done = st.Queued == 0
+	halted := false
+	if ro := m.Rollout; ro != nil {
+		rs := ro.Status
+		rs.Waves = append([]remediate.WaveStatus(nil), rs.Waves...)
+		sum.Rollout = &rs
+		halted = rs.Halted != "" && m.Cancelled.IsZero()
+		st.Done = st.Done || halted
+	}
 	if !m.Cancelled.IsZero() {
 		sum.Warnings = append(sum.Warnings, fmt.Sprintf("the run was cancelled at %s: devices not yet triggered end not_attempted, reason cancelled",
 			m.Cancelled.Format(time.RFC3339)))
@@ -311,6 +345,9 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 		sum.Status = counts.Status()
 		if !m.Cancelled.IsZero() {
 			sum.Status = remediate.StatusCancelled
+		}
+		if halted {
+			sum.Status = remediate.StatusHalted
 		}
 		if finished.IsZero() {
 			finished = m.Created
@@ -331,6 +368,9 @@ func (s *Service) Status(ctx context.Context, id, caller string, page int, follo
 	sum.Devices = make([]remediate.DeviceResult, len(rows))
 	for i, r := range rows {
 		sum.Devices[i] = r.Answered()
+		if halted && r.Outcome == remediate.Pending {
+			sum.Devices[i].Reason = remediate.ReasonHalted
+		}
 	}
 	key := id + "/" + strconv.Itoa(st.Page)
 	if follow && !s.follows.get(key, sum.Devices) {

@@ -21,6 +21,9 @@ const clockSkew = time.Minute
 // deadline (ctx) leaves is queued again as a new message of the same chunk.
 // An error means the message should be delivered again.
 func (s *Service) Work(ctx context.Context, msg Message) error {
+	if msg.Gate > 0 {
+		return s.gate(ctx, msg)
+	}
 	m, err := s.store.Meta(ctx, msg.RunID)
 	if errors.Is(err, ErrNotFound) {
 		s.log.Warn("work for an unknown run dropped", "run_id", msg.RunID, "chunk", msg.Chunk, "devices", len(msg.Items))
