@@ -186,6 +186,14 @@ func TestCancelARun(t *testing.T) {
 	assert.Positive(t, s.Counts.NotAttempted, "devices not yet triggered at the cancel were not")
 	assert.Equal(t, s.Counts.Total, s.Counts.Succeeded+s.Counts.NotAttempted)
 
+	// Resume, like cancel, is the caller's alone, and leaves a run that is
+	// not halted as it is.
+	status, _, out = call(h, "POST", "/api/remediate/runs/"+run+"/resume", "", "X-Test-Caller", "b")
+	assert.Equal(t, 404, status, "%s", out)
+	status, _, out = call(h, "POST", "/api/remediate/runs/"+run+"/resume", "", "X-Test-Caller", "a")
+	require.Equal(t, 200, status, "%s", out)
+	assert.Equal(t, remediate.StatusCancelled, decode[remediate.Summary](t, out).Status)
+
 	policed, _, _ := asyncAPIWith(t, time.Second, replay.NewMemory(), func(o *app.Options) { o.Policy = app.CallerPolicy{"a": {}} })
 	policed.opts.Caller = api.opts.Caller
 	status, _, out = call(policed.Handler(), "POST", "/api/remediate/runs/"+run+"/cancel", "", "X-Test-Caller", "c")
