@@ -23,7 +23,11 @@ import (
 // repeated ones. It prints the JSON summary and a one-line account.
 func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
 	tenant := intunesim.Generate(2026, intunesim.GenerateOptions{Devices: 600})
-	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{}), "127.0.0.1:0")
+	// Two more scripts for the rollouts: one that fails on 2% of the
+	// devices, one that fails on 30%.
+	good, bad := tenant.Scripts[1].ID, tenant.Scripts[2].ID
+	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{
+		ScriptFailure: map[string]float64{strings.ToLower(good): 0.02, strings.ToLower(bad): 0.3}}), "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
@@ -81,6 +85,9 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 		resp.StatusCode, s.RunID, s.Status, s.Counts.Total, s.Counts.Succeeded, s.Counts.Skipped, s.Counts.Failed,
 		s.Counts.NotAttempted, gc.Calls(), float64(gc.Calls())/float64(max(s.Counts.Total, 1)), s.Throttling.ThrottledResponses, s.DurationMS)
 	if err := demoAsync(ctx, "http://"+ln.Addr().String(), tenant, stdout, stderr); err != nil {
+		return err
+	}
+	if err := demoRollouts(ctx, "http://"+ln.Addr().String(), tenant, good, bad, stdout, stderr); err != nil {
 		return err
 	}
 	stop()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,4 +94,67 @@ func demoCall(ctx context.Context, method, url string, body []byte) (int, http.H
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, raw, err
+}
+
+// demoRollouts sends two rollouts at once, of 40 devices each in waves of
+// 25% and 100%, as a flow would: one with a script that fails on 2% of
+// the devices, which passes its gate, and one with a script that fails on
+// 30%, which its gate halts after the first wave. It follows both to
+// their final answers and prints a line for each.
+func demoRollouts(ctx context.Context, base string, tenant *intunesim.Tenant, good, bad string, stdout, stderr io.Writer) error {
+	var eligible []intunesim.Device
+	for _, d := range tenant.Windows(false) {
+		if !d.CoManaged && d.JoinType != "azureADRegistered" {
+			eligible = append(eligible, d)
+		}
+	}
+	fmt.Fprintf(stderr, "demo: two rollouts of 40 devices in waves of 25%% and 100%%, gate 80%% reported and 95%% succeeded, read every second...\n")
+	errs := make(chan error, 2)
+	for i, script := range []string{good, bad} {
+		label := [...]string{"good", "bad"}[i]
+		devs := eligible[200+40*i : 240+40*i]
+		go func() { errs <- demoRollout(ctx, base, label, script, devs, stdout) }()
+	}
+	return errors.Join(<-errs, <-errs)
+}
+
+// demoRollout runs one rollout of script over devs and prints its line.
+func demoRollout(ctx context.Context, base, label, script string, devs []intunesim.Device, stdout io.Writer) error {
+	req := remediate.Request{Rollout: &remediate.Rollout{Waves: []string{"25%", "100%"}, Gate: &remediate.GateSpec{Poll: "1s", Wait: "1m"}}}
+	for _, d := range devs {
+		req.ManagedDevices = append(req.ManagedDevices, remediate.Target{DeviceID: d.ID, ScriptPolicyID: script})
+	}
+	body, _ := json.Marshal(req)
+	status, header, raw, err := demoCall(ctx, http.MethodPost, base+"/api/remediate", body)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusAccepted {
+		return fmt.Errorf("the rollout answered %d: %s", status, raw)
+	}
+	for status == http.StatusAccepted {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if status, _, raw, err = demoCall(ctx, http.MethodGet, header.Get("Location"), nil); err != nil {
+			return err
+		}
+	}
+	var page struct {
+		remediate.Summary
+		ResumeURL string `json:"resume_url"`
+	}
+	if err := json.Unmarshal(raw, &page); err != nil || page.Rollout == nil {
+		return fmt.Errorf("the rollout's status answered %d: %s", status, raw)
+	}
+	w := page.Rollout.Waves[0]
+	line := fmt.Sprintf("rollout (%s script): run %s %s: wave 1 %s (%d of %d reported, %.0f%% succeeded); %d of %d devices triggered",
+		label, page.RunID, page.Status, w.Decision, w.Reported, w.Triggered, 100*w.SuccessShare, page.Counts.Succeeded, page.Counts.Total)
+	if page.Status == remediate.StatusHalted {
+		line += fmt.Sprintf(", %d not attempted (reason halted); POST %s to go on", page.Counts.NotAttempted, page.ResumeURL)
+	}
+	fmt.Fprintln(stdout, line)
+	return nil
 }

@@ -46,6 +46,10 @@ func TestDemo(t *testing.T) {
 	// Then an asynchronous run, polled to its end and followed.
 	assert.Regexp(t, `async: run [0-9a-f]{24} succeeded: 40 devices, 40 triggered; scripts: \d+ no issue, \d+ remediated`, out)
 	assert.Contains(t, stderr.String(), "HTTP 202")
+	// Then two rollouts: the good script passes its gate, the bad one is
+	// halted after its first wave.
+	assert.Regexp(t, `rollout \(good script\): run [0-9a-f]{24} succeeded: wave 1 pass \(\d+ of 10 reported, \d+% succeeded\); 40 of 40 devices triggered`, out)
+	assert.Regexp(t, `rollout \(bad script\): run [0-9a-f]{24} halted: wave 1 halt .*; 10 of 40 devices triggered, 30 not attempted \(reason halted\); POST http://\S+/resume to go on`, out)
 }
 
 func TestUnknownCommand(t *testing.T) {
