@@ -83,7 +83,7 @@ size-check:
 ## devices, the simulator's own throughput, and tenant scale (three handler processes on Azurite)
 bench: azurite
 	$(GO) test -run '^$$' -bench 'Remediate2000|ResolveFilter100k' -benchtime 1x ./internal/remediate
-	$(GO) test -run '^$$' -bench 'AsyncRun100k' -benchtime 1x ./internal/runs
+	$(GO) test -run '^$$' -bench 'AsyncRun100k|Rollout' -benchtime 1x ./internal/runs
 	$(GO) test -run '^$$' -bench Simulator -benchtime 3s -cpu 1 ./internal/intunesim
 	AZURITE=$(AZURITE) $(GO) test -run '^$$' -bench 'Tenants|OneTenantProcesses|Fairness|FrozenProcess|StorageLatency|StorageOutage|OtherClient' -benchtime 1x -timeout 40m ./handler
 
