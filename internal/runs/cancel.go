@@ -16,15 +16,9 @@ import (
 // they are. Cancelling again changes nothing. It returns the run's status
 // (page 0) as it stands after the cancel.
 func (s *Service) Cancel(ctx context.Context, id, caller string) (Status, error) {
-	if !remediate.IsRunID(id) {
-		return Status{}, ErrNotFound
-	}
-	m, err := s.store.Meta(ctx, id)
+	m, err := s.callersRun(ctx, id, caller)
 	if err != nil {
 		return Status{}, err
-	}
-	if m.Caller != caller {
-		return Status{}, ErrNotFound
 	}
 	now := time.Now().UTC()
 	if m, err = s.store.Update(ctx, id, func(m *Meta) bool {

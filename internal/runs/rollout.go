@@ -178,15 +178,8 @@ func (s *Service) figures(ctx context.Context, m Meta, wave int) (remediate.Gate
 // wave is triggered. A run that is not halted is left as it is. It
 // returns the run's status (page 0).
 func (s *Service) Resume(ctx context.Context, id, caller string) (Status, error) {
-	if !remediate.IsRunID(id) {
-		return Status{}, ErrNotFound
-	}
-	m, err := s.store.Meta(ctx, id)
-	if err != nil {
+	if _, err := s.callersRun(ctx, id, caller); err != nil {
 		return Status{}, err
-	}
-	if m.Caller != caller {
-		return Status{}, ErrNotFound
 	}
 	resumed := false
 	if _, err := s.store.Update(ctx, id, func(m *Meta) bool {

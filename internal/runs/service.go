@@ -287,22 +287,29 @@ type Status struct {
 	RetryAfter time.Duration
 }
 
+// callersRun is the header of run id if caller submitted it, else
+// ErrNotFound, as if it did not exist.
+func (s *Service) callersRun(ctx context.Context, id, caller string) (Meta, error) {
+	if !remediate.IsRunID(id) {
+		// Not an id this service ever gave out (bytes that are not text
+		// included): no storage call.
+		return Meta{}, ErrNotFound
+	}
+	m, err := s.store.Meta(ctx, id)
+	if err == nil && m.Caller != caller {
+		err = ErrNotFound
+	}
+	return m, err
+}
+
 // Status reads run id for caller: its counts, and page (0-based) of its
 // devices. With follow, triggered devices on the page get their scripts'
 // results from Intune's run states. A run another caller submitted is
 // ErrNotFound, as if it did not exist.
 func (s *Service) Status(ctx context.Context, id, caller string, page int, follow bool) (Status, error) {
-	if !remediate.IsRunID(id) {
-		// Not an id this service ever gave out (bytes that are not text
-		// included): no storage call.
-		return Status{}, ErrNotFound
-	}
-	m, err := s.store.Meta(ctx, id)
+	m, err := s.callersRun(ctx, id, caller)
 	if err != nil {
 		return Status{}, err
-	}
-	if m.Caller != caller {
-		return Status{}, ErrNotFound
 	}
 	var sum remediate.Summary
 	if err := json.Unmarshal(m.Summary, &sum); err != nil {
