@@ -16,18 +16,18 @@ import (
 // they are. Cancelling again changes nothing. It returns the run's status
 // (page 0) as it stands after the cancel.
 func (s *Service) Cancel(ctx context.Context, id, caller string) (Status, error) {
-	m, err := s.callersRun(ctx, id, caller)
-	if err != nil {
+	if _, err := s.callersRun(ctx, id, caller); err != nil {
 		return Status{}, err
 	}
 	now := time.Now().UTC()
-	if m, err = s.store.Update(ctx, id, func(m *Meta) bool {
+	m, err := s.store.Update(ctx, id, func(m *Meta) bool {
 		if !m.Cancelled.IsZero() {
 			return false // the first cancel's time stands
 		}
 		m.Cancelled = now
 		return true
-	}); err != nil {
+	})
+	if err != nil {
 		return Status{}, err
 	}
 	chunks, err := s.store.Chunks(ctx, id)
