@@ -22,8 +22,14 @@ FUZZTIME            ?= 60s
 # Azurite, the Azure Storage emulator the run-store tests use, from npm.
 AZURITE_VERSION     := 3.35.0
 AZURITE             := $(TOOLS)/azurite/node_modules/.bin/azurite
+# The browser test drives Debian's Chromium with playwright-core and checks
+# accessibility with axe-core, both from npm.
+PLAYWRIGHT_VERSION  := 1.64.1
+AXE_VERSION         := 4.14.1
+BROWSER_TOOLS       := $(TOOLS)/browser
+CHROMIUM            ?= chromium
 
-.PHONY: azurite demo test test-race vet fmt-check tidy-check settings-doc build size-check bench simulate serve run package package-lambda lint tools fuzz soak clean
+.PHONY: azurite browser-test demo test test-race vet fmt-check tidy-check settings-doc build size-check bench simulate serve run package package-lambda lint tools fuzz soak clean
 
 ## demo: the main job against the embedded Intune simulator (no Azure account)
 demo:
@@ -47,6 +53,17 @@ test: fmt-check vet azurite
 ## build of the SDK's models package costs another ~5 minutes and 10 GB once)
 test-race: fmt-check vet azurite
 	$(RACE) ./...
+
+## browser-test: the run as a page in headless Chromium (Debian's chromium package): DOM, accessibility
+## (axe-core), 375 px, the page's forms and CSP; writes docs/run-page.png and docs/rollout-page.png
+browser-test: $(BROWSER_TOOLS)/node_modules/axe-core
+	@command -v $(CHROMIUM) >/dev/null || { echo "Chromium is needed: apt-get install chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; }
+	$(GO) build -o $(BIN) ./handler
+	BROWSER_TOOLS=$(BROWSER_TOOLS) CHROMIUM=$$(command -v $(CHROMIUM)) node browser/check.mjs
+
+$(BROWSER_TOOLS)/node_modules/axe-core:
+	@command -v npm >/dev/null || { echo "npm is needed for the browser test's tools (apt-get install nodejs npm)"; exit 1; }
+	npm install --no-audit --no-fund --silent --prefix $(BROWSER_TOOLS) playwright-core@$(PLAYWRIGHT_VERSION) axe-core@$(AXE_VERSION)
 
 ## azurite: install Azurite under .tools (needs Node.js and npm)
 azurite: $(AZURITE)

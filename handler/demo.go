@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/remediator/remediator/internal/config"
 	"github.com/remediator/remediator/internal/httpapi"
@@ -23,11 +26,8 @@ import (
 // repeated ones. It prints the JSON summary and a one-line account.
 func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
 	tenant := intunesim.Generate(2026, intunesim.GenerateOptions{Devices: 600})
-	// Two more scripts for the rollouts: one that fails on 2% of the
-	// devices, one that fails on 30%.
-	good, bad := tenant.Scripts[1].ID, tenant.Scripts[2].ID
-	sim, err := intunesim.Start(intunesim.New(tenant, intunesim.Options{
-		ScriptFailure: map[string]float64{strings.ToLower(good): 0.02, strings.ToLower(bad): 0.3}}), "127.0.0.1:0")
+	opts, good, bad := rolloutScripts(tenant)
+	sim, err := intunesim.Start(intunesim.New(tenant, opts), "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
@@ -90,6 +90,17 @@ func demo(ctx context.Context, getenv func(string) string, stdout, stderr io.Wri
 	if err := demoRollouts(ctx, "http://"+ln.Addr().String(), tenant, good, bad, stdout, stderr); err != nil {
 		return err
 	}
+	if st, err := os.Stdin.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+		// A person at a terminal: keep serving so the pages above open.
+		fmt.Fprintln(stderr, "demo: serving the pages above for two minutes; press Enter to stop")
+		line := make(chan struct{})
+		go func() { _, _ = bufio.NewReader(os.Stdin).ReadString('\n'); close(line) }()
+		select {
+		case <-line:
+		case <-ctx.Done():
+		case <-time.After(2 * time.Minute):
+		}
+	}
 	stop()
 	return <-done
 }
@@ -121,4 +132,13 @@ func sampleRequest(tenant *intunesim.Tenant, windows, co, other, missing int) st
 		Timeouts: &remediate.Timeouts{Invoke: "2m"}}
 	b, _ := json.Marshal(req)
 	return string(b)
+}
+
+// rolloutScripts are the simulator's options for the embedded tenant of
+// demo and serve: its second script fails on 2% of the devices (good),
+// its third on 30% (bad), for trying rollouts and their gates.
+func rolloutScripts(tenant *intunesim.Tenant) (opts intunesim.Options, good, bad string) {
+	good, bad = tenant.Scripts[1].ID, tenant.Scripts[2].ID
+	opts.ScriptFailure = map[string]float64{strings.ToLower(good): 0.02, strings.ToLower(bad): 0.3}
+	return opts, good, bad
 }

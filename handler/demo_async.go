@@ -71,6 +71,7 @@ func demoAsync(ctx context.Context, base string, tenant *intunesim.Tenant, stdou
 			fmt.Fprintf(stdout, "async: run %s %s: %d devices, %d triggered; scripts: %d no issue, %d remediated, %d remediation failed, %d script error\n",
 				page.RunID, page.Status, page.Counts.Total, page.Counts.Succeeded, states[remediate.FollowNoIssue], states[remediate.FollowRemediated],
 				states[remediate.FollowRemediationFailed], states[remediate.FollowScriptError])
+			fmt.Fprintf(stdout, "the run as a page: %s?format=html&follow=true\n", loc)
 			return nil
 		}
 		select {

@@ -103,7 +103,9 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	}
 	log := newLogger(stderr, cfg.LogLevel)
 	if cfg.GraphBaseURL == "" {
-		sim, err := intunesim.Start(intunesim.New(intunesim.Generate(2026, intunesim.GenerateOptions{Devices: 5000}), intunesim.Options{}), "127.0.0.1:0")
+		tenant := intunesim.Generate(2026, intunesim.GenerateOptions{Devices: 5000})
+		opts, good, bad := rolloutScripts(tenant)
+		sim, err := intunesim.Start(intunesim.New(tenant, opts), "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -112,7 +114,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 			return err
 		}
 		log.Info("GRAPH_BASE_URL is not set: using the embedded Intune simulator", "graph_base_url", sim.URL,
-			"sample_request", sampleRequest(sim.Tenant(), 3, 0, 0, 0))
+			"sample_request", sampleRequest(sim.Tenant(), 3, 0, 0, 0), "good_script", good, "bad_script", bad)
 	}
 	d, err := build(ctx, cfg, getenv, log, runtimeLocal)
 	if err != nil {

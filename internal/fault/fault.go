@@ -88,6 +88,9 @@ const (
 	NotLocal Code = "not_local"
 	// TooManyRequests: the caller is over CALLER_RATE.
 	TooManyRequests Code = "too_many_requests"
+	// FormRejected: a POST from a web page that is not one of this
+	// deployment's own, or a form without the page's token.
+	FormRejected Code = "form_rejected"
 )
 
 // All is every code, for the status table's test.
@@ -97,7 +100,7 @@ func All() []Code {
 		CallerNotAllowed, UnknownTenant, TokenUnavailable, KeyVaultUnavailable, BadCredential,
 		CredentialUnavailable, AlertNotActionable, StorageUnavailable, NotFound, AnswerTooLarge, Internal,
 		DevicesFailed, InvalidInvocation, RequestTooLarge, MethodNotAllowed, IdempotencyKeyReused, InProgress,
-		UnsupportedMediaType, NotLocal, TooManyRequests}
+		UnsupportedMediaType, NotLocal, TooManyRequests, FormRejected}
 }
 
 // FieldError is one problem with a request, at a JSON path such as

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/remediator/remediator/internal/fault"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/replay"
+	"github.com/remediator/remediator/internal/runs"
 )
 
 // MaxBody is the largest request body accepted (1 MiB holds ~10,000
@@ -294,12 +296,31 @@ func (a *API) alert(r *http.Request) Answer {
 // Location while its chunks being worked stop, or the final answer once
 // nothing is left; again, the same.
 func (a *API) cancel(r *http.Request) Answer {
+	if refused := a.formRefusal(r); refused != nil {
+		return *refused
+	}
 	id := r.PathValue("id")
 	st, err := a.svc.Cancel(r.Context(), a.caller(r), id)
 	if err != nil {
 		return a.render(app.Result{}, err, links{})
 	}
-	return renderStatus(id, st, a.linksOf(r))
+	return a.afterAction(r, id, st)
+}
+
+// afterAction answers a cancel or resume: a form from the run's page goes
+// back to the page (303), a flow gets the run's status.
+func (a *API) afterAction(r *http.Request, id string, st runs.Status) Answer {
+	l := a.linksOf(r)
+	if r.PostForm != nil {
+		page, _ := l.locations(id)
+		q := url.Values{"format": {"html"}}
+		if l.code != "" {
+			q.Set("code", l.code)
+		}
+		return Answer{Status: http.StatusSeeOther, Headers: map[string]string{"Location": page + "?" + q.Encode()},
+			Body: map[string]string{"status": st.Summary.Status}}
+	}
+	return renderStatus(id, st, l)
 }
 
 // resume goes on with a halted rollout of the caller's (POST
@@ -307,12 +328,15 @@ func (a *API) cancel(r *http.Request) Answer {
 // wave starts; 202 with Location, as the run goes on. A run that is not
 // halted is left as it is (its status is the answer).
 func (a *API) resume(r *http.Request) Answer {
+	if refused := a.formRefusal(r); refused != nil {
+		return *refused
+	}
 	id := r.PathValue("id")
 	st, err := a.svc.Resume(r.Context(), a.caller(r), id)
 	if err != nil {
 		return a.render(app.Result{}, err, links{})
 	}
-	return renderStatus(id, st, a.linksOf(r))
+	return a.afterAction(r, id, st)
 }
 
 // status answers GET /api/{remediate/,alert/,}runs/{id}: 202 with Location and Retry-After
@@ -341,6 +365,9 @@ func (a *API) status(r *http.Request) Answer {
 	st, err := a.svc.Status(r.Context(), a.caller(r).ID, id, page, follow)
 	if err != nil {
 		return a.render(app.Result{}, err, links{})
+	}
+	if wantsPage(r) {
+		return renderPage(id, st, a.linksOf(r), r, follow)
 	}
 	return renderStatus(id, st, a.linksOf(r))
 }

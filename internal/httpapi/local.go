@@ -18,7 +18,8 @@ import (
 //   - it carries no Origin, or one of those same hosts (a browser sets
 //     Origin on every cross-origin POST);
 //   - a POST's body is declared application/json (which no form and no
-//     simple request can send).
+//     simple request can send), or is a form from one of its own pages
+//     (Origin one of those hosts; the page's cancel and resume buttons).
 func Local(next http.Handler, listen string) http.Handler {
 	_, port, _ := net.SplitHostPort(listen)
 	local := func(hostport string) bool {
@@ -43,7 +44,10 @@ func Local(next http.Handler, listen string) http.Handler {
 		}
 		if r.Method == http.MethodPost {
 			mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-			if err != nil || mt != "application/json" {
+			// A form is accepted only from this server's own pages (their
+			// Origin, checked above; the form carries the page's token).
+			page := mt == "application/x-www-form-urlencoded" && r.Header.Get("Origin") != ""
+			if err != nil || mt != "application/json" && !page {
 				ans := ErrorAnswer(fault.UnsupportedMediaType, "the body must be sent as Content-Type: application/json")
 				write(w, ans)
 				return

@@ -32,6 +32,7 @@ var codes = []struct {
 	{fault.RequestTooLarge, http.StatusRequestEntityTooLarge, "the body is over 1 MiB (about 10,000 devices): split the request"},
 	{fault.MethodNotAllowed, http.StatusMethodNotAllowed, "wrong method for the route (`Allow` says which)"},
 	{fault.UnsupportedMediaType, http.StatusUnsupportedMediaType, "local `serve`: a POST body not sent as `Content-Type: application/json`"},
+	{fault.FormRejected, http.StatusForbidden, "a cancel or resume sent from a web page that is not this deployment's own, or a form without its page's token: reload the page"},
 	{fault.NotLocal, http.StatusForbidden, "local `serve`: a `Host` other than its loopback address, or a request from a web page (`Origin`)"},
 	{fault.NotFound, http.StatusNotFound, "no such run, no such route, or a deployment without run storage"},
 	{fault.ScriptNotAllowed, http.StatusForbidden, "a script is not on `ALLOWED_SCRIPT_POLICY_IDS`"},
@@ -85,6 +86,8 @@ type Answer struct {
 	Status  int
 	Headers map[string]string
 	Body    any
+	// HTML, when set, is sent instead of Body (the run as a page).
+	HTML []byte
 }
 
 // links is where a caller finds a run: the scheme and host it used, and
@@ -309,6 +312,15 @@ func ErrorAnswer(code fault.Code, msg string) Answer {
 
 // write sends a as JSON.
 func write(w http.ResponseWriter, a Answer) {
+	if a.HTML != nil {
+		for k, v := range a.Headers {
+			w.Header().Set(k, v)
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(a.Status)
+		_, _ = w.Write(a.HTML)
+		return
+	}
 	b, err := json.Marshal(a.Body)
 	if err != nil {
 		a.Status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"the answer could not be encoded"}}`)
