@@ -187,6 +187,13 @@ func TestLocalServeIsNotADriveByTarget(t *testing.T) {
 	status, b = post("application/json; charset=utf-8", "Host", "localhost:"+port)
 	assert.Equal(t, 400, status, "a JSON request to its own address gets through to validation: %s", b)
 	assert.Contains(t, b, "managed_devices")
+	// A form passes only from the server's own pages (their Origin).
+	status, b = post("application/x-www-form-urlencoded")
+	assert.Equal(t, 415, status, "a form without Origin: %s", b)
+	status, b = post("application/x-www-form-urlencoded", "Origin", "https://attacker.example")
+	assert.Equal(t, 403, status, "a form from another site: %s", b)
+	status, _ = post("application/x-www-form-urlencoded", "Origin", "http://127.0.0.1:"+port)
+	assert.NotContains(t, []int{403, 415}, status, "a form from its own page reaches the API")
 }
 
 // TestOneCallersKeysDoNotEvictAnothers: without run storage, answers are

@@ -100,15 +100,17 @@ type pageData struct {
 	Followed  bool
 	Attention []remediate.DeviceResult
 	Page      int
-	PageCount int
-	JSONURL   string
-	PrevURL   string
-	NextURL   string
-	FollowURL string
-	CancelURL string
-	ResumeURL string
-	CSRF      string
-	Refresh   int
+	// PageNumber is Page counted from 1, as a person reads it.
+	PageNumber int
+	PageCount  int
+	JSONURL    string
+	PrevURL    string
+	NextURL    string
+	FollowURL  string
+	CancelURL  string
+	ResumeURL  string
+	CSRF       string
+	Refresh    int
 }
 
 // Colours with at least 4.5:1 against white (WCAG AA), told apart by
@@ -140,7 +142,7 @@ func renderPage(id string, st runs.Status, l links, r *http.Request, follow bool
 		return status + "?" + q.Encode()
 	}
 	d := pageData{Style: template.CSS(pageStyle), Run: s, Done: st.Done, Queued: st.Queued, Followed: follow,
-		Page: st.Page, PageCount: st.PageCount}
+		Page: st.Page, PageNumber: st.Page + 1, PageCount: st.PageCount}
 	c := s.Counts
 	d.Outcomes = []bar{{Label: "Triggered", Count: c.Succeeded, Fill: fillOK}, {Label: "Skipped", Count: c.Skipped, Fill: fillSkipped}, {Label: "Failed", Count: c.Failed, Fill: fillFailed},
 		{Label: "Not attempted", Count: c.NotAttempted, Fill: fillNot}, {Label: "Planned", Count: c.Planned, Fill: fillPending}}

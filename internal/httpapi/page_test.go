@@ -45,6 +45,13 @@ func TestPageEscapesWhatDevicesSay(t *testing.T) {
 	assert.Contains(t, ans.Headers["Content-Security-Policy"], "default-src 'none'")
 	assert.Regexp(t, `style-src 'sha256-[A-Za-z0-9+/=]+'`, ans.Headers["Content-Security-Policy"])
 	assert.NotRegexp(t, `(?i)https?://(?:[a-z0-9-]+\.)*(?:googleapis|cdn|jsdelivr|unpkg)`, page, "nothing remote")
+
+	// Paged: the page says which, and links the next with the same key.
+	ans = renderPage(s.RunID, runs.Status{Summary: s, Done: true, Page: 1, PageCount: 3}, l, r, false)
+	page = string(ans.HTML)
+	assert.Contains(t, page, "page 2 of the run's 3", "the second page, counted from 1")
+	assert.Contains(t, page, "?code=KEY-1&amp;format=html&amp;page=2")
+	assert.Contains(t, page, "?code=KEY-1&amp;format=html&amp;page=0")
 }
 
 // TestPageThroughTheAPI: the status URL answers the page for a browser
