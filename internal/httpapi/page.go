@@ -91,13 +91,15 @@ func stack(bars []bar, total int) {
 
 // pageData is what the page shows.
 type pageData struct {
-	Style     template.CSS
-	Run       *remediate.Summary
-	Done      bool
-	Queued    int
-	Outcomes  []bar
-	Scripts   []bar
-	Followed  bool
+	Style    template.CSS
+	Run      *remediate.Summary
+	Done     bool
+	Queued   int
+	Outcomes []bar
+	Scripts  []bar
+	Followed bool
+	// Triggered is the page's devices whose scripts were followed.
+	Triggered int
 	Attention []remediate.DeviceResult
 	Page      int
 	// PageNumber is Page counted from 1, as a person reads it.
@@ -159,6 +161,10 @@ func renderPage(id string, st runs.Status, l links, r *http.Request, follow bool
 			{Label: "Remediation failed", Count: states[remediate.FollowRemediationFailed], Fill: fillFailed},
 			{Label: "Script error", Count: states[remediate.FollowScriptError], Fill: fillNot},
 			{Label: "Pending", Count: states[remediate.FollowPending], Fill: fillSkipped}}
+		for _, b := range d.Scripts {
+			d.Triggered += b.Count
+		}
+		stack(d.Scripts, d.Triggered)
 	}
 	for _, dv := range s.Devices {
 		attention := dv.Outcome == remediate.Failed || dv.Reason == remediate.ReasonOutcomeUnknown

@@ -41,6 +41,7 @@ func TestPageEscapesWhatDevicesSay(t *testing.T) {
 	assert.NotContains(t, page, "<img")
 	assert.Contains(t, page, "&lt;script&gt;alert(1)&lt;/script&gt;")
 	assert.Equal(t, 2, strings.Count(page, `class="device"`), "the failed device and the script error need attention, the rest not")
+	assert.Contains(t, page, `aria-label="Script error: 1 of 2"`, "the scripts' chart counts the followed devices")
 	assert.Equal(t, strings.Count(page, "KEY-1"), strings.Count(page, "code=KEY-1"), "the key only in the caller's own links")
 	assert.Contains(t, ans.Headers["Content-Security-Policy"], "default-src 'none'")
 	assert.Regexp(t, `style-src 'sha256-[A-Za-z0-9+/=]+'`, ans.Headers["Content-Security-Policy"])
