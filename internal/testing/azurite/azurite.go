@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,13 +44,28 @@ func Binary() (string, error) {
 	return exec.LookPath("azurite")
 }
 
-func freePort(tb testing.TB) int {
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+// reservePort takes a free loopback port and holds it with a socket that
+// is bound but does not listen: no other process (another test's Azurite
+// picking a port the same way) can take it, and a connection to it is
+// refused, as to storage that is down. release gives it up.
+func reservePort(tb testing.TB) (port int, release func()) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0) // not inherited by the processes a test starts
 	if err != nil {
+		tb.Fatalf("azurite: no socket: %v", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		_ = syscall.Close(fd)
 		tb.Fatalf("azurite: no free port: %v", err)
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		_ = syscall.Close(fd)
+		tb.Fatalf("azurite: no free port: %v", err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { _ = syscall.Close(fd) }) }
+	tb.Cleanup(release)
+	return sa.(*syscall.SockaddrInet4).Port, release
 }
 
 // Start runs a fresh in-memory Azurite for the test and returns its
@@ -71,7 +87,9 @@ func Later(tb testing.TB) (conn string, start func()) {
 	if err != nil {
 		tb.Fatalf("azurite not found (run `make azurite`, or set AZURITE): %v", err)
 	}
-	blob, queue, table := freePort(tb), freePort(tb), freePort(tb)
+	blob, freeBlob := reservePort(tb)
+	queue, freeQueue := reservePort(tb)
+	table, freeTable := reservePort(tb)
 	dir := tb.TempDir() // where Azurite writes its debug and extent files
 	conn = fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=%s;"+
 		"QueueEndpoint=http://127.0.0.1:%d/devstoreaccount1;TableEndpoint=http://127.0.0.1:%d/devstoreaccount1;", Key, queue, table)
@@ -83,6 +101,9 @@ func Later(tb testing.TB) (conn string, start func()) {
 			"--tableHost", "127.0.0.1", "--tablePort", fmt.Sprint(table))
 		cmd.Dir = dir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		freeBlob()
+		freeQueue()
+		freeTable()
 		if err := cmd.Start(); err != nil {
 			tb.Fatalf("azurite: %v", err)
 		}
