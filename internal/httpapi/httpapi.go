@@ -295,21 +295,26 @@ func (a *API) alert(r *http.Request) Answer {
 // cancel stops a run of the caller's (POST .../runs/{id}/cancel): 202 with
 // Location while its chunks being worked stop, or the final answer once
 // nothing is left; again, the same.
-func (a *API) cancel(r *http.Request) Answer {
+func (a *API) cancel(r *http.Request) Answer { return a.act(r, a.svc.Cancel) }
+
+// resume goes on with a halted rollout of the caller's (POST
+// .../runs/{id}/resume): the halted wave's gate is overridden and the next
+// wave starts; 202 with Location, as the run goes on. A run that is not
+// halted is left as it is (its status is the answer).
+func (a *API) resume(r *http.Request) Answer { return a.act(r, a.svc.Resume) }
+
+// act does a cancel or resume: a POST from a web page must be one of this
+// deployment's own forms; a form goes back to the run's page (303), a flow
+// gets the run's status.
+func (a *API) act(r *http.Request, do func(context.Context, app.Caller, string) (runs.Status, error)) Answer {
 	if refused := a.formRefusal(r); refused != nil {
 		return *refused
 	}
 	id := r.PathValue("id")
-	st, err := a.svc.Cancel(r.Context(), a.caller(r), id)
+	st, err := do(r.Context(), a.caller(r), id)
 	if err != nil {
 		return a.render(app.Result{}, err, links{})
 	}
-	return a.afterAction(r, id, st)
-}
-
-// afterAction answers a cancel or resume: a form from the run's page goes
-// back to the page (303), a flow gets the run's status.
-func (a *API) afterAction(r *http.Request, id string, st runs.Status) Answer {
 	l := a.linksOf(r)
 	if r.PostForm != nil {
 		page, _ := l.locations(id)
@@ -321,22 +326,6 @@ func (a *API) afterAction(r *http.Request, id string, st runs.Status) Answer {
 			Body: map[string]string{"status": st.Summary.Status}}
 	}
 	return renderStatus(id, st, l)
-}
-
-// resume goes on with a halted rollout of the caller's (POST
-// .../runs/{id}/resume): the halted wave's gate is overridden and the next
-// wave starts; 202 with Location, as the run goes on. A run that is not
-// halted is left as it is (its status is the answer).
-func (a *API) resume(r *http.Request) Answer {
-	if refused := a.formRefusal(r); refused != nil {
-		return *refused
-	}
-	id := r.PathValue("id")
-	st, err := a.svc.Resume(r.Context(), a.caller(r), id)
-	if err != nil {
-		return a.render(app.Result{}, err, links{})
-	}
-	return a.afterAction(r, id, st)
 }
 
 // status answers GET /api/{remediate/,alert/,}runs/{id}: 202 with Location and Retry-After
