@@ -135,10 +135,13 @@ func sampleRequest(tenant *intunesim.Tenant, windows, co, other, missing int) st
 }
 
 // rolloutScripts are the simulator's options for the embedded tenant of
-// demo and serve: its second script fails on 2% of the devices (good),
-// its third on 30% (bad), for trying rollouts and their gates.
+// demo and serve: its second script never fails (good), its third fails
+// on 60% of the devices (bad), for trying rollouts and their gates. (A
+// first wave is a random sample: a good script that failed on a few
+// devices would now and then be halted by a 95% gate, rightly, and the
+// demo would say something else each time.)
 func rolloutScripts(tenant *intunesim.Tenant) (opts intunesim.Options, good, bad string) {
 	good, bad = tenant.Scripts[1].ID, tenant.Scripts[2].ID
-	opts.ScriptFailure = map[string]float64{strings.ToLower(good): 0.02, strings.ToLower(bad): 0.3}
+	opts.ScriptFailure = map[string]float64{strings.ToLower(good): 0, strings.ToLower(bad): 0.6}
 	return opts, good, bad
 }

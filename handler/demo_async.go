@@ -98,9 +98,9 @@ func demoCall(ctx context.Context, method, url string, body []byte) (int, http.H
 }
 
 // demoRollouts sends two rollouts at once, of 40 devices each in waves of
-// 25% and 100%, as a flow would: one with a script that fails on 2% of
-// the devices, which passes its gate, and one with a script that fails on
-// 30%, which its gate halts after the first wave. It follows both to
+// 25% and 100%, as a flow would: one with a script that never fails,
+// which passes its gate, and one with a script that fails on 60% of the
+// devices, which its gate halts after the first wave. It follows both to
 // their final answers and prints a line for each.
 func demoRollouts(ctx context.Context, base string, tenant *intunesim.Tenant, good, bad string, stdout, stderr io.Writer) error {
 	var eligible []intunesim.Device

@@ -23,7 +23,7 @@ type rolloutPage struct {
 }
 
 // TestAzureRolloutThroughTheQueue: a rollout of a script that fails on
-// 30% of the devices, through the built binary, Azurite and the queue
+// 60% of the devices, through the built binary, Azurite and the queue
 // host emulation: the first wave is triggered, its gate is read by delayed
 // queue messages (every second, no invocation waits between readings)
 // and halts the run; the halted run is a final 200 with the URLs to
@@ -34,10 +34,10 @@ func TestAzureRolloutThroughTheQueue(t *testing.T) {
 	conn := azurite.Start(t)
 	tenant := intunesim.Generate(99, intunesim.GenerateOptions{Devices: 600})
 	f := newTenant(t, 600, intunesim.Options{WriteLimit: 100000, ReadLimit: 100000, RunStateDelay: 300 * time.Millisecond,
-		ScriptFailure: map[string]float64{strings.ToLower(tenant.RemediationScript().ID): 0.3}})
+		ScriptFailure: map[string]float64{strings.ToLower(tenant.RemediationScript().ID): 0.6}})
 	w := startWorker(t, f.env("AzureWebJobsStorage="+conn, "REMEDIATION_QUEUE=waves")...)
 	devs := f.eligible(0, 100)
-	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"rollout":{"waves":["10%","100%"],"gate":{"poll":"1s","wait":"2h"}}`))
+	reply, b := hostPost(t, w.url+"/api/remediate", f.request(devs, `,"rollout":{"waves":["20%","100%"],"gate":{"poll":"1s","wait":"2h"}}`))
 	require.Equal(t, 202, reply.StatusCode, "%s", b)
 	loc := reply.Header.Get("Location")
 
@@ -63,9 +63,9 @@ func TestAzureRolloutThroughTheQueue(t *testing.T) {
 	p := follow()
 	elapsed := time.Since(began)
 	assert.Equal(t, remediate.StatusHalted, p.Status)
-	assert.Equal(t, 10, f.sim.Counters().Triggers, "triggered after the gate should have halted: none")
-	assert.Equal(t, 10, p.Counts.Succeeded)
-	assert.Equal(t, 90, p.Counts.NotAttempted)
+	assert.Equal(t, 20, f.sim.Counters().Triggers, "triggered after the gate should have halted: none")
+	assert.Equal(t, 20, p.Counts.Succeeded)
+	assert.Equal(t, 80, p.Counts.NotAttempted)
 	require.NotNil(t, p.Rollout)
 	assert.Equal(t, remediate.GateHalt, p.Rollout.Waves[0].Decision)
 	assert.Contains(t, p.Rollout.Halted, "wave 1")

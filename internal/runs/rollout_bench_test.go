@@ -18,7 +18,7 @@ import (
 
 // BenchmarkRollout rolls a script out to 20,000 devices in three waves
 // (1%, 10%, 100%) with the devices' reports compressed to 300 ms and the
-// gate read every 100 ms: script=good fails on 2% of the devices and
+// gate read every 100 ms: script=good fails on 1% of the devices and
 // passes both gates; script=bad fails on 30% and is halted after the
 // first wave. It reports the Graph reads the gates cost per device of the
 // run, the time from the report that met a gate's condition to its
@@ -27,7 +27,7 @@ func BenchmarkRollout(b *testing.B) {
 	for _, tc := range []struct {
 		name    string
 		failure float64
-	}{{"good", 0.02}, {"bad", 0.3}} {
+	}{{"good", 0.01}, {"bad", 0.3}} {
 		b.Run("script="+tc.name, func(b *testing.B) {
 			const devices, delay = 20_000, 300 * time.Millisecond
 			script := intunesim.Generate(7, intunesim.GenerateOptions{Devices: 2 * devices}).RemediationScript().ID
