@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/remediator/remediator/internal/intunesim"
@@ -110,17 +111,27 @@ func demoRollouts(ctx context.Context, base string, tenant *intunesim.Tenant, go
 		}
 	}
 	fmt.Fprintf(stderr, "demo: two rollouts of 40 devices in waves of 25%% and 100%%, gate 80%% reported and 95%% succeeded, read every second...\n")
-	errs := make(chan error, 2)
+	// Both at once; their lines printed in order once both are final.
+	var lines [2]string
+	var errs [2]error
+	var wg sync.WaitGroup
 	for i, script := range []string{good, bad} {
 		label := [...]string{"good", "bad"}[i]
 		devs := eligible[200+40*i : 240+40*i]
-		go func() { errs <- demoRollout(ctx, base, label, script, devs, stdout) }()
+		wg.Go(func() { lines[i], errs[i] = demoRollout(ctx, base, label, script, devs) })
 	}
-	return errors.Join(<-errs, <-errs)
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		return err
+	}
+	for _, l := range lines {
+		fmt.Fprintln(stdout, l)
+	}
+	return nil
 }
 
-// demoRollout runs one rollout of script over devs and prints its line.
-func demoRollout(ctx context.Context, base, label, script string, devs []intunesim.Device, stdout io.Writer) error {
+// demoRollout runs one rollout of script over devs and returns its line.
+func demoRollout(ctx context.Context, base, label, script string, devs []intunesim.Device) (string, error) {
 	req := remediate.Request{Rollout: &remediate.Rollout{Waves: []string{"25%", "100%"}, Gate: &remediate.GateSpec{Poll: "1s", Wait: "1m"}}}
 	for _, d := range devs {
 		req.ManagedDevices = append(req.ManagedDevices, remediate.Target{DeviceID: d.ID, ScriptPolicyID: script})
@@ -128,19 +139,19 @@ func demoRollout(ctx context.Context, base, label, script string, devs []intunes
 	body, _ := json.Marshal(req)
 	status, header, raw, err := demoCall(ctx, http.MethodPost, base+"/api/remediate", body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if status != http.StatusAccepted {
-		return fmt.Errorf("the rollout answered %d: %s", status, raw)
+		return "", fmt.Errorf("the rollout answered %d: %s", status, raw)
 	}
 	for status == http.StatusAccepted {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return "", ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 		if status, _, raw, err = demoCall(ctx, http.MethodGet, header.Get("Location"), nil); err != nil {
-			return err
+			return "", err
 		}
 	}
 	var page struct {
@@ -148,7 +159,7 @@ func demoRollout(ctx context.Context, base, label, script string, devs []intunes
 		ResumeURL string `json:"resume_url"`
 	}
 	if err := json.Unmarshal(raw, &page); err != nil || page.Rollout == nil {
-		return fmt.Errorf("the rollout's status answered %d: %s", status, raw)
+		return "", fmt.Errorf("the rollout's status answered %d: %s", status, raw)
 	}
 	w := page.Rollout.Waves[0]
 	line := fmt.Sprintf("rollout (%s script): run %s %s: wave 1 %s (%d of %d reported, %.0f%% succeeded); %d of %d devices triggered",
@@ -156,6 +167,5 @@ func demoRollout(ctx context.Context, base, label, script string, devs []intunes
 	if page.Status == remediate.StatusHalted {
 		line += fmt.Sprintf(", %d not attempted (reason halted); POST %s to go on", page.Counts.NotAttempted, page.ResumeURL)
 	}
-	fmt.Fprintln(stdout, line)
-	return nil
+	return line, nil
 }
