@@ -226,3 +226,13 @@ func TestCodesAreSpelledOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestNoTemplatesInTheBinary: the binary's packages import neither
+// text/template nor html/template, whose method lookup by name keeps every
+// method of the Graph SDK's models in the binary (11 MB becomes 85 MB).
+func TestNoTemplatesInTheBinary(t *testing.T) {
+	t.Parallel()
+	for _, dep := range golist(t, "-deps", "../../handler") {
+		assert.NotContains(t, []string{"text/template", "html/template"}, dep, "the handler's binary depends on %s", dep)
+	}
+}
