@@ -253,17 +253,17 @@ func (s *Service) rules(caller Caller) (name string, names []string, err error) 
 // CALLER_POLICY only a caller with a rule may, and only its own runs;
 // another caller's run is not found. Cancelling again changes nothing.
 func (s *Service) Cancel(ctx context.Context, caller Caller, id string) (runs.Status, error) {
-	return s.act(ctx, caller, id, "cancelled", func(r *runs.Service) func(context.Context, string, string) (runs.Status, error) { return r.Cancel })
+	return s.act(ctx, caller, id, "cancelled", (*runs.Service).Cancel)
 }
 
 // Resume goes on with a halted rollout of the caller's
 // (runs.Service.Resume), under the same rules as Cancel.
 func (s *Service) Resume(ctx context.Context, caller Caller, id string) (runs.Status, error) {
-	return s.act(ctx, caller, id, "resumed", func(r *runs.Service) func(context.Context, string, string) (runs.Status, error) { return r.Resume })
+	return s.act(ctx, caller, id, "resumed", (*runs.Service).Resume)
 }
 
-// act does what action picks of the run store to run id for caller.
-func (s *Service) act(ctx context.Context, caller Caller, id, done string, action func(*runs.Service) func(context.Context, string, string) (runs.Status, error)) (runs.Status, error) {
+// act does action (a runs.Service method) to run id for caller.
+func (s *Service) act(ctx context.Context, caller Caller, id, done string, action func(*runs.Service, context.Context, string, string) (runs.Status, error)) (runs.Status, error) {
 	if s.opts.Runs == nil {
 		return runs.Status{}, &fault.Error{Code: fault.NotFound, Message: "this deployment keeps no runs (no storage is configured)"}
 	}
@@ -272,7 +272,7 @@ func (s *Service) act(ctx context.Context, caller Caller, id, done string, actio
 			return runs.Status{}, err
 		}
 	}
-	st, err := action(s.opts.Runs)(ctx, id, caller.ID)
+	st, err := action(s.opts.Runs, ctx, id, caller.ID)
 	switch {
 	case errors.Is(err, runs.ErrNotFound):
 		return st, &fault.Error{Code: fault.NotFound, Message: fmt.Sprintf("no run %q", id)}

@@ -7,7 +7,6 @@ package fault
 
 import (
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -123,25 +122,8 @@ type Error struct {
 	Summary    any
 }
 
-// Error is the code and message, with the fields at fault when the
-// message does not name them.
-func (e *Error) Error() string {
-	msg := e.Message
-	if msg == "" && len(e.Details) > 0 {
-		parts := make([]string, len(e.Details))
-		for i, d := range e.Details {
-			parts[i] = d.Field + ": " + d.Message
-			if d.Field == "" {
-				parts[i] = d.Message
-			}
-		}
-		msg = strings.Join(parts, "; ")
-		if more := e.Total - len(e.Details); more > 0 {
-			msg += fmt.Sprintf("; and %d more problems (%d in all; the first %d are listed)", more, e.Total, len(e.Details))
-		}
-	}
-	return string(e.Code) + ": " + msg
-}
+// Error is the code and message.
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 
 // New is an Error of code with a message.
 func New(code Code, format string, args ...any) *Error {

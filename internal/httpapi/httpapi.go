@@ -318,11 +318,7 @@ func (a *API) act(r *http.Request, do func(context.Context, app.Caller, string) 
 	l := a.linksOf(r)
 	if r.PostForm != nil {
 		page, _ := l.locations(id)
-		q := url.Values{"format": {"html"}}
-		if l.code != "" {
-			q.Set("code", l.code)
-		}
-		return Answer{Status: http.StatusSeeOther, Headers: map[string]string{"Location": page + "?" + q.Encode()},
+		return Answer{Status: http.StatusSeeOther, Headers: map[string]string{"Location": l.keyed(page, url.Values{"format": {"html"}})},
 			Body: map[string]string{"status": st.Summary.Status}}
 	}
 	return renderStatus(id, st, l)

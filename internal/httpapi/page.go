@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
@@ -119,19 +120,10 @@ var (
 func renderPage(id string, st runs.Status, l links, r *http.Request, follow bool) Answer {
 	s := st.Summary
 	status, _ := l.locations(id)
-	keep := url.Values{"format": {"html"}}
-	if l.code != "" {
-		keep.Set("code", l.code) // the key the caller's own link holds, nothing more
-	}
-	link := func(extra url.Values) string {
-		q := url.Values{}
-		for k, v := range keep {
-			q[k] = v
-		}
-		for k, v := range extra {
-			q[k] = v
-		}
-		return status + "?" + q.Encode()
+	link := func(q url.Values) string { // another view of the page, with the caller's own key
+		q = maps.Clone(q)
+		q.Set("format", "html")
+		return l.keyed(status, q)
 	}
 	d := pageData{Run: s, Done: st.Done, Queued: st.Queued, Followed: follow,
 		Page: st.Page, PageNumber: st.Page + 1, PageCount: st.PageCount}
@@ -165,10 +157,7 @@ func renderPage(id string, st runs.Status, l links, r *http.Request, follow bool
 			d.Attention = append(d.Attention, dv)
 		}
 	}
-	d.JSONURL = status
-	if l.code != "" {
-		d.JSONURL += "?code=" + url.QueryEscape(l.code)
-	}
+	d.JSONURL = l.keyed(status, nil)
 	f := url.Values{}
 	if follow {
 		f.Set("follow", "true")
@@ -189,13 +178,7 @@ func renderPage(id string, st runs.Status, l links, r *http.Request, follow bool
 	if !st.Done || s.Status == remediate.StatusHalted {
 		// The person's buttons: cancel a run that is not over, resume a
 		// halted rollout; POST forms with the page's token.
-		action := func(verb string) string {
-			u := status + "/" + verb
-			if l.code != "" {
-				u += "?code=" + url.QueryEscape(l.code)
-			}
-			return u
-		}
+		action := func(verb string) string { return l.keyed(status+"/"+verb, nil) }
 		d.CancelURL = action("cancel")
 		if s.Status == remediate.StatusHalted {
 			d.ResumeURL = action("resume")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -140,11 +141,23 @@ func (l links) locations(id string) (body, header string) {
 		runs = RoutePrefix + "/runs/" // a timer's run: the runs function
 	}
 	body = l.base + runs + url.PathEscape(id)
-	header = body
+	return body, l.keyed(body, nil)
+}
+
+// keyed is u with the query q and the function key the caller passed in
+// the query string, if any: a link the caller itself holds.
+func (l links) keyed(u string, q url.Values) string {
 	if l.code != "" {
-		header += "?code=" + url.QueryEscape(l.code)
+		q = maps.Clone(q)
+		if q == nil {
+			q = url.Values{}
+		}
+		q.Set("code", l.code)
 	}
-	return body, header
+	if len(q) == 0 {
+		return u
+	}
+	return u + "?" + q.Encode()
 }
 
 func retryAfter(d time.Duration) string {
