@@ -55,7 +55,7 @@ func build(ctx context.Context, cfg config.Config, getenv func(string) string, l
 		ecfg.Cooldown, hopts.Replays = st.durable, st.durable
 		if cfg.SharedBudget {
 			pacer.WithShared(pace.SharedOptions{Store: st.durable, Scope: budgetScope(cfg), DefaultTenant: cfg.GraphTenantID,
-				Processes: cfg.BudgetProcesses, CallTimeout: cfg.StorageCallTimeout})
+				Processes: cfg.BudgetProcesses, CallTimeout: cfg.StorageCallTimeout, Term: cfg.BudgetLeaseTerm, Renew: cfg.BudgetRenewEvery})
 		}
 	} else {
 		hopts.Replays = replay.NewMemoryBounded(int64(cfg.IdempotencyMemoryMB) << 20)

@@ -14,10 +14,13 @@ import (
 	"github.com/remediator/remediator/internal/testing/azurite"
 )
 
-// TestBudgetClaimsNeverOverlap: three stores (three processes' clients)
-// claiming one budget's positions at once never take the same position,
-// and together take a gapless run of them; another budget is apart.
-func TestBudgetClaimsNeverOverlap(t *testing.T) {
+// TestBudgetLeasesOnAzurite: on Azurite, a renewal writes this process's
+// lease row and reads every lease of the budget, stamped by the table's
+// clock, in two storage operations; processes renewing at once never
+// lose each other's leases (each writes its own row); another budget is
+// apart; a release marks the lease idle; a 429 recorded by one process
+// reaches the others with the halved rate.
+func TestBudgetLeasesOnAzurite(t *testing.T) {
 	conn := azurite.Start(t)
 	ctx := context.Background()
 	var stores []*azstore.Store
@@ -27,100 +30,56 @@ func TestBudgetClaimsNeverOverlap(t *testing.T) {
 		stores = append(stores, st)
 	}
 	const key = "app|tenant-a|w"
-	var mu sync.Mutex
-	taken := map[int64]int{}
+	lease := func(p string, share float64) pace.Lease {
+		return pace.Lease{Process: p, Rate: 10, Share: share, Demand: 10, Term: 6 * time.Second}
+	}
 	var wg sync.WaitGroup
 	for i, st := range stores {
-		for range 4 {
-			wg.Go(func() {
-				for range 10 {
-					c, err := st.Claim(ctx, pace.ClaimRequest{Key: key, From: 1000, Want: i + 1, Horizon: 1 << 40})
-					if !assert.NoError(t, err) {
-						return
-					}
-					first, got := c.First, c.Got
-					mu.Lock()
-					for p := first; p < first+int64(got); p++ {
-						taken[p]++
-					}
-					mu.Unlock()
-				}
-			})
-		}
+		wg.Go(func() {
+			for n := range 10 {
+				_, err := st.Renew(ctx, key, lease(string(rune('a'+i)), float64(n)))
+				assert.NoError(t, err)
+			}
+		})
 	}
 	wg.Wait()
-	total := 0
-	for p, n := range taken {
-		assert.Equal(t, 1, n, "position %d taken once", p)
-		assert.GreaterOrEqual(t, p, int64(1000))
-		total++
+
+	before := stores[0].Ops()
+	start := time.Now()
+	got, err := stores[0].Renew(ctx, key, lease("a", 3))
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), stores[0].Ops()-before, "an upsert and a query")
+	assert.WithinDuration(t, start, got.Now, 2*time.Second, "the Date of the table's answer")
+	assert.Equal(t, 1.0, got.Factor)
+	assert.True(t, got.PausedUntil.IsZero())
+	require.Len(t, got.All, 3, "every process's lease, none lost to another's write")
+	for _, l := range got.All {
+		assert.WithinDuration(t, start, l.Written, 3*time.Second, "%s stamped by the table", l.Process)
+		assert.Equal(t, 6*time.Second, l.Term)
+		if l.Process == "a" {
+			assert.Equal(t, 3.0, l.Share)
+		} else {
+			assert.Equal(t, 9.0, l.Share, "%s's last lease", l.Process)
+		}
 	}
-	assert.Equal(t, int64(1000+total-1), maxKey(taken), "no gaps: a lost race retries")
 
-	// Another tenant's budget starts from its own beginning.
-	c, err := stores[0].Claim(ctx, pace.ClaimRequest{Key: "app|tenant-b|w", From: 5, Want: 3, Horizon: 100})
+	other, err := stores[1].Renew(ctx, "app|tenant-b|w", lease("b", 1))
 	require.NoError(t, err)
-	assert.Equal(t, int64(5), c.First)
-	assert.Equal(t, 3, c.Got)
+	assert.Len(t, other.All, 1, "another tenant's budget is apart")
 
-	// Nothing beyond the horizon; positions left in the past are skipped.
-	c, err = stores[0].Claim(ctx, pace.ClaimRequest{Key: "app|tenant-b|w", From: 0, Want: 3, Horizon: 4})
+	require.NoError(t, stores[1].Release(ctx, key, lease("b", 9)))
+	require.NoError(t, stores[2].Throttled(ctx, key, time.Minute))
+	got, err = stores[0].Renew(ctx, key, lease("a", 3))
 	require.NoError(t, err)
-	assert.Zero(t, c.Got, "position 8 is beyond 0+4")
-	c, err = stores[0].Claim(ctx, pace.ClaimRequest{Key: "app|tenant-b|w", From: 50, Want: 1, Horizon: 4})
-	require.NoError(t, err)
-	assert.Equal(t, int64(50), c.First)
-
-	before := stores[1].Ops()
-	_, err = stores[1].Claim(ctx, pace.ClaimRequest{Key: "app|tenant-c|w", From: 0, Want: 8, Horizon: 100})
-	require.NoError(t, err)
-	_, err = stores[1].Claim(ctx, pace.ClaimRequest{Key: "app|tenant-c|w", From: 0, Want: 8, Horizon: 100})
-	require.NoError(t, err)
-	assert.Equal(t, int64(4), stores[1].Ops()-before, "a read and a write a claim")
-}
-
-// TestBudgetRowKnowsTheStore: on Azurite, a claim reports the store's own
-// clock, the processes that used the budget lately, and a 429 another
-// process recorded; a row pushed far ahead is repaired; a process pacing
-// at another rate is refused.
-func TestBudgetRowKnowsTheStore(t *testing.T) {
-	conn := azurite.Start(t)
-	ctx := context.Background()
-	st, _, err := azstore.Open(ctx, azstore.Config{ConnectionString: conn, Table: "remediatorruns", Queue: "remediation-work"})
-	require.NoError(t, err)
-	const key, spacing = "app|tenant-d|w", 125 * time.Millisecond
-	now := time.Now().UnixNano() / int64(spacing)
-	req := func(process string, from int64) pace.ClaimRequest {
-		return pace.ClaimRequest{Key: key, Spacing: spacing, From: from, Want: 4, Horizon: 80, Process: process}
+	for _, l := range got.All {
+		if l.Process == "b" {
+			assert.True(t, l.Idle)
+			assert.Zero(t, l.Share, "a released lease holds nothing")
+		}
 	}
-	c, err := st.Claim(ctx, req("p1", now))
-	require.NoError(t, err)
-	assert.WithinDuration(t, time.Now(), c.StoreTime, 2*time.Second, "the Date of the store's answer")
-	assert.Equal(t, 1, c.Processes)
-	assert.Equal(t, 1.0, c.Factor)
-	c, err = st.Claim(ctx, req("p2", now))
-	require.NoError(t, err)
-	assert.Equal(t, 2, c.Processes)
+	assert.WithinDuration(t, time.Now().Add(time.Minute), got.PausedUntil, 3*time.Second, "every process learns the pause")
+	assert.InDelta(t, 0.5, got.Factor, 0.02, "and the halved rate")
 
-	// A claimer whose clock is an hour ahead is served from the store's
-	// now, not from its future.
-	c, err = st.Claim(ctx, req("p3", now+int64(time.Hour/spacing)))
-	require.NoError(t, err)
-	assert.Less(t, c.First, now+80, "served near the store's now")
-
-	_, err = st.Claim(ctx, pace.ClaimRequest{Key: key, Spacing: 100 * time.Millisecond, From: now, Want: 1, Horizon: 80, Process: "p4"})
-	assert.ErrorIs(t, err, pace.ErrRateMismatch)
-
-	require.NoError(t, st.Throttled(ctx, key, time.Now().Add(time.Minute)))
-	c, err = st.Claim(ctx, req("p1", now))
-	require.NoError(t, err)
-	assert.WithinDuration(t, time.Now().Add(time.Minute), c.PausedUntil, 3*time.Second, "every process learns the pause")
-	assert.InDelta(t, 0.5, c.Factor, 0.02, "and the halved rate")
-}
-func maxKey(m map[int64]int) int64 {
-	var best int64
-	for k := range m {
-		best = max(best, k)
-	}
-	return best
+	_, err = stores[0].Renew(ctx, "app|tenant'|w", lease("a", 1))
+	assert.Error(t, err, "a key that would break the table's filter is refused")
 }

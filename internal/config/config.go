@@ -83,6 +83,9 @@ type Config struct {
 	// processes that share it, whose share a process falls back to.
 	SharedBudget    bool
 	BudgetProcesses int
+	// BudgetLeaseTerm and BudgetRenewEvery are a shared budget's lease
+	// term and how often a busy process renews it.
+	BudgetLeaseTerm, BudgetRenewEvery time.Duration
 	// SyncBudget is the longest a mode auto run answers synchronously.
 	SyncBudget time.Duration
 	// HTTPResponseBudget bounds HTTP invocations below the 230 s front-end

@@ -23,14 +23,14 @@ func TestDefaults(t *testing.T) {
 		MaxDevicesPerRun: 5000, MaxListedDevices: 250000, MaxTargets: 20, MaxDeviceNames: 1000, MaxGroupIDs: 20, MaxAnswerBytes: 4 << 20, GraphCallTimeout: 30 * time.Second, GraphMaxResponseMB: 16, RetryAfterMax: 5 * time.Minute, LogLevel: slog.LevelInfo, Port: 8080,
 		FunctionTimeout: 5 * time.Minute, HTTPResponseBudget: 200 * time.Second, HTTPReadTimeout: 30 * time.Second, HTTPIdleTimeout: 2 * time.Minute, AlertDeviceDimension: "DeviceId",
 		MaxFleetPercent: 100, DeviceCooldown: 10 * time.Minute,
-		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, IdempotencyMemoryMB: 32, StorageCallTimeout: 2 * time.Second, RunPageSize: 1000, RunRetention: 720 * time.Hour, RunMaxDuration: 168 * time.Hour, FollowCache: 30 * time.Second, FollowCacheMB: 16, CleanupMaxOps: 2000, RunQueuedChunks: 2, SharedBudget: true, BudgetProcesses: 40,
+		RemediationQueue: "remediation-work", RunsTable: "remediatorruns", IdempotencyTTL: 24 * time.Hour, IdempotencyMemoryMB: 32, StorageCallTimeout: 2 * time.Second, RunPageSize: 1000, RunRetention: 720 * time.Hour, RunMaxDuration: 168 * time.Hour, FollowCache: 30 * time.Second, FollowCacheMB: 16, CleanupMaxOps: 2000, RunQueuedChunks: 2, SharedBudget: true, BudgetProcesses: 40, BudgetLeaseTerm: 6 * time.Second, BudgetRenewEvery: 2 * time.Second,
 		SyncBudget: 90 * time.Second}, c)
 }
 
 func TestStorageNames(t *testing.T) {
-	_, err := Load(env(map[string]string{"REMEDIATION_QUEUE": "Work_Items", "RUNS_TABLE": "runs-table", "RUN_PAGE_SIZE": "0", "SHARED_BUDGET": "maybe", "BUDGET_PROCESSES": "0"}))
+	_, err := Load(env(map[string]string{"REMEDIATION_QUEUE": "Work_Items", "RUNS_TABLE": "runs-table", "RUN_PAGE_SIZE": "0", "SHARED_BUDGET": "maybe", "BUDGET_PROCESSES": "0", "BUDGET_LEASE_TERM": "1h"}))
 	require.Error(t, err)
-	for _, field := range []string{"REMEDIATION_QUEUE", "RUNS_TABLE", "RUN_PAGE_SIZE", "SHARED_BUDGET", "BUDGET_PROCESSES"} {
+	for _, field := range []string{"REMEDIATION_QUEUE", "RUNS_TABLE", "RUN_PAGE_SIZE", "SHARED_BUDGET", "BUDGET_PROCESSES", "BUDGET_LEASE_TERM"} {
 		assert.Contains(t, err.Error(), field)
 	}
 	c, err := Load(env(map[string]string{"REMEDIATION_QUEUE": "tenant-a-work", "RUNS_TABLE": "runsA", "IDEMPOTENCY_TTL": "2h"}))

@@ -62,13 +62,21 @@ func intIn(lo, hi int, set func(*Config, int)) func(*loader, string) {
 }
 
 func duration(set func(*Config, time.Duration)) func(*loader, string) {
+	return durationIn(time.Nanosecond, 0, set)
+}
+
+// durationIn reads a duration from lo to hi (no upper bound when hi is 0).
+func durationIn(lo, hi time.Duration, set func(*Config, time.Duration)) func(*loader, string) {
 	return func(l *loader, v string) {
 		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
+		switch {
+		case err != nil || d <= 0:
 			l.bad(l.current, "%q must be a positive duration such as \"30s\"", v)
-			return
+		case d < lo || hi > 0 && d > hi:
+			l.bad(l.current, "%q must be from %s to %s", v, lo, hi)
+		default:
+			set(&l.c, d)
 		}
-		set(&l.c, d)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/remediator/remediator/internal/azure"
 	"github.com/remediator/remediator/internal/httpapi"
 	"github.com/remediator/remediator/internal/intune"
+	"github.com/remediator/remediator/internal/pace"
 	"github.com/remediator/remediator/internal/remediate"
 	"github.com/remediator/remediator/internal/runs"
 )
@@ -41,7 +42,7 @@ var Settings = []Setting{
 		read: rate(intuneWritesPerSecond, func(c *Config, f float64) { c.GraphWriteRate = f })},
 	{Name: "GRAPH_READ_RATE", Default: "80", Meaning: "reads per second for each tenant, shared like `GRAPH_WRITE_RATE` (Intune allows 100); each `$batch` item counts",
 		read: rate(intuneReadsPerSecond, func(c *Config, f float64) { c.GraphReadRate = f })},
-	{Name: "SHARED_BUDGET", Default: "on", Meaning: "on: with run storage (`AzureWebJobsStorage`, also on Lambda), every process takes a tenant's write and read tokens from one budget kept in the run table, so scale-out never multiplies the pace (positions fall due on storage's clock; 2 storage operations per claim, a claim per second or so of a busy process's calls; a 429 pauses every process); off: each process paces alone",
+	{Name: "SHARED_BUDGET", Default: "on", Meaning: "on: with run storage (`AzureWebJobsStorage`, also on Lambda), every process paces a tenant's writes and reads at its lease of one budget kept in the run table, so scale-out never multiplies the pace (leases judged on storage's clock; 2 storage operations per renewal, whatever the number of calls; a 429 pauses every process and halves the budget); off: each process paces alone",
 		read: func(l *loader, v string) {
 			switch strings.ToLower(v) {
 			case "on":
@@ -53,6 +54,10 @@ var Settings = []Setting{
 		}},
 	{Name: "BUDGET_PROCESSES", Default: "40", Meaning: "the most processes that may share a tenant's budget at once (the plan's maximum instance count; 1–1000): a process that cannot reach the shared budget, and never saw how many processes used it, paces itself at 1/this of the rates (else at the rates over the processes it last saw), so even every process cut off at once stays under them, and says so in the summary's `warnings`",
 		read: intIn(1, 1000, func(c *Config, n int) { c.BudgetProcesses = n })},
+	{Name: "BUDGET_LEASE_TERM", Default: dur(pace.DefaultLeaseTerm), Meaning: "how long a process's lease of a shared budget lasts unless renewed (2 s–1 min): a frozen or cut-off process stops using its share within it, and a process that never reached storage waits it before its outage share",
+		read: durationIn(2*time.Second, time.Minute, func(c *Config, d time.Duration) { c.BudgetLeaseTerm = d })},
+	{Name: "BUDGET_RENEW_EVERY", Default: dur(pace.DefaultRenewEvery), Meaning: "how often a busy process renews its lease (at most half the term): 2 storage operations each, so storage operations per call fall as calls grow",
+		read: durationIn(500*time.Millisecond, 30*time.Second, func(c *Config, d time.Duration) { c.BudgetRenewEvery = d })},
 	{Name: "MAX_DEVICES_PER_RUN", Default: "5000", Meaning: "devices per request, listed or resolved",
 		read: intIn(1, 1000000, func(c *Config, n int) { c.MaxDevicesPerRun = n })},
 	{Name: "MAX_LISTED_DEVICES", Default: num(remediate.DefaultMaxListed), Meaning: "devices one run may read from the tenant's device list and from groups' member pages (filters, names, groups, validation); a run past it is refused, so memory stays bounded whatever Graph sends",
@@ -116,7 +121,7 @@ var Settings = []Setting{
 	{Name: "RUNS_TABLE", Default: "remediatorruns", Meaning: "the table of runs, idempotency keys and cooldowns", read: readTableName},
 	{Name: "IDEMPOTENCY_TTL", Default: dur(httpapi.DefaultIdempotencyTTL), Meaning: "how long answers are kept for `Idempotency-Key` and alert replays",
 		read: duration(func(c *Config, d time.Duration) { c.IdempotencyTTL = d })},
-	{Name: "STORAGE_CALL_TIMEOUT", Default: dur(remediate.DefaultStoreTimeout), Meaning: "each idempotency-key and cooldown look-up of a request, and each claim on the shared Graph budget: slow or unreachable storage costs a synchronous run at most this (a warning for the cooldown; a 503 for a keyed request; the local share after two failed claims)",
+	{Name: "STORAGE_CALL_TIMEOUT", Default: dur(remediate.DefaultStoreTimeout), Meaning: "each idempotency-key and cooldown look-up of a request, and each renewal of a shared Graph budget's lease: slow or unreachable storage costs a synchronous run at most this (a warning for the cooldown; a 503 for a keyed request; the outage share once the lease ends)",
 		read: duration(func(c *Config, d time.Duration) { c.StorageCallTimeout = d })},
 	{Name: "IDEMPOTENCY_MEMORY_MB", Default: "32", Meaning: "without run storage (Lambda, local): the most memory kept answers take (1–256); the oldest are evicted first, and a retry after its answer was evicted runs again",
 		read: intIn(1, 256, func(c *Config, n int) { c.IdempotencyMemoryMB = n })},

@@ -3,6 +3,7 @@ package pace
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -14,34 +15,45 @@ import (
 	"github.com/remediator/remediator/internal/intunesim"
 )
 
-// freeze makes a sleep hook under which the process is frozen from from to
+// freeze makes sleep hooks under which the process is frozen from from to
 // to: every timer due in between fires at to, as after SIGSTOP, a VM pause
 // or a long GC.
-func freeze(from, to time.Time) func(context.Context, time.Duration) error {
-	return func(ctx context.Context, d time.Duration) error {
+func freeze(from, to time.Time) (func(context.Context, time.Duration) error, func(context.Context, time.Duration, <-chan struct{}) error) {
+	frozen := func(d time.Duration) (time.Duration, bool) {
 		if wake := time.Now().Add(d); !wake.Before(from) && wake.Before(to) {
-			d = time.Until(to)
+			return time.Until(to), true
 		}
-		return Sleep(ctx, d)
+		return d, false
 	}
+	return func(ctx context.Context, d time.Duration) error {
+			d, _ = frozen(d)
+			return Sleep(ctx, d)
+		}, func(ctx context.Context, d time.Duration, changed <-chan struct{}) error {
+			if d, ok := frozen(d); ok || !time.Now().Before(from) && time.Now().Before(to) {
+				return Sleep(ctx, max(d, time.Until(to)))
+			}
+			return sleepOrChange(ctx, d, changed)
+		}
 }
 
 // TestFrozenProcessNeverBunches: waiters released together by the end of a
 // freeze go out at the pace, never at once, on the shared budget and on a
-// process's own.
+// process's own; the frozen process's lease ran out meanwhile, so it
+// renews before it sends.
 func TestFrozenProcessNeverBunches(t *testing.T) {
 	for _, shared := range []bool{true, false} {
 		t.Run(map[bool]string{true: "shared", false: "local"}[shared], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
+				defer settle()
 				p := New(8, 100)
 				start := time.Now()
-				hook := freeze(start.Add(5*time.Second), start.Add(35*time.Second))
+				local, lease := freeze(start.Add(5*time.Second), start.Add(35*time.Second))
 				if shared {
 					p.WithShared(SharedOptions{Store: &MemoryShared{}, Scope: "app"})
-					p.writeWait.(*sharedLimiter).sleep = hook
+					p.writeWait.(*sharedLimiter).sleep = lease
 				} else {
 					l := p.writeWait.(localLimiter)
-					l.sleep = hook
+					l.sleep = local
 					p.writeWait = l
 				}
 				var mu sync.Mutex
@@ -65,6 +77,7 @@ func TestFrozenProcessNeverBunches(t *testing.T) {
 // it ends, not all at once.
 func TestPauseEndsAtThePace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		p := New(8, 100)
 		var mu sync.Mutex
 		var times []time.Time
@@ -76,33 +89,13 @@ func TestPauseEndsAtThePace(t *testing.T) {
 	})
 }
 
-// countingHang is a store that hangs until its context ends, counting
-// the calls made to it.
-type countingHang struct {
-	mu    sync.Mutex
-	calls int
-}
-
-func (h *countingHang) Claim(ctx context.Context, _ ClaimRequest) (Claimed, error) {
-	h.mu.Lock()
-	h.calls++
-	h.mu.Unlock()
-	<-ctx.Done()
-	return Claimed{}, ctx.Err()
-}
-
-func (h *countingHang) Throttled(ctx context.Context, _ string, _ time.Time) error {
-	<-ctx.Done()
-	return ctx.Err()
-}
-
 // TestWaiterCrowdDuringAnOutage: 64 callers waiting when the store hangs
-// make two store calls between them (one slow answer, then the outage),
-// not one each, and all are served by the local share after two call
-// timeouts, not 64.
+// make one store call between them, not one each, and are served by the
+// local share after one call timeout and a lease's term, not 64 timeouts.
 func TestWaiterCrowdDuringAnOutage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &countingHang{}
+		defer settle()
+		store := &hanging{}
 		p := New(100, 100).WithShared(SharedOptions{Store: store, Scope: "app", CallTimeout: 2 * time.Second, Processes: 1, Retry: time.Minute})
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -118,35 +111,8 @@ func TestWaiterCrowdDuringAnOutage(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		assert.LessOrEqual(t, store.calls, 3, "the waiters wait for the claim in flight")
-		assert.Less(t, slowest, 6*time.Second, "two call timeouts and the local pace, not 64 × 2 s")
-	})
-}
-
-// contended is a store that always loses the race for the row: it
-// answers, slowly, that others won.
-type contended struct{}
-
-func (contended) Claim(ctx context.Context, _ ClaimRequest) (Claimed, error) {
-	<-ctx.Done()
-	return Claimed{}, ErrContended
-}
-
-func (contended) Throttled(context.Context, string, time.Time) error { return nil }
-
-// TestLostRacesAreNoOutage: a claim whose time runs out while other
-// processes keep winning the row is not a failure: the process never
-// switches to its local share for it.
-func TestLostRacesAreNoOutage(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		p := New(10, 100).WithShared(SharedOptions{Store: contended{}, Scope: "app", CallTimeout: time.Second})
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := p.Write(ctx)
-		assert.Error(t, err, "no position while the row is contended")
-		_, fell := p.FellBackSince(start)
-		assert.False(t, fell, "contention is not an outage")
+		assert.Equal(t, 1, store.Calls(), "the waiters wait for the renewal in flight")
+		assert.Less(t, slowest, 2*time.Second+DefaultLeaseTerm+time.Second, "a call timeout, a term and the local pace, not 64 × 2 s")
 	})
 }
 
@@ -155,12 +121,15 @@ func skew(p *Pacer, d time.Duration) {
 	p.writeWait.(*sharedLimiter).now = func() time.Time { return time.Now().Add(d) }
 }
 
-// TestSkewedClocksShareOneTimeline: processes whose clocks are 2 s and 12 s
-// ahead of the store's, or 12 s behind, follow the store's clock: together
-// never over the budget in any window, and none starved.
-func TestSkewedClocksShareOneTimeline(t *testing.T) {
+// TestSkewedClocksShareOneBudget: processes whose clocks are 2 s and 12 s
+// ahead of the store's, or 12 s behind, and a store whose clock is an
+// hour ahead of all: leases are judged on the store's clock and lasts on
+// each process's own, so together they never exceed the budget in any
+// window, and none is starved.
+func TestSkewedClocksShareOneBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &MemoryShared{}
+		defer settle()
+		store := &MemoryShared{Skew: time.Hour}
 		var mu sync.Mutex
 		all := map[int]*[]time.Time{}
 		var groups []*sync.WaitGroup
@@ -171,57 +140,41 @@ func TestSkewedClocksShareOneTimeline(t *testing.T) {
 			all[i] = times
 			groups = append(groups, writeFor(p, "", 4, 60*time.Second, &mu, times))
 		}
-		for _, g := range groups {
-			g.Wait()
-		}
+		waitAll(groups...)
 		var every []time.Time
 		for i, times := range all {
 			every = append(every, *times...)
-			assert.Greater(t, len(*times), 40, "process %d is not starved", i)
+			assert.Greater(t, len(*times), 90, "process %d is not starved: about a quarter of 480", i)
 		}
-		assert.LessOrEqual(t, intunesim.MaxInWindow(every, 20*time.Second), 169, "8/s: 160 in 20 s, and a clock known to the second (a Date header) may be off by up to one: rate × (window + 1 s) + 1")
-		assert.GreaterOrEqual(t, len(every), 420, "and the budget is used: 90% of 60 s × 8/s")
+		assert.LessOrEqual(t, intunesim.MaxInWindow(every, 20*time.Second), 164, "8/s: 160 in 20 s, and a call of burst each")
+		assert.GreaterOrEqual(t, len(every), 432, "and the budget is used: 90% of 60 s × 8/s")
 	})
 }
 
-// TestPushedBudgetIsRepaired: a budget whose next position a clock far
-// ahead pushed minutes into the future is reset to the store's now, and
-// the runs are told.
-func TestPushedBudgetIsRepaired(t *testing.T) {
+// TestDifferentRatesPaceWithinTheLowest: processes set to different rates
+// share the budget within the lowest, and the runs are told.
+func TestDifferentRatesPaceWithinTheLowest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		store := &MemoryShared{}
-		p := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
-		store.Push("app|default|w", time.Now().Add(10*time.Minute).UnixNano()/int64(125*time.Millisecond))
+		a := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
+		b := New(7.5, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
 		start := time.Now()
-		_, err := p.Write(context.Background())
-		require.NoError(t, err)
-		assert.Less(t, time.Since(start), 2*time.Second, "not ten minutes")
-		assert.Contains(t, p.NotesSince(start)[0], "was reset")
-	})
-}
-
-// TestRatesMustAgree: a process pacing at another rate than the budget's
-// is refused with a clear error and keeps to its local share.
-func TestRatesMustAgree(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		store := &MemoryShared{}
-		a := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 10})
-		b := New(7.5, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 10})
-		start := time.Now()
-		_, err := a.Write(context.Background())
-		require.NoError(t, err)
-		_, err = b.Write(context.Background())
-		require.NoError(t, err, "served by its local share")
-		why, fell := b.FellBackSince(start)
-		assert.True(t, fell)
-		assert.Contains(t, why, "different rates")
+		var mu sync.Mutex
+		var times []time.Time
+		waitAll(writeFor(a, "", 4, 40*time.Second, &mu, &times), writeFor(b, "", 4, 40*time.Second, &mu, &times))
+		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 152, "7.5/s: 150 in 20 s")
+		assert.Greater(t, len(times), 270, "90% of 40 s × 7.5/s")
+		assert.Contains(t, fmt.Sprint(a.NotesSince(start), b.NotesSince(start)), "different rates")
 	})
 }
 
 // TestA429PausesEveryProcess: a 429 one process saw pauses the others at
-// their next claim, and halves the budget's rate, which comes back slowly.
+// their next renewal, and halves the budget's rate, which comes back
+// slowly.
 func TestA429PausesEveryProcess(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		store := &MemoryShared{}
 		a := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
 		b := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
@@ -233,9 +186,7 @@ func TestA429PausesEveryProcess(t *testing.T) {
 		start := time.Now()
 		writeFor(b, "", 2, 60*time.Second, &mu, &after).Wait()
 		require.NotEmpty(t, after)
-		// b learns the pause at its next claim: it may use the positions it
-		// already held (about two seconds of its use), then none until the
-		// pause ends.
+		// b learns the pause at its next renewal.
 		during := 0
 		for _, at := range after {
 			if d := at.Sub(start); d > 3*time.Second && d < 25*time.Second {
@@ -251,10 +202,11 @@ func TestA429PausesEveryProcess(t *testing.T) {
 }
 
 // TestOutageShareFromTheStore: a process cut off from the store paces at
-// the rate over the processes the store last saw using the budget, not
+// the rate over the processes the store last showed using the budget, not
 // over BUDGET_PROCESSES.
 func TestOutageShareFromTheStore(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		store := &MemoryShared{}
 		var ps []*Pacer
 		for range 4 {
@@ -263,35 +215,68 @@ func TestOutageShareFromTheStore(t *testing.T) {
 			require.NoError(t, err)
 			ps = append(ps, p)
 		}
+		time.Sleep(10 * time.Second) // each gives its lease up
 		store.Fail(errors.New("storage unreachable"))
 		var mu sync.Mutex
 		var times []time.Time
-		writeFor(ps[3], "", 4, 30*time.Second, &mu, &times).Wait()
-		assert.InDelta(t, 150, len(times), 20, "20/s over 4 processes: 5/s, not 0.5/s")
+		writeFor(ps[3], "", 4, 60*time.Second, &mu, &times).Wait()
+		assert.InDelta(t, 270, len(times), 20, "nothing for a term after the first failure, then 20/s over 4 processes: 5/s, not 0.5/s")
 	})
 }
 
-// TestClaimsFollowUse: a process that calls rarely claims a position at a
-// time; a busy one claims many at once, so its storage calls per call
-// stay low.
-func TestClaimsFollowUse(t *testing.T) {
+// TestOutageTransitionsStayWithinTheBudget: three busy processes lose the
+// store for 30 s and get it back; going out and coming back, no window
+// holds more than the budget.
+func TestOutageTransitionsStayWithinTheBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		idle, busy := &MemoryShared{}, &MemoryShared{}
-		pi := New(8, 100).WithShared(SharedOptions{Store: idle, Scope: "app"})
-		for range 10 {
-			_, err := pi.Write(context.Background())
-			require.NoError(t, err)
-			time.Sleep(3 * time.Second)
-		}
-		l := pi.writeWait.(*sharedLimiter)
-		l.mu.Lock()
-		held := len(l.held)
-		l.mu.Unlock()
-		assert.LessOrEqual(t, held, 2, "an idle process holds no stock of positions")
-		pb := New(8, 100).WithShared(SharedOptions{Store: busy, Scope: "app"})
+		defer settle()
+		store := &MemoryShared{}
 		var mu sync.Mutex
 		var times []time.Time
-		writeFor(pb, "", 8, 30*time.Second, &mu, &times).Wait()
-		assert.Less(t, float64(busy.Claims())/float64(len(times)), 0.25, "a busy process: few claims per call")
+		var gs []*sync.WaitGroup
+		for range 3 {
+			p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 40})
+			gs = append(gs, writeFor(p, "", 8, 90*time.Second, &mu, &times))
+		}
+		time.Sleep(20 * time.Second)
+		store.Fail(errors.New("storage unreachable"))
+		time.Sleep(30 * time.Second)
+		store.Fail(nil)
+		waitAll(gs...)
+		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 203, "10/s: 200 in 20 s, and a call of burst each")
+		assert.Greater(t, len(times), 700, "the outage share keeps them going: 90 s at 10/s is 900")
+	})
+}
+
+// TestLeasesFollowUse: twenty processes with one sequential writer each
+// (300 ms a call) reach the budget between them, and a process that stops
+// gives its lease up, so the others take its share.
+func TestLeasesFollowUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		defer settle()
+		store := &MemoryShared{}
+		var mu sync.Mutex
+		var times []time.Time
+		var gs []*sync.WaitGroup
+		for range 20 {
+			p := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
+			gs = append(gs, callFor(p, "", 1, 60*time.Second, 300*time.Millisecond, &mu, &times))
+		}
+		waitAll(gs...)
+		assert.GreaterOrEqual(t, float64(len(times))/60/8, 0.9, "ratio to the budget")
+		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 180, "8/s: 160 in 20 s, and a call of burst each")
+
+		// One stops; after it gave its lease up the other takes all.
+		idle := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "solo", Process: "idle"})
+		busy := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "solo"})
+		times = nil
+		waitAll(writeFor(idle, "", 2, 10*time.Second, &mu, &times), writeFor(busy, "", 2, 10*time.Second, &mu, &times))
+		time.Sleep(5 * time.Second)
+		l, ok := store.Lease("solo|default|w", "idle")
+		require.True(t, ok)
+		assert.True(t, l.Idle, "a process that stopped gives its lease up")
+		times = nil
+		writeFor(busy, "", 2, 20*time.Second, &mu, &times).Wait()
+		assert.Greater(t, len(times), 144, "the other takes the whole budget: 90% of 20 s × 8/s")
 	})
 }

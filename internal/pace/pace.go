@@ -6,6 +6,7 @@ package pace
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -77,6 +78,28 @@ func local(lim *rate.Limiter) localLimiter {
 // WaitN implements waiter.
 func (l localLimiter) WaitN(ctx context.Context, n int) error {
 	return localWait(ctx, l.lim, n, l.late, l.now, l.sleep)
+}
+
+// localWait takes n tokens of lim and waits for them, like lim.WaitN,
+// but a slot found stale when the wait ends (a frozen process, a late
+// timer) is not used: another is taken, so that waiters released together
+// after a freeze go out at the pace, not at once.
+func localWait(ctx context.Context, lim *rate.Limiter, n int, late time.Duration, now func() time.Time, sleep func(context.Context, time.Duration) error) error {
+	for {
+		t := now()
+		r := lim.ReserveN(t, n)
+		if !r.OK() {
+			return fmt.Errorf("pace: %d tokens exceed the burst of %d", n, lim.Burst())
+		}
+		due := t.Add(r.DelayFrom(t))
+		if err := sleep(ctx, due.Sub(t)); err != nil {
+			r.CancelAt(t)
+			return err
+		}
+		if now().Sub(due) <= late {
+			return nil
+		}
+	}
 }
 
 // waiter hands out tokens: a rate.Limiter, or a shared budget.

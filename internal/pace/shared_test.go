@@ -17,6 +17,12 @@ import (
 // writeFor has workers goroutines write through p until d has passed and
 // returns every write's time.
 func writeFor(p *Pacer, tenant string, workers int, d time.Duration, mu *sync.Mutex, times *[]time.Time) *sync.WaitGroup {
+	return callFor(p, tenant, workers, d, 0, mu, times)
+}
+
+// callFor is writeFor with calls that take latency each (a worker sends
+// its next call when the last answered).
+func callFor(p *Pacer, tenant string, workers int, d, latency time.Duration, mu *sync.Mutex, times *[]time.Time) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	end := time.Now().Add(d)
 	for range workers {
@@ -31,17 +37,27 @@ func writeFor(p *Pacer, tenant string, workers int, d time.Duration, mu *sync.Mu
 				mu.Lock()
 				*times = append(*times, time.Now())
 				mu.Unlock()
+				time.Sleep(latency)
 			}
 		})
 	}
 	return &wg
 }
 
+// waitAll waits for every group.
+func waitAll(gs ...*sync.WaitGroup) {
+	for _, g := range gs {
+		g.Wait()
+	}
+}
+
 // TestSharedBudgetHoldsAcrossProcesses: three processes (three Pacers) of
 // one deployment share a tenant's budget: together they never exceed it
-// in any window, and together they use at least 90% of it.
+// in any window, use at least 90% of it, and renew their leases, not
+// their calls: few storage operations per call.
 func TestSharedBudgetHoldsAcrossProcesses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		store := &MemoryShared{}
 		var mu sync.Mutex
 		var times []time.Time
@@ -50,12 +66,10 @@ func TestSharedBudgetHoldsAcrossProcesses(t *testing.T) {
 			p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 10})
 			groups = append(groups, writeFor(p, "", 4, 30*time.Second, &mu, &times))
 		}
-		for _, g := range groups {
-			g.Wait()
-		}
-		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 202, "10/s: 200 in 20 s, and a position may be used 100 ms late")
+		waitAll(groups...)
+		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 203, "10/s: 200 in 20 s, and a call of burst each")
 		assert.GreaterOrEqual(t, len(times), 270, "at least 90%% of 30 s × 10/s")
-		assert.LessOrEqual(t, store.Claims(), len(times)/3, "a claim brings several positions")
+		assert.Less(t, float64(store.Ops())/float64(len(times)), 0.5, "storage operations per call")
 	})
 }
 
@@ -63,6 +77,7 @@ func TestSharedBudgetHoldsAcrossProcesses(t *testing.T) {
 // separate, and the default tenant named by id is the default budget.
 func TestSharedBudgetIsPerTenant(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		store := &MemoryShared{}
 		const def = "3f9c5a2e-0000-4000-8000-0000000000aa"
 		p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", DefaultTenant: def})
@@ -70,29 +85,29 @@ func TestSharedBudgetIsPerTenant(t *testing.T) {
 		assert.Same(t, p, p.For(""))
 		var mu sync.Mutex
 		var a, b []time.Time
-		ga := writeFor(p, "", 4, 10*time.Second, &mu, &a)
-		gb := writeFor(p, "tenant-b", 4, 10*time.Second, &mu, &b)
-		ga.Wait()
-		gb.Wait()
+		waitAll(writeFor(p, "", 4, 10*time.Second, &mu, &a), writeFor(p, "tenant-b", 4, 10*time.Second, &mu, &b))
 		assert.InDelta(t, 100, len(a), 10)
 		assert.InDelta(t, 100, len(b), 10, "tenant B has its own 10/s")
 	})
 }
 
-// TestSharedBudgetFallsBackToALocalShare: when the store cannot be reached
-// a process paces itself at 1/Processes of the rate (so even every process
-// cut off at once stays under the budget), says so, and returns to the
-// shared budget when the store answers again.
+// TestSharedBudgetFallsBackToALocalShare: a process that never reached
+// the store waits a lease's term (every lease granted before the outage
+// has expired by then), paces itself at 1/Processes of the rate, says so,
+// and returns to the shared budget when the store answers again.
 func TestSharedBudgetFallsBackToALocalShare(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		store := &MemoryShared{}
 		store.Fail(errors.New("storage unreachable"))
 		p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 5, Retry: 3 * time.Second})
 		start := time.Now()
 		var mu sync.Mutex
 		var times []time.Time
-		writeFor(p, "", 4, 10*time.Second, &mu, &times).Wait()
-		assert.InDelta(t, 20, len(times), 3, "2/s: a fifth of 10/s")
+		writeFor(p, "", 4, 20*time.Second, &mu, &times).Wait()
+		require.NotEmpty(t, times)
+		assert.GreaterOrEqual(t, times[0].Sub(start), DefaultLeaseTerm, "nothing before every lease of before the outage has expired")
+		assert.InDelta(t, 28, len(times), 3, "then 2/s, a fifth of 10/s")
 		why, fell := p.FellBackSince(start)
 		assert.True(t, fell)
 		assert.Contains(t, why, "storage unreachable")
@@ -108,15 +123,17 @@ func TestSharedBudgetFallsBackToALocalShare(t *testing.T) {
 	})
 }
 
-// TestSharedBudgetHonoursContext: a wait for positions ends with its
-// context, and a store that hangs costs two CallTimeouts at most.
+// TestSharedBudgetHonoursContext: a wait for a share ends with its
+// context; a store that hangs costs one call timeout and a lease's term.
 func TestSharedBudgetHonoursContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := New(1, 100).WithShared(SharedOptions{Store: hanging{}, Scope: "app", CallTimeout: time.Second, Processes: 1})
+		defer settle()
+		store := &hanging{}
+		p := New(1, 100).WithShared(SharedOptions{Store: store, Scope: "app", CallTimeout: time.Second, Processes: 1})
 		start := time.Now()
 		_, err := p.Write(context.Background())
 		require.NoError(t, err, "the local share after a hung store")
-		assert.Equal(t, 3*time.Second, time.Since(start), "two claims timed out (the store is down, not slow once), then the local share's first slot: it starts empty, 1 s at 1/s")
+		assert.Equal(t, 8*time.Second, time.Since(start), "a renewal timed out (1 s), a lease's term (6 s), then the local share's first token (1 s at 1/s)")
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		_, err = p.Write(ctx)
@@ -124,22 +141,42 @@ func TestSharedBudgetHonoursContext(t *testing.T) {
 	})
 }
 
-type hanging struct{}
-
-func (hanging) Claim(ctx context.Context, _ ClaimRequest) (Claimed, error) {
-	<-ctx.Done()
-	return Claimed{}, ctx.Err()
+// hanging is a store that hangs until its context ends, counting calls.
+type hanging struct {
+	mu    sync.Mutex
+	calls int
 }
 
-func (hanging) Throttled(ctx context.Context, _ string, _ time.Time) error {
+func (h *hanging) hang(ctx context.Context) error {
+	h.mu.Lock()
+	h.calls++
+	h.mu.Unlock()
 	<-ctx.Done()
 	return ctx.Err()
+}
+
+// Calls is how many calls were made.
+func (h *hanging) Calls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.calls
+}
+
+func (h *hanging) Renew(ctx context.Context, _ string, _ Lease) (Leases, error) {
+	return Leases{}, h.hang(ctx)
+}
+
+func (h *hanging) Release(ctx context.Context, _ string, _ Lease) error { return h.hang(ctx) }
+
+func (h *hanging) Throttled(ctx context.Context, _ string, _ time.Duration) error {
+	return h.hang(ctx)
 }
 
 // TestSharedReadsFallBackInBatches: a $batch of 20 reads passes the local
 // share too (its burst is a batch).
 func TestSharedReadsFallBackInBatches(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		defer settle()
 		store := &MemoryShared{}
 		store.Fail(errors.New("down"))
 		p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 4})
@@ -150,116 +187,43 @@ func TestSharedReadsFallBackInBatches(t *testing.T) {
 	})
 }
 
-// MemoryShared is a Shared kept in memory: the store of these tests,
-// with the rules of internal/azstore's (its clock is the store's, to the
-// second as a Date header says it; a claim from past its now plus half
-// the horizon is served from its now; a row pushed past its now plus two
-// horizons is reset; the spacing is the budget's). Fail makes every claim
-// fail until it is called with nil.
-type MemoryShared struct {
-	mu      sync.Mutex
-	budgets map[string]*memBudget
-	err     error
-	claims  int
+// TestFairShares: max-min fairness: demands below an equal split are met,
+// the rest split what remains.
+func TestFairShares(t *testing.T) {
+	assert.InDelta(t, 2, fairShare(10, []float64{2, 10, 10}), 1e-9)
+	assert.InDelta(t, 4, fairShare(10, []float64{10, 2, 10}), 1e-9)
+	assert.InDelta(t, 10.0/3, fairShare(10, []float64{10, 10, 10}), 1e-9)
+	assert.InDelta(t, 1, fairShare(10, []float64{1}), 1e-9)
+	assert.Zero(t, fairShare(0, []float64{5, 5}))
 }
 
-type memBudget struct {
-	next, spacing      int64
-	processes          map[string]time.Time
-	pausedUntil, thrAt time.Time
-	base               float64
-}
+// TestAllocateJudgesLeasesOnTheStoresClock: a live lease holds its share;
+// one that expired within the last minute holds the outage share (its
+// process may be cut off and pacing at it); an idle one, or one older
+// than a minute, holds nothing; the capacity is the lowest rate any
+// process is set to, times the 429 factor.
+func TestAllocateJudgesLeasesOnTheStoresClock(t *testing.T) {
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	lease := func(p string, share, demand float64, age time.Duration, idle bool) Lease {
+		return Lease{Process: p, Rate: 10, Share: share, Demand: demand, Term: 6 * time.Second, Idle: idle, Written: now.Add(-age)}
+	}
+	ls := Leases{Now: now, Factor: 1, All: []Lease{
+		lease("me", 1, 10, time.Second, false),
+		lease("live", 3, 10, 5*time.Second, false),
+		lease("expired", 3, 10, 30*time.Second, false),
+		lease("idle", 0, 0, 10*time.Second, true),
+		lease("gone", 3, 10, 2*time.Minute, false),
+	}}
+	pl := allocate("me", 10, 10, ls)
+	assert.Equal(t, 4, pl.seen, "me, live, expired and idle used it within a minute")
+	assert.InDelta(t, 10, pl.capacity, 1e-9)
+	assert.InDelta(t, 3+2.5, pl.others, 1e-9, "live's share and expired's outage share (10/4)")
+	assert.InDelta(t, 3.75, pl.target, 1e-9, "half of the 7.5 not reserved")
+	assert.False(t, pl.mismatch)
 
-func (m *MemoryShared) budget(key string) *memBudget {
-	if m.budgets == nil {
-		m.budgets = map[string]*memBudget{}
-	}
-	b := m.budgets[key]
-	if b == nil {
-		b = &memBudget{processes: map[string]time.Time{}}
-		m.budgets[key] = b
-	}
-	return b
-}
-
-// Claim implements Shared.
-func (m *MemoryShared) Claim(ctx context.Context, req ClaimRequest) (Claimed, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.claims++
-	if m.err != nil {
-		return Claimed{}, m.err
-	}
-	b := m.budget(req.Key)
-	now := time.Now()
-	sp := int64(req.Spacing)
-	if b.spacing != 0 && sp != b.spacing {
-		return Claimed{}, ErrRateMismatch
-	}
-	out := Claimed{StoreTime: now.Truncate(time.Second), Factor: 1}
-	if !b.thrAt.IsZero() {
-		out.Factor = Factor(b.base, b.thrAt, now)
-	}
-	if now.Before(b.pausedUntil) {
-		out.PausedUntil = b.pausedUntil
-	}
-	storeNow := now.UnixNano() / sp
-	from := min(req.From, storeNow+max(req.Horizon/2, 1))
-	first := max(b.next, from)
-	if b.next > storeNow+2*max(req.Horizon, 1) {
-		first, out.Repaired = from, true
-	}
-	if req.Want <= 0 || first > from+req.Horizon {
-		return out, ctx.Err()
-	}
-	b.next, b.spacing = first+int64(req.Want), sp
-	b.processes[req.Process] = now
-	for id, at := range b.processes {
-		if now.Sub(at) > time.Minute {
-			delete(b.processes, id)
-		}
-	}
-	out.First, out.Got, out.Processes = first, req.Want, len(b.processes)
-	return out, ctx.Err()
-}
-
-// Throttled implements Shared.
-func (m *MemoryShared) Throttled(_ context.Context, key string, until time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.err != nil {
-		return m.err
-	}
-	b := m.budget(key)
-	now := time.Now()
-	if until.After(b.pausedUntil) {
-		b.pausedUntil = until
-	}
-	f := 1.0
-	if !b.thrAt.IsZero() {
-		f = Factor(b.base, b.thrAt, now)
-	}
-	b.base, b.thrAt = max(f/2, 0.05), now
-	return nil
-}
-
-// Push sets a budget's next position (a clock that ran ahead pushed it).
-func (m *MemoryShared) Push(key string, next int64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.budget(key).next = next
-}
-
-// Fail makes claims fail with err (nil: succeed again).
-func (m *MemoryShared) Fail(err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.err = err
-}
-
-// Claims is how many claims were made.
-func (m *MemoryShared) Claims() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.claims
+	ls.All[1].Rate = 8
+	ls.Factor = 0.5
+	pl = allocate("me", 10, 10, ls)
+	assert.True(t, pl.mismatch)
+	assert.InDelta(t, 4, pl.capacity, 1e-9, "the lowest rate (8), halved after a 429")
 }
