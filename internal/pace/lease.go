@@ -46,7 +46,7 @@ type sharedLimiter struct {
 	mu       sync.Mutex
 	tokens   float64
 	filled   time.Time
-	fillRate float64 // the rate at filled
+	fillRate float64   // the rate at filled
 	share    float64   // what the last lease confirmed
 	leaseEnd time.Time // the share holds until then, on this clock
 	target   float64   // the fair share the last read allowed
