@@ -50,6 +50,12 @@ func newFleet(b *testing.B, tenants, devices int, extra ...string) *fleet {
 // newFleetVia is newFleet with processes worker processes, whose storage
 // connection string, when via is set, goes through via (a proxy).
 func newFleetVia(b *testing.B, tenants, devices, processes int, via func(conn string) string, extra ...string) *fleet {
+	return newFleetWith(b, tenants, devices, processes, via, nil, extra...)
+}
+
+// newFleetWith is newFleetVia with the simulator's options changed by
+// sim (when set).
+func newFleetWith(b *testing.B, tenants, devices, processes int, via func(conn string) string, sim func(*intunesim.Options), extra ...string) *fleet {
 	b.Helper()
 	conn := azurite.Start(b)
 	workerConn := conn
@@ -63,9 +69,13 @@ func newFleetVia(b *testing.B, tenants, devices, processes int, via func(conn st
 		fl.tenants = append(fl.tenants, id)
 		entra.Register(azurefake.App{Tenant: id, ClientID: appID, Secret: appSecret})
 	}
-	fl.tenantFixture = newTenant(b, devices, intunesim.Options{WriteLimit: benchWrites, TenantWriteLimit: 2 * benchWrites, Window: benchWindow,
+	opts := intunesim.Options{WriteLimit: benchWrites, TenantWriteLimit: 2 * benchWrites, Window: benchWindow,
 		ReadLimit: 10 * benchWrites, TenantReadLimit: 20 * benchWrites, RunStateDelay: time.Hour,
-		Authorize: func(token string) (string, bool) { return entra.Valid(token) }})
+		Authorize: func(token string) (string, bool) { return entra.Valid(token) }}
+	if sim != nil {
+		sim(&opts)
+	}
+	fl.tenantFixture = newTenant(b, devices, opts)
 	env := append([]string{"GRAPH_BASE_URL=" + fl.sim.URL, "GRAPH_AUTH=client-secret", "GRAPH_TENANT_ID=" + fl.tenants[0], "GRAPH_CLIENT_ID=" + appID,
 		"GRAPH_CLIENT_SECRET=" + appSecret, "ALLOWED_TENANT_IDS=" + strings.Join(fl.tenants[1:], ","),
 		"AZURE_AUTHORITY_HOST=" + entra.URL, "SSL_CERT_FILE=" + certFile, "AzureWebJobsStorage=" + workerConn, "REMEDIATION_QUEUE=work",
@@ -218,7 +228,7 @@ func tenantRates(sim *intunesim.Server) map[string]float64 {
 // measure reports, over every tenant, the trigger requests sent in any
 // window beyond the limit and the 429s; then stops the processes and
 // reports the storage operations they made.
-func (fl *fleet) measure(b *testing.B, triggers int) {
+func (fl *fleet) measure(b *testing.B, triggers int) (storageOps int) {
 	over, throttled := 0, 0
 	for _, tn := range fl.tenants {
 		most, th := triggerLoad(fl.sim.Server, tn, benchWindow)
@@ -248,14 +258,20 @@ func (fl *fleet) measure(b *testing.B, triggers int) {
 	if triggers > 0 {
 		b.ReportMetric(float64(ops)/float64(triggers), "storage_ops_per_trigger")
 	}
+	return ops
 }
 
 // BenchmarkTenants: 20 tenants of one multi-tenant app, each limited to
 // 25 triggers/s (an aggregate ceiling of 500/s), 500 devices each, half
 // of them synchronous runs and half asynchronous, through three processes
-// sharing each tenant's budget in Azurite.
+// sharing each tenant's budget in Azurite; then 50 tenants of 200 devices.
 func BenchmarkTenants(b *testing.B) {
-	const tenants, perTenant = 20, 500
+	for _, size := range []struct{ tenants, perTenant int }{{20, 500}, {50, 200}} {
+		b.Run(fmt.Sprintf("tenants=%d", size.tenants), func(b *testing.B) { benchTenants(b, size.tenants, size.perTenant) })
+	}
+}
+
+func benchTenants(b *testing.B, tenants, perTenant int) {
 	for range b.N {
 		fl := newFleet(b, tenants, 24000)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -280,9 +296,9 @@ func BenchmarkTenants(b *testing.B) {
 				sum += r
 			}
 		}
-		b.ReportMetric(sum/(tenants*benchCeiling), "tenants_ratio_to_ceiling")
+		b.ReportMetric(sum/(float64(tenants)*benchCeiling), "tenants_ratio_to_ceiling")
 		b.ReportMetric(rates[""], "triggers/s")
-		b.ReportMetric(rates[""]/(tenants*benchCeiling), "aggregate_ratio_to_ceiling")
+		b.ReportMetric(rates[""]/(float64(tenants)*benchCeiling), "aggregate_ratio_to_ceiling")
 		b.ReportMetric(elapsed.Seconds(), "s_to_last_answer")
 		fl.measure(b, triggers)
 	}

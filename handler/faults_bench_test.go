@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/remediator/remediator/internal/intunesim"
 	"github.com/remediator/remediator/internal/testing/azurefake"
 )
 
@@ -255,5 +257,60 @@ func BenchmarkStorageOutage(b *testing.B) {
 			time.Sleep(15 * time.Second)
 			proxy.set("")
 		})
+	}
+}
+
+// readLoad is the most reads of tenant in any window (each $batch item
+// counts, as Intune counts them), the 429s among them, and their rate
+// from the first to the last.
+func readLoad(sim *intunesim.Server, tenant string, window time.Duration) (most, throttled, reads int, perSecond float64) {
+	var times []time.Time
+	for _, r := range sim.Records() {
+		if intunesim.TenantOf(r.App) != tenant || r.Method != "GET" {
+			continue
+		}
+		times = append(times, r.Time)
+		if r.Status == 429 {
+			throttled++
+		}
+	}
+	if len(times) > 1 {
+		slices.SortFunc(times, time.Time.Compare)
+		perSecond = float64(len(times)-1) / times[len(times)-1].Sub(times[0]).Seconds()
+	}
+	return intunesim.MaxInWindow(times, window), throttled, len(times), perSecond
+}
+
+// BenchmarkPagingProcesses: four processes each resolve a filter over the
+// tenant's device list twice (dry runs: reads only, pages of 100), with
+// Intune's read limit compressed to 60 per 10 s and remediator set to 95%
+// of it: the shared read budget keeps the four together under it.
+func BenchmarkPagingProcesses(b *testing.B) {
+	const readLimit = 60
+	for range b.N {
+		fl := newFleetWith(b, 1, 3000, 4, nil, func(o *intunesim.Options) {
+			o.ReadLimit, o.TenantReadLimit, o.PageSize = readLimit, 2*readLimit, 100
+		}, "GRAPH_READ_RATE=5.7")
+		body := fmt.Sprintf(`{"targets":[{"script_policy_id":%q,"filter":"operatingSystem eq 'Windows'"}],"dry_run":true,"validate_device_exists":false}`, fl.script)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, w := range fl.workers {
+			wg.Go(func() {
+				for range 2 {
+					fl.run(b, w, fl.tenants[0], body, false)
+				}
+			})
+		}
+		wg.Wait()
+		most, throttled, reads, perSecond := readLoad(fl.sim.Server, fl.tenants[0], benchWindow)
+		if most > readLimit {
+			b.Logf("%d reads in a window (limit %d)", most, readLimit)
+		}
+		b.ReportMetric(float64(max(0, most-readLimit)), "windows_over_limit")
+		b.ReportMetric(float64(throttled), "throttled")
+		b.ReportMetric(perSecond/(readLimit/benchWindow.Seconds()), "ratio_to_ceiling")
+		b.ReportMetric(time.Since(start).Seconds(), "s_to_last_answer")
+		b.ReportMetric(float64(reads), "reads")
+		b.ReportMetric(float64(fl.measure(b, 0))/float64(reads), "storage_ops_per_read")
 	}
 }

@@ -63,6 +63,7 @@ type sharedLimiter struct {
 	// used counts the calls since the last renewal, waited whether a
 	// caller had to wait for the share since then.
 	used      float64
+	lastUse   time.Time
 	waited    bool
 	renewedAt time.Time
 	last      Leases // the last read, and when it arrived
@@ -179,6 +180,7 @@ func (l *sharedLimiter) WaitN(ctx context.Context, n int) error {
 		if r > 0 && l.tokens >= need {
 			l.tokens -= need
 			l.used += need
+			l.lastUse = now
 			l.mu.Unlock()
 			return nil
 		}
@@ -208,20 +210,7 @@ func (l *sharedLimiter) renewer() {
 		now := l.now()
 		l.mu.Lock()
 		if l.waiting == 0 && l.used == 0 && !l.waited && !l.renewedAt.IsZero() {
-			// Nothing used since the last renewal: give the lease up.
-			release := l.share > 0 && l.downSince.IsZero()
-			// An outage is judged afresh when the process is used again:
-			// its share starts from nothing then.
-			l.share, l.running, l.downSince = 0, false, time.Time{}
-			l.signal()
-			mine := l.lease(0, 0)
-			mine.Idle = true
-			l.mu.Unlock()
-			if release {
-				ctx, cancel := context.WithTimeout(context.Background(), l.o.CallTimeout)
-				_ = l.o.Store.Release(ctx, l.key, mine) // an expired lease holds nothing either
-				cancel()
-			}
+			l.release() // nothing used since the last renewal
 			return
 		}
 		mine := l.propose(now)
@@ -229,41 +218,90 @@ func (l *sharedLimiter) renewer() {
 		ctx, cancel := context.WithTimeout(context.Background(), l.o.CallTimeout)
 		got, err := l.o.Store.Renew(ctx, l.key, mine)
 		cancel()
-		recv := l.now()
+		next := l.took(now, mine, got, err)
+		if !l.await(next) {
+			return
+		}
+	}
+}
+
+// release gives the lease up (l.mu held; it is released).
+func (l *sharedLimiter) release() {
+	release := l.share > 0 && l.downSince.IsZero()
+	// An outage is judged afresh when the process is used again: its
+	// share starts from nothing then.
+	l.share, l.running, l.downSince = 0, false, time.Time{}
+	l.signal()
+	mine := l.lease(0, 0)
+	mine.Idle = true
+	l.mu.Unlock()
+	if release {
+		ctx, cancel := context.WithTimeout(context.Background(), l.o.CallTimeout)
+		_ = l.o.Store.Release(ctx, l.key, mine) // an expired lease holds nothing either
+		cancel()
+	}
+}
+
+// took takes a renewal's outcome and says when to renew next.
+func (l *sharedLimiter) took(sent time.Time, mine Lease, got Leases, err error) time.Duration {
+	recv := l.now()
+	l.mu.Lock()
+	next := l.o.Renew
+	var pause time.Duration
+	var notes []string
+	if err != nil {
+		next = l.failed(recv, err)
+	} else {
+		before := l.share
+		pause, notes = l.renewed(sent, recv, mine, got)
+		starved := l.share < 0.95*l.target && l.waiting > 0
+		switch {
+		case l.share < before*0.9 || mine.Share > l.share*1.1:
+			// The lease says more than this process now uses: others
+			// take it only once it says less.
+			next = l.o.Renew / 8
+		case starved && l.free > l.share:
+			next = l.o.Renew / 8 // more is free: take it soon
+		case starved:
+			next = l.o.Renew / 4 // others hold it: they give it up as they renew
+		}
+	}
+	l.mu.Unlock()
+	select {
+	case <-l.wake: // a renewal asked for while this one was under way: done
+	default:
+	}
+	if pause > 0 {
+		l.owner.Pause(pause) // another process's 429: this one honours it too
+	}
+	for _, n := range notes {
+		l.owner.note(n)
+	}
+	return next
+}
+
+// await waits next before the next renewal (at least Renew/8 when woken
+// early), giving the lease up, and reporting false, once nobody has used
+// it for Renew/2.
+func (l *sharedLimiter) await(next time.Duration) bool {
+	start := l.now()
+	for {
+		left := next - l.now().Sub(start)
+		if left <= 0 {
+			return true
+		}
+		step, slept := min(left, l.o.Renew/4), l.now()
+		_ = l.sleep(context.Background(), step, l.wake)
+		now := l.now()
+		if now.Sub(slept) < step {
+			next = min(next, l.o.Renew/8) // woken: a renewal soon
+		}
 		l.mu.Lock()
-		next := l.o.Renew
-		first := l.lastAt.IsZero()
-		var pause time.Duration
-		var notes []string
-		if err != nil {
-			next = l.failed(recv, err)
-		} else {
-			pause, notes = l.renewed(now, recv, mine, got)
-			switch {
-			case first:
-				next = 0 // the first read says what is free: take it now
-			case l.share < 0.95*l.target && l.waiting > 0 && l.free > l.share:
-				next = l.o.Renew / 8 // more is free: take it soon
-			case l.share < 0.95*l.target && l.waiting > 0:
-				next = l.o.Renew / 2 // others hold it: they give it up as they renew
-			}
+		if l.waiting == 0 && l.downSince.IsZero() && l.share > 0 && now.Sub(l.lastUse) >= l.o.Renew/2 {
+			l.release()
+			return false
 		}
 		l.mu.Unlock()
-		select {
-		case <-l.wake: // a renewal asked for while this one was under way: done
-		default:
-		}
-		if pause > 0 {
-			l.owner.Pause(pause) // another process's 429: this one honours it too
-		}
-		for _, n := range notes {
-			l.owner.note(n)
-		}
-		woke := l.now()
-		_ = l.sleep(context.Background(), next, l.wake)
-		if rest := min(next, l.o.Renew/8) - l.now().Sub(woke); rest > 0 {
-			_ = l.sleep(context.Background(), rest, nil) // at most eight renewals a period
-		}
 	}
 }
 
@@ -284,7 +322,9 @@ func (l *sharedLimiter) propose(now time.Time) Lease {
 	if before(now, l.leaseEnd) {
 		held = l.share
 	}
-	share := 0.0
+	// Before any read, what it would use: the read after the write
+	// confirms what of it fits.
+	share := demand
 	if !l.lastAt.IsZero() {
 		pl := allocate(l.o.Process, l.rate, demand, l.last)
 		share = min(pl.target, max(held, pl.capacity-pl.others))
@@ -303,7 +343,10 @@ func (l *sharedLimiter) propose(now time.Time) Lease {
 func (l *sharedLimiter) renewed(sent, recv time.Time, mine Lease, got Leases) (time.Duration, []string) {
 	pl := allocate(l.o.Process, l.rate, mine.Demand, got)
 	l.last, l.lastAt = got, recv
-	l.share = max(0, min(mine.Share, pl.capacity-pl.others))
+	// What was written, at most what the others leave, and at most the
+	// fair share now (others waiting for theirs take it once a lower
+	// lease is written, soon after).
+	l.share = max(0, min(mine.Share, pl.capacity-pl.others, max(pl.target, 0)))
 	l.leaseEnd = sent.Add(l.o.Term)
 	l.target, l.seen, l.free = pl.target, pl.seen, pl.capacity-pl.others
 	l.downSince, l.lastErr = time.Time{}, nil
