@@ -102,7 +102,7 @@ bench: azurite
 	$(GO) test -run '^$$' -bench 'Remediate2000|ResolveFilter100k' -benchtime 1x ./internal/remediate
 	$(GO) test -run '^$$' -bench 'AsyncRun100k|Rollout' -benchtime 1x ./internal/runs
 	$(GO) test -run '^$$' -bench Simulator -benchtime 3s -cpu 1 ./internal/intunesim
-	AZURITE=$(AZURITE) $(GO) test -run '^$$' -bench 'Tenants|OneTenantProcesses|Fairness|FrozenProcess|StorageLatency|StorageOutage|OtherClient' -benchtime 1x -timeout 40m ./handler
+	AZURITE=$(AZURITE) $(GO) test -run '^$$' -bench 'Tenants|OneTenantProcesses|Fairness|FrozenProcess|StorageLatency|StorageOutage|OtherClient|PagingProcesses' -benchtime 1x -timeout 40m ./handler
 
 ## simulate: the Intune simulator alone on 127.0.0.1:8081
 simulate:
