@@ -281,6 +281,9 @@ func benchTenants(b *testing.B, tenants, perTenant int) {
 		for i, tn := range fl.tenants {
 			wg.Go(func() {
 				fl.run(b, fl.workers[i%3], tn, fl.request(fl.eligible(i*perTenant, perTenant), ""), i%2 == 1)
+				if d := time.Since(start); d > time.Minute {
+					b.Logf("tenant %d (async %v) answered after %s", i, i%2 == 1, d)
+				}
 			})
 		}
 		wg.Wait()
@@ -300,6 +303,15 @@ func benchTenants(b *testing.B, tenants, perTenant int) {
 		b.ReportMetric(rates[""], "triggers/s")
 		b.ReportMetric(rates[""]/(float64(tenants)*benchCeiling), "aggregate_ratio_to_ceiling")
 		b.ReportMetric(elapsed.Seconds(), "s_to_last_answer")
+		if elapsed > time.Minute {
+			for _, w := range fl.workers {
+				for _, line := range strings.Split(w.logs.String(), "\n") {
+					if strings.Contains(line, `"WARN"`) || strings.Contains(line, `"ERROR"`) || strings.Contains(line, "requeue") {
+						b.Log(line[:min(len(line), 600)])
+					}
+				}
+			}
+		}
 		fl.measure(b, triggers)
 	}
 }

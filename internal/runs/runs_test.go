@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -686,4 +687,66 @@ func TestFollowUpIsReadOncePerPeriod(t *testing.T) {
 	assert.Equal(t, reads, statesReads(), "49 more polls, no more reads")
 	other, err := f.svc.Status(context.Background(), s.RunID, "someone-else", 0, true)
 	assert.ErrorIs(t, err, runs.ErrNotFound, "the cache answers no other caller: %v", other.Summary)
+}
+
+// togetherStore holds the first two chunk listings until both are read,
+// so two workers finishing their chunks at once see the same chunks.
+type togetherStore struct {
+	runs.Store
+	together atomic.Bool
+	mu       sync.Mutex
+	arrived  int
+	both     chan struct{}
+}
+
+func (s *togetherStore) Chunks(ctx context.Context, id string) ([]runs.Chunk, error) {
+	c, err := s.Store.Chunks(ctx, id)
+	if s.together.Load() {
+		s.mu.Lock()
+		if s.arrived++; s.arrived == 2 {
+			close(s.both)
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.both:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return c, err
+}
+
+// TestChunksFinishingTogetherQueueTheNextOnce: two workers that finish
+// their chunks at the same moment both find the next chunks unqueued;
+// each chunk is still queued once (a second message would have two
+// invocations work one chunk, and one of them lose its recording).
+func TestChunksFinishingTogetherQueueTheNextOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, runs.NewMemoryStore(), 600, intunesim.Options{}, runs.Options{})
+	store := &togetherStore{Store: runs.NewMemoryStore(), both: make(chan struct{})}
+	f.svc = runs.New(store, f.queue, f.engine, runs.Options{ChunkSize: 20, QueuedChunks: 2, RecordMargin: 20 * time.Millisecond},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	var items []remediate.Target
+	for _, d := range f.eligibleDevices()[:200] {
+		items = append(items, remediate.Target{DeviceID: d.ID, ScriptPolicyID: f.script})
+	}
+	plan, err := remediate.Validate(remediate.Request{Mode: "async", ManagedDevices: items}, remediate.Limits{})
+	require.NoError(t, err)
+	p, err := f.engine.Prepare(context.Background(), plan)
+	require.NoError(t, err)
+	require.NoError(t, f.svc.Submit(context.Background(), p.Queue(), "", ""))
+	first, ok := f.queue.pop()
+	require.True(t, ok)
+	second, ok := f.queue.pop()
+	require.True(t, ok)
+	store.together.Store(true)
+	var wg sync.WaitGroup
+	for _, m := range []runs.Message{first, second} {
+		wg.Go(func() { assert.NoError(t, f.svc.Work(context.Background(), m)) })
+	}
+	wg.Wait()
+	chunks := map[int]int{}
+	for _, m := range f.queue.peek() {
+		chunks[m.Chunk]++
+	}
+	assert.Equal(t, map[int]int{2: 1, 3: 1}, chunks, "the next two chunks, each once")
 }

@@ -233,22 +233,54 @@ func (s *Service) queueMore(ctx context.Context, run string) error {
 		if c.Queued || c.Open == 0 {
 			continue
 		}
-		msg, err := s.messageOf(ctx, run, c)
+		queued, err := s.queueChunk(ctx, run, c)
 		if err != nil {
 			return err
 		}
-		if len(msg.Items) > 0 {
-			if err := s.queue.Send(ctx, msg, 0); err != nil {
-				return fmt.Errorf("runs: queueing chunk %d of run %s: %w", c.Number, run, err)
-			}
+		if queued {
+			active++
 		}
-		c.Queued = true
-		if err := s.store.Save(ctx, run, c, nil); err != nil && !errors.Is(err, ErrConflict) {
-			return err
-		}
-		active++
 	}
 	return nil
+}
+
+// queueChunk queues chunk c unless another worker did: the chunk is marked
+// queued first, with its ETag, and only the worker whose mark was written
+// sends its message. Two chunks finishing at once both find the next one
+// unqueued; without the mark first both sent it, and two invocations
+// worked one chunk (one lost its recording, and its devices waited out
+// the claim lease). A message that cannot be sent unmarks the chunk.
+func (s *Service) queueChunk(ctx context.Context, run string, c *Chunk) (bool, error) {
+	for range 3 {
+		c.Queued = true
+		err := s.store.Save(ctx, run, c, nil)
+		if errors.Is(err, ErrConflict) {
+			// Changed meanwhile: queued by another worker, or changed
+			// otherwise (then it is still to queue).
+			now, gerr := s.store.Chunk(ctx, run, c.Number)
+			if gerr != nil {
+				return false, gerr
+			}
+			if *c = now; c.Queued || c.Open == 0 {
+				return c.Queued && c.Open > 0, nil
+			}
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		msg, err := s.messageOf(ctx, run, c)
+		if err == nil && len(msg.Items) > 0 {
+			err = s.queue.Send(ctx, msg, 0)
+		}
+		if err != nil {
+			c.Queued = false
+			_ = s.store.Save(ctx, run, c, nil) // so that the next worker to finish a chunk queues it
+			return false, fmt.Errorf("runs: queueing chunk %d of run %s: %w", c.Number, run, err)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("runs: chunk %d of run %s stayed contended", c.Number, run)
 }
 
 // messageOf is the work of chunk c: its devices still to do.
