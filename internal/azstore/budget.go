@@ -30,6 +30,9 @@ const (
 	budgetPrefix = "budget|"
 	leasePrefix  = "lease|"
 	pauseRow     = "pause"
+	// formerRow is the row of the position timeline this design replaced:
+	// deleted where found.
+	formerRow = "next"
 	// claimAttempts bounds the read-and-write rounds of a 429 record while
 	// other processes keep winning the pause row.
 	claimAttempts = 16
@@ -129,6 +132,8 @@ func (s *Store) Renew(ctx context.Context, key string, mine pace.Lease) (pace.Le
 				}
 				out.PausedUntil = time.Unix(0, p.PausedUntil)
 				out.Factor = pace.Factor(p.Base, time.Unix(0, p.ThrottledAt), out.Now)
+			case e.RowKey == formerRow:
+				stale = append(stale, e.RowKey)
 			case strings.HasPrefix(e.RowKey, leasePrefix):
 				if !out.Now.IsZero() && out.Now.Sub(written) > staleLease {
 					stale = append(stale, e.RowKey)

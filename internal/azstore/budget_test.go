@@ -2,10 +2,12 @@ package azstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -82,4 +84,17 @@ func TestBudgetLeasesOnAzurite(t *testing.T) {
 
 	_, err = stores[0].Renew(ctx, "app|tenant'|w", lease("a", 1))
 	assert.Error(t, err, "a key that would break the table's filter is refused")
+
+	// The former design's timeline row is deleted where a renewal finds it.
+	svc, err := aztables.NewServiceClientFromConnectionString(conn, nil)
+	require.NoError(t, err)
+	table := svc.NewClient("remediatorruns")
+	former, err := json.Marshal(map[string]any{"PartitionKey": "budget|" + key, "RowKey": "next", "J0": `{"n":5}`})
+	require.NoError(t, err)
+	_, err = table.AddEntity(ctx, former, nil)
+	require.NoError(t, err)
+	_, err = stores[0].Renew(ctx, key, lease("a", 3))
+	require.NoError(t, err)
+	_, err = table.GetEntity(ctx, "budget|"+key, "next", nil)
+	assert.Error(t, err, "the timeline row is gone")
 }
