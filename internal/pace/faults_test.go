@@ -280,3 +280,31 @@ func TestLeasesFollowUse(t *testing.T) {
 		assert.Greater(t, len(times), 144, "the other takes the whole budget: 90% of 20 s × 8/s")
 	})
 }
+
+// TestAnOutageIsTheStores: a process whose reads found the store down
+// serves its first writes at the outage share without waiting another
+// lease's term; an idle budget used again during the outage asks the
+// store once before it does (the store may be back).
+func TestAnOutageIsTheStores(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		defer settle()
+		store := &MemoryShared{}
+		store.Fail(errors.New("storage unreachable"))
+		p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 5})
+		start := time.Now()
+		_, err := p.Read(context.Background(), 1)
+		require.NoError(t, err)
+		read := time.Since(start)
+		assert.GreaterOrEqual(t, read, DefaultLeaseTerm, "nothing before every lease of before the outage has expired")
+		_, err = p.Write(context.Background())
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start)-read, time.Second, "the writes' budget knows the outage already: a token at 2/s")
+
+		time.Sleep(time.Minute) // both budgets go idle
+		ops := store.Ops()
+		store.Fail(nil)
+		_, err = p.Write(context.Background())
+		require.NoError(t, err)
+		assert.Greater(t, store.Ops(), ops, "the store was asked before the outage share was used again")
+	})
+}

@@ -52,10 +52,11 @@ type sharedLimiter struct {
 	target   float64   // the fair share the last read allowed
 	free     float64   // what the others left free in it
 	seen     int       // processes the store last showed (0: never read)
-	// downSince is when the first renewal of an outage failed (zero:
-	// none), lastErr why.
-	downSince time.Time
-	lastErr   error
+	// lastErr is why the last renewal failed; probing is set while the
+	// first renewal after a start is under way (during an outage the
+	// outage share waits for it: the store may be back).
+	lastErr error
+	probing bool
 	// changed is closed (and replaced) when the share changes.
 	changed chan struct{}
 	running bool // the renewer runs
@@ -104,7 +105,8 @@ func (l *sharedLimiter) rateAt(now time.Time) (float64, time.Time) {
 	if l.share > 0 && before(now, l.leaseEnd) {
 		return l.share, l.leaseEnd
 	}
-	if l.downSince.IsZero() {
+	down := l.o.health.since()
+	if down.IsZero() || l.probing {
 		return 0, time.Time{}
 	}
 	n := l.seen
@@ -112,7 +114,7 @@ func (l *sharedLimiter) rateAt(now time.Time) (float64, time.Time) {
 		n = l.o.Processes
 	}
 	outage := l.rate / float64(n)
-	if full := l.downSince.Add(l.o.Term); before(now, full) {
+	if full := down.Add(l.o.Term); before(now, full) {
 		// Leases granted before the outage may still be used: keep
 		// within this one's.
 		return min(outage, l.share), full
@@ -130,7 +132,7 @@ func (l *sharedLimiter) signal() {
 // running (l.mu held).
 func (l *sharedLimiter) poke() {
 	if !l.running {
-		l.running = true
+		l.running, l.probing = true, true
 		go l.renewer()
 		return
 	}
@@ -227,10 +229,8 @@ func (l *sharedLimiter) renewer() {
 
 // release gives the lease up (l.mu held; it is released).
 func (l *sharedLimiter) release() {
-	release := l.share > 0 && l.downSince.IsZero()
-	// An outage is judged afresh when the process is used again: its
-	// share starts from nothing then.
-	l.share, l.running, l.downSince = 0, false, time.Time{}
+	release := l.share > 0 && l.o.health.since().IsZero()
+	l.share, l.running = 0, false
 	l.signal()
 	mine := l.lease(0, 0)
 	mine.Idle = true
@@ -246,6 +246,7 @@ func (l *sharedLimiter) release() {
 func (l *sharedLimiter) took(sent time.Time, mine Lease, got Leases, err error) time.Duration {
 	recv := l.now()
 	l.mu.Lock()
+	l.probing = false
 	next := l.o.Renew
 	var pause time.Duration
 	var notes []string
@@ -297,7 +298,7 @@ func (l *sharedLimiter) await(next time.Duration) bool {
 			next = min(next, l.o.Renew/8) // woken: a renewal soon
 		}
 		l.mu.Lock()
-		if l.waiting == 0 && l.downSince.IsZero() && l.share > 0 && now.Sub(l.lastUse) >= l.o.Renew/2 {
+		if l.waiting == 0 && l.o.health.since().IsZero() && l.share > 0 && now.Sub(l.lastUse) >= l.o.Renew/2 {
 			l.release()
 			return false
 		}
@@ -349,7 +350,8 @@ func (l *sharedLimiter) renewed(sent, recv time.Time, mine Lease, got Leases) (t
 	l.share = max(0, min(mine.Share, pl.capacity-pl.others, max(pl.target, 0)))
 	l.leaseEnd = sent.Add(l.o.Term)
 	l.target, l.seen, l.free = pl.target, pl.seen, pl.capacity-pl.others
-	l.downSince, l.lastErr = time.Time{}, nil
+	l.lastErr = nil
+	l.o.health.ok()
 	l.signal()
 	var notes []string
 	if pl.mismatch {
@@ -365,9 +367,7 @@ func (l *sharedLimiter) renewed(sent, recv time.Time, mine Lease, got Leases) (t
 // failed takes a failed renewal (l.mu held) and says when to try again.
 func (l *sharedLimiter) failed(at time.Time, err error) time.Duration {
 	err = fmt.Errorf("shared Graph budget: %w", err)
-	if l.downSince.IsZero() {
-		l.downSince = at
-	}
+	l.o.health.failed(at)
 	l.lastErr = err
 	l.signal()
 	if before(at, l.leaseEnd) {
@@ -375,6 +375,34 @@ func (l *sharedLimiter) failed(at time.Time, err error) time.Duration {
 	}
 	l.owner.fellBack(err)
 	return l.o.Retry
+}
+
+// storeHealth is what a process knows of the store's reachability, shared
+// by all its budgets: an outage is the store's, so a budget first used
+// during one need not wait a lease's term of its own.
+type storeHealth struct {
+	mu        sync.Mutex
+	downSince time.Time // when a call first failed in the current outage (zero: none)
+}
+
+func (h *storeHealth) since() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.downSince
+}
+
+func (h *storeHealth) failed(at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince.IsZero() {
+		h.downSince = at
+	}
+}
+
+func (h *storeHealth) ok() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.downSince = time.Time{}
 }
 
 // throttled writes a 429 pause of d to the budget.

@@ -124,6 +124,8 @@ type SharedOptions struct {
 	DefaultTenant string
 	// Process names this process to the store (default: random).
 	Process string
+
+	health *storeHealth
 }
 
 // Budget kinds.
@@ -145,6 +147,7 @@ func (p *Pacer) WithShared(o SharedOptions) *Pacer {
 		o.Process = fmt.Sprintf("%016x", rand.Uint64())
 	}
 	o.DefaultTenant = strings.ToLower(o.DefaultTenant)
+	o.health = &storeHealth{}
 	p.shared = &o
 	p.share(cmp.Or(o.DefaultTenant, "default"))
 	return p
