@@ -377,34 +377,6 @@ func (l *sharedLimiter) failed(at time.Time, err error) time.Duration {
 	return l.o.Retry
 }
 
-// storeHealth is what a process knows of the store's reachability, shared
-// by all its budgets: an outage is the store's, so a budget first used
-// during one need not wait a lease's term of its own.
-type storeHealth struct {
-	mu        sync.Mutex
-	downSince time.Time // when a call first failed in the current outage (zero: none)
-}
-
-func (h *storeHealth) since() time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.downSince
-}
-
-func (h *storeHealth) failed(at time.Time) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.downSince.IsZero() {
-		h.downSince = at
-	}
-}
-
-func (h *storeHealth) ok() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.downSince = time.Time{}
-}
-
 // throttled writes a 429 pause of d to the budget.
 func (l *sharedLimiter) throttled(d time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.o.CallTimeout)

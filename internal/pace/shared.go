@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -257,4 +258,32 @@ func fairShare(capacity float64, demands []float64) float64 {
 		n--
 	}
 	return 0
+}
+
+// storeHealth is what a process knows of the store's reachability, shared
+// by all its budgets: an outage is the store's, so a budget first used
+// during one need not wait a lease's term of its own.
+type storeHealth struct {
+	mu        sync.Mutex
+	downSince time.Time // when a call first failed in the current outage (zero: none)
+}
+
+func (h *storeHealth) since() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.downSince
+}
+
+func (h *storeHealth) failed(at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince.IsZero() {
+		h.downSince = at
+	}
+}
+
+func (h *storeHealth) ok() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.downSince = time.Time{}
 }
