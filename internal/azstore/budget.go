@@ -130,7 +130,9 @@ func (s *Store) Renew(ctx context.Context, key string, mine pace.Lease) (pace.Le
 				if _, err := value(raw, &p); err != nil {
 					return pace.Leases{}, err
 				}
-				out.PausedUntil = time.Unix(0, p.PausedUntil)
+				if p.PausedUntil > 0 {
+					out.PausedUntil = time.Unix(0, p.PausedUntil)
+				}
 				out.Factor = pace.Factor(p.Base, time.Unix(0, p.ThrottledAt), out.Now)
 			case e.RowKey == formerRow:
 				stale = append(stale, e.RowKey)
@@ -150,9 +152,6 @@ func (s *Store) Renew(ctx context.Context, key string, mine pace.Lease) (pace.Le
 	}
 	if out.Now.IsZero() {
 		return pace.Leases{}, errors.New("azstore: the table's answer has no Date: leases cannot be judged")
-	}
-	if out.PausedUntil.Unix() <= 0 {
-		out.PausedUntil = time.Time{}
 	}
 	for _, rk := range stale[:min(len(stale), staleDeletes)] {
 		s.ops.Add(1)
@@ -194,10 +193,7 @@ func (s *Store) Throttled(ctx context.Context, key string, d time.Duration) erro
 			return errors.New("azstore: the table's answer has no Date: a pause cannot be placed on its clock")
 		}
 		row.PausedUntil = max(row.PausedUntil, now.Add(d+time.Second).UnixNano())
-		f := pace.Factor(row.Base, time.Unix(0, row.ThrottledAt), now)
-		if row.ThrottledAt == 0 {
-			f = 1
-		}
+		f := pace.Factor(row.Base, time.Unix(0, row.ThrottledAt), now) // 1 before any 429 (no base)
 		row.Base, row.ThrottledAt = max(f/2, 0.05), now.UnixNano()
 		e, err := entity(pk, pauseRow, row)
 		if err != nil {

@@ -231,18 +231,12 @@ func TestOutageTransitionsStayWithinTheBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		defer settle()
 		store := &MemoryShared{}
-		var mu sync.Mutex
-		var times []time.Time
-		var gs []*sync.WaitGroup
-		for range 3 {
-			p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 40})
-			gs = append(gs, writeFor(p, "", 8, 90*time.Second, &mu, &times))
-		}
+		wait := deployment(3, 10, SharedOptions{Store: store, Scope: "app", Processes: 40}, 8, 90*time.Second, 0)
 		time.Sleep(20 * time.Second)
 		store.Fail(errors.New("storage unreachable"))
 		time.Sleep(30 * time.Second)
 		store.Fail(nil)
-		waitAll(gs...)
+		times := wait()
 		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 203, "10/s: 200 in 20 s, and a call of burst each")
 		assert.Greater(t, len(times), 700, "the outage share keeps them going: 90 s at 10/s is 900")
 	})
@@ -255,20 +249,14 @@ func TestLeasesFollowUse(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		defer settle()
 		store := &MemoryShared{}
-		var mu sync.Mutex
-		var times []time.Time
-		var gs []*sync.WaitGroup
-		for range 20 {
-			p := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "app"})
-			gs = append(gs, callFor(p, "", 1, 60*time.Second, 300*time.Millisecond, &mu, &times))
-		}
-		waitAll(gs...)
+		times := deployment(20, 8, SharedOptions{Store: store, Scope: "app"}, 1, 60*time.Second, 300*time.Millisecond)()
 		assert.GreaterOrEqual(t, float64(len(times))/60/8, 0.9, "ratio to the budget")
 		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 180, "8/s: 160 in 20 s, and a call of burst each")
 
 		// One stops; after it gave its lease up the other takes all.
 		idle := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "solo", Process: "idle"})
 		busy := New(8, 100).WithShared(SharedOptions{Store: store, Scope: "solo"})
+		var mu sync.Mutex
 		times = nil
 		waitAll(writeFor(idle, "", 2, 10*time.Second, &mu, &times), writeFor(busy, "", 2, 10*time.Second, &mu, &times))
 		time.Sleep(5 * time.Second)

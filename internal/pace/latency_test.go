@@ -1,7 +1,6 @@
 package pace
 
 import (
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -20,14 +19,7 @@ func TestSlowStorageKeepsThePace(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			defer settle()
 			store := &MemoryShared{Delay: 150 * time.Millisecond}
-			var mu sync.Mutex
-			var times []time.Time
-			var gs []*sync.WaitGroup
-			for range procs {
-				p := New(20, 240).WithShared(SharedOptions{Store: store, Scope: "app"})
-				gs = append(gs, writeFor(p, "", 16, 60*time.Second, &mu, &times))
-			}
-			waitAll(gs...)
+			times := deployment(procs, 20, SharedOptions{Store: store, Scope: "app"}, 16, 60*time.Second, 0)()
 			ratio := float64(len(times)) / 60 / 20
 			assert.GreaterOrEqual(t, ratio, 0.9, "%d processes", procs)
 			assert.LessOrEqual(t, intunesim.MaxInWindow(times, 10*time.Second), 200+procs, "20/s: 200 in 10 s, and a call of burst each")

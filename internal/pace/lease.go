@@ -49,13 +49,10 @@ type sharedLimiter struct {
 	fillRate float64   // the rate at filled
 	share    float64   // what the last lease confirmed
 	leaseEnd time.Time // the share holds until then, on this clock
-	target   float64   // the fair share the last read allowed
-	free     float64   // what the others left free in it
 	seen     int       // processes the store last showed (0: never read)
-	// lastErr is why the last renewal failed; probing is set while the
-	// first renewal after a start is under way (during an outage the
-	// outage share waits for it: the store may be back).
-	lastErr error
+	// probing is set while the first renewal after a start is under way
+	// (during an outage the outage share waits for it: the store may be
+	// back).
 	probing bool
 	// changed is closed (and replaced) when the share changes.
 	changed chan struct{}
@@ -67,8 +64,7 @@ type sharedLimiter struct {
 	lastUse   time.Time
 	waited    bool
 	renewedAt time.Time
-	last      Leases // the last read, and when it arrived
-	lastAt    time.Time
+	last      Leases // the last read (Now is zero before the first)
 }
 
 func newSharedLimiter(o *SharedOptions, key string, perSecond float64, burst int, owner *Pacer) *sharedLimiter {
@@ -211,10 +207,6 @@ func (l *sharedLimiter) renewer() {
 	for {
 		now := l.now()
 		l.mu.Lock()
-		if l.waiting == 0 && l.used == 0 && !l.waited && !l.renewedAt.IsZero() {
-			l.release() // nothing used since the last renewal
-			return
-		}
 		mine := l.propose(now)
 		l.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), l.o.CallTimeout)
@@ -244,24 +236,24 @@ func (l *sharedLimiter) release() {
 
 // took takes a renewal's outcome and says when to renew next.
 func (l *sharedLimiter) took(sent time.Time, mine Lease, got Leases, err error) time.Duration {
-	recv := l.now()
 	l.mu.Lock()
 	l.probing = false
 	next := l.o.Renew
 	var pause time.Duration
 	var notes []string
 	if err != nil {
-		next = l.failed(recv, err)
+		next = l.failed(l.now(), err)
 	} else {
 		before := l.share
-		pause, notes = l.renewed(sent, recv, mine, got)
-		starved := l.share < 0.95*l.target && l.waiting > 0
+		var pl plan
+		pl, pause, notes = l.renewed(sent, mine, got)
+		starved := l.share < 0.95*pl.target && l.waiting > 0
 		switch {
 		case l.share < before*0.9 || mine.Share > l.share*1.1:
 			// The lease says more than this process now uses: others
 			// take it only once it says less.
 			next = l.o.Renew / 8
-		case starved && l.free > l.share:
+		case starved && pl.capacity-pl.others > l.share:
 			next = l.o.Renew / 8 // more is free: take it soon
 		case starved:
 			next = l.o.Renew / 4 // others hold it: they give it up as they renew
@@ -282,8 +274,8 @@ func (l *sharedLimiter) took(sent time.Time, mine Lease, got Leases, err error) 
 }
 
 // await waits next before the next renewal (at least Renew/8 when woken
-// early), giving the lease up, and reporting false, once nobody has used
-// it for Renew/2.
+// early), giving the lease up, and reporting false, once nobody waits and
+// nobody has used it for Renew/2.
 func (l *sharedLimiter) await(next time.Duration) bool {
 	start := l.now()
 	for {
@@ -298,7 +290,7 @@ func (l *sharedLimiter) await(next time.Duration) bool {
 			next = min(next, l.o.Renew/8) // woken: a renewal soon
 		}
 		l.mu.Lock()
-		if l.waiting == 0 && l.o.health.since().IsZero() && l.share > 0 && now.Sub(l.lastUse) >= l.o.Renew/2 {
+		if l.waiting == 0 && now.Sub(l.lastUse) >= l.o.Renew/2 {
 			l.release()
 			return false
 		}
@@ -312,8 +304,8 @@ func (l *sharedLimiter) lease(share, demand float64) Lease {
 }
 
 // propose is the lease to write next (l.mu held): the fair share the last
-// read allowed, at most what the others left free then, never less than
-// the share held; a lower share applies before it is written.
+// read allowed, and of it what the others left free then or the share
+// held, whichever is more; a lower share applies before it is written.
 func (l *sharedLimiter) propose(now time.Time) Lease {
 	demand := l.rate
 	if since := now.Sub(l.renewedAt).Seconds(); !l.waited && l.waiting == 0 && since > 0 && !l.renewedAt.IsZero() {
@@ -326,7 +318,7 @@ func (l *sharedLimiter) propose(now time.Time) Lease {
 	// Before any read, what it would use: the read after the write
 	// confirms what of it fits.
 	share := demand
-	if !l.lastAt.IsZero() {
+	if !l.last.Now.IsZero() {
 		pl := allocate(l.o.Process, l.rate, demand, l.last)
 		share = min(pl.target, max(held, pl.capacity-pl.others))
 	}
@@ -340,17 +332,17 @@ func (l *sharedLimiter) propose(now time.Time) Lease {
 
 // renewed takes a renewal's answer (l.mu held): the share is what was
 // written, at most what the others leave; the lease runs from sent. It
-// returns a 429 pause to honour and notes for the runs.
-func (l *sharedLimiter) renewed(sent, recv time.Time, mine Lease, got Leases) (time.Duration, []string) {
+// returns the plan the answer gives, a 429 pause to honour and notes for
+// the runs.
+func (l *sharedLimiter) renewed(sent time.Time, mine Lease, got Leases) (plan, time.Duration, []string) {
 	pl := allocate(l.o.Process, l.rate, mine.Demand, got)
-	l.last, l.lastAt = got, recv
+	l.last = got
 	// What was written, at most what the others leave, and at most the
 	// fair share now (others waiting for theirs take it once a lower
 	// lease is written, soon after).
 	l.share = max(0, min(mine.Share, pl.capacity-pl.others, max(pl.target, 0)))
 	l.leaseEnd = sent.Add(l.o.Term)
-	l.target, l.seen, l.free = pl.target, pl.seen, pl.capacity-pl.others
-	l.lastErr = nil
+	l.seen = pl.seen
 	l.o.health.ok()
 	l.signal()
 	var notes []string
@@ -361,14 +353,13 @@ func (l *sharedLimiter) renewed(sent, recv time.Time, mine Lease, got Leases) (t
 	if !got.PausedUntil.IsZero() && got.PausedUntil.After(got.Now) {
 		pause = got.PausedUntil.Sub(got.Now)
 	}
-	return pause, notes
+	return pl, pause, notes
 }
 
 // failed takes a failed renewal (l.mu held) and says when to try again.
 func (l *sharedLimiter) failed(at time.Time, err error) time.Duration {
 	err = fmt.Errorf("shared Graph budget: %w", err)
 	l.o.health.failed(at)
-	l.lastErr = err
 	l.signal()
 	if before(at, l.leaseEnd) {
 		return min(l.o.Retry, time.Second) // the lease still holds: try again soon

@@ -56,7 +56,7 @@ type Lease struct {
 // Leases is what the store knows of a budget.
 type Leases struct {
 	// Now is the store's clock when it read them (a Date header: to the
-	// second, never ahead of the store).
+	// second, never ahead of the store); a store always says it.
 	Now time.Time
 	// All is every lease of the budget, this process's included.
 	All []Lease
@@ -203,7 +203,7 @@ func allocate(self string, rate, demand float64, ls Leases) plan {
 		}
 		pl.seen++
 		live := !l.Idle && age <= l.Term
-		if live || !l.Idle {
+		if !l.Idle {
 			if l.Rate > 0 && l.Rate != rate {
 				pl.mismatch = true
 			}

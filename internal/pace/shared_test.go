@@ -44,6 +44,23 @@ func callFor(p *Pacer, tenant string, workers int, d, latency time.Duration, mu 
 	return &wg
 }
 
+// deployment starts n processes (Pacers at rate writes a second sharing
+// o's store), each with workers writers calling for d, latency a call;
+// its wait returns every write's time.
+func deployment(n int, rate float64, o SharedOptions, workers int, d, latency time.Duration) (wait func() []time.Time) {
+	var mu sync.Mutex
+	var times []time.Time
+	var gs []*sync.WaitGroup
+	for range n {
+		p := New(rate, 240).WithShared(o)
+		gs = append(gs, callFor(p, "", workers, d, latency, &mu, &times))
+	}
+	return func() []time.Time {
+		waitAll(gs...)
+		return times
+	}
+}
+
 // waitAll waits for every group.
 func waitAll(gs ...*sync.WaitGroup) {
 	for _, g := range gs {
@@ -59,14 +76,7 @@ func TestSharedBudgetHoldsAcrossProcesses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		defer settle()
 		store := &MemoryShared{}
-		var mu sync.Mutex
-		var times []time.Time
-		var groups []*sync.WaitGroup
-		for range 3 {
-			p := New(10, 100).WithShared(SharedOptions{Store: store, Scope: "app", Processes: 10})
-			groups = append(groups, writeFor(p, "", 4, 30*time.Second, &mu, &times))
-		}
-		waitAll(groups...)
+		times := deployment(3, 10, SharedOptions{Store: store, Scope: "app", Processes: 10}, 4, 30*time.Second, 0)()
 		assert.LessOrEqual(t, intunesim.MaxInWindow(times, 20*time.Second), 203, "10/s: 200 in 20 s, and a call of burst each")
 		assert.GreaterOrEqual(t, len(times), 270, "at least 90%% of 30 s × 10/s")
 		assert.Less(t, float64(store.Ops())/float64(len(times)), 0.5, "storage operations per call")
